@@ -1,0 +1,7 @@
+"""r3mem: compressed, hierarchical and reversible long-term memory for Hugging Face decoder LMs."""
+
+from .config import R3MemConfig
+from .model import R3MemModel, R3MemOutput
+from .state import MemoryState
+
+__all__ = ["MemoryState", "R3MemConfig", "R3MemModel", "R3MemOutput"]

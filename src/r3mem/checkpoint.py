@@ -1,0 +1,129 @@
+"""PEFT-style adapter files: ``adapter_config.json`` + ``adapter_model.safetensors``, never pickle.
+
+Only the trainable weights are saved; the base model is named, checked, never copied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import R3MemConfig
+from .coupling import find_decoder_layers
+
+if TYPE_CHECKING:
+    from .model import R3MemModel
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+SPEC_KEYS = ("vocab_size", "hidden_size", "num_layers")
+
+
+def base_spec(base_model: nn.Module) -> dict[str, Any]:
+    """The facts about a base model that an adapter depends on, read generically."""
+    vocab_size, hidden_size = base_model.get_input_embeddings().weight.shape
+    config = getattr(base_model, "config", None)
+    return {
+        "model_type": getattr(config, "model_type", type(base_model).__name__),
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "num_layers": len(find_decoder_layers(base_model)[1]),
+    }
+
+
+def _package_version() -> str:
+    try:
+        return version("r3mem")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def save_adapter(model: R3MemModel, directory: str | Path) -> None:
+    """Write both files; each is written to a temporary name and renamed, so a crash mid-save
+    never leaves a half-written adapter where a good one stood."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base_config = getattr(model.base, "config", None)
+    meta = {
+        "r3mem_version": _package_version(),
+        "base_model": {**model.spec, "name_or_path": getattr(base_config, "name_or_path", "")},
+        "fingerprint": model.fingerprint,
+        "r3mem_config": model.config.to_dict(),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.trainable_parameters().items()}
+    weights_tmp = directory / (WEIGHTS_NAME + ".tmp")
+    save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+    config_tmp = directory / (CONFIG_NAME + ".tmp")
+    config_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(weights_tmp, directory / WEIGHTS_NAME)
+    os.replace(config_tmp, directory / CONFIG_NAME)
+
+
+def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no adapter config (is {directory} an r3mem adapter?)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        R3MemConfig.from_dict(meta["r3mem_config"])
+        meta["base_model"]["name_or_path"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a valid r3mem adapter config ({err!r})") from err
+    return meta
+
+
+def load_adapter(
+    cls: type[R3MemModel], directory: str | Path, base_model: nn.Module | str | None
+) -> R3MemModel:
+    meta = read_adapter_config(directory)
+    if base_model is None:
+        base_model = meta["base_model"]["name_or_path"]
+        if not base_model:
+            raise ValueError(f"{directory}: the adapter names no base model; pass base_model=")
+    if isinstance(base_model, (str, os.PathLike)):
+        from transformers import AutoModelForCausalLM
+
+        base_model = AutoModelForCausalLM.from_pretrained(base_model)
+    spec = base_spec(base_model)
+    for key in SPEC_KEYS:
+        saved, found = meta["base_model"][key], spec[key]
+        if saved != found:
+            raise ValueError(
+                f"{directory}: adapter was trained for a base model with {key}={saved}, "
+                f"but this base model has {key}={found}"
+            )
+    model = cls.from_base(base_model, R3MemConfig.from_dict(meta["r3mem_config"]))
+    weights_path = Path(directory) / WEIGHTS_NAME
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{weights_path}: unreadable adapter weights ({err})") from err
+    _copy_weights(model, weights, weights_path)
+    return model
+
+
+def _copy_weights(model: R3MemModel, weights: dict[str, torch.Tensor], path: Path) -> None:
+    params = model.trainable_parameters()
+    missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    for name, param in params.items():
+        if weights[name].shape != param.shape:
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(weights[name].shape)}, "
+                f"model expects {tuple(param.shape)}"
+            )
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(weights[name])

@@ -1,0 +1,101 @@
+"""The five terms of R³Mem's objective (DESIGN 2.5), each a plain function.
+
+    L = L_lm + λ_rec·L_rec + λ_doc·L_doc + λ_ent·L_ent + λ_cyc·L_cyc
+
+The training loop decides which memories and targets feed each term; these functions only
+say what each term measures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .model import R3MemModel
+    from .state import MemoryState
+
+IGNORE = -100
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy with Hugging Face alignment: ``logits[:, i]`` predicts
+    ``labels[:, i + 1]``; label -100 is ignored."""
+    return token_loss(logits[:, :-1], labels[:, 1:])
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy where ``logits[:, i]`` predicts ``targets[:, i]``; -100 is ignored."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE
+    )
+
+
+def _masked(ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    return ids if attention_mask is None else ids.masked_fill(attention_mask == 0, IGNORE)
+
+
+def reconstruction_loss(
+    model: R3MemModel,
+    memory: MemoryState,
+    target_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    level: str = "paragraph",
+) -> torch.Tensor:
+    """L_rec: the backward invocation must give back the text the memory was written from."""
+    logits = model.decode_logits(memory, target_ids, level=level)
+    return token_loss(logits, _masked(target_ids, attention_mask))
+
+
+def document_recall_loss(
+    model: R3MemModel,
+    document_memory: MemoryState,
+    segment_ids: torch.Tensor,
+    cue_length: int,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_doc: from the recurrent document memory and the first ``cue_length`` tokens of an
+    earlier segment, recall the rest of that segment (long-range recall)."""
+    if not 0 < cue_length < segment_ids.shape[1]:
+        raise ValueError(
+            f"cue_length must be in (0, {segment_ids.shape[1]}) for this segment, got {cue_length}"
+        )
+    cue, rest = segment_ids[:, :cue_length], segment_ids[:, cue_length:]
+    logits = model.decode_logits(document_memory, rest, level="document", cue_ids=cue)
+    mask = None if attention_mask is None else attention_mask[:, cue_length:]
+    return token_loss(logits, _masked(rest, mask))
+
+
+def entity_loss(
+    model: R3MemModel,
+    paragraph_memory: MemoryState,
+    entity_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_ent: from a paragraph's memory, list its entities ("entities: A; B; C")."""
+    logits = model.decode_logits(paragraph_memory, entity_ids, level="entity")
+    return token_loss(logits, _masked(entity_ids, attention_mask))
+
+
+def cycle_loss(
+    model: R3MemModel,
+    memory: MemoryState,
+    target_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    level: str = "paragraph",
+) -> torch.Tensor:
+    """L_cyc: re-compress the decoder's soft reconstruction and match the memory it came from.
+
+    The soft reconstruction is each position's predicted distribution times the embedding table,
+    so the gradient reaches the decoder; the target memory is held fixed (stop-gradient), so the
+    term cannot be met by collapsing both sides. Returns mean (1 - cosine similarity).
+    """
+    logits = model.decode_logits(memory, target_ids, level=level)
+    table = model.embed_tokens.weight
+    soft = logits.float().softmax(-1).to(table.dtype) @ table  # [B, T, d]
+    start = model.init_memory(memory.batch_size, level=level)
+    again = model(inputs_embeds=soft, memory=start, attention_mask=attention_mask).memory
+    cosine = F.cosine_similarity(again.memory.float(), memory.memory.detach().float(), dim=-1)
+    return (1 - cosine).mean()
