@@ -6,6 +6,7 @@ paths also need low-rank updates of the attention and MLP projections (DESIGN 2.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -52,7 +53,9 @@ def inject_lora(model: nn.Module, config: R3MemConfig, targets: list[str]) -> No
     )
     inject_adapter_in_model(lora_config, model, adapter_name=ENCODER)
     if config.decoder == "separate":
-        inject_adapter_in_model(lora_config, model, adapter_name=DECODER)
+        with warnings.catch_warnings():  # peft warns that a second adapter is deliberate
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            inject_adapter_in_model(lora_config, model, adapter_name=DECODER)
     _activate(model, ENCODER)
 
 

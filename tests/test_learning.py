@@ -1,0 +1,66 @@
+"""End to end: write then reconstruct must learn to give back held-out random sequences.
+
+A tiny Llama (1 layer, d=128) and its R³Mem adapters train together on random 16-token
+sequences (vocabulary 64) compressed into 4 memory tokens, through ``write`` (forward
+invocation) and the teacher-forced backward invocation; held-out sequences are then
+reconstructed greedily with ``reconstruct``. Random tokens cannot be guessed, so every
+correct token came through the memory. About 75 s on a 2-core CPU.
+"""
+
+import math
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from r3mem import R3MemConfig, R3MemModel
+from r3mem.losses import reconstruction_loss
+
+VOCAB, LENGTH, MEMORY, STEPS, BATCH = 64, 16, 4, 900, 64
+
+
+def test_write_then_reconstruct_learns_random_sequences():
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=64,
+        )
+    )
+    config = R3MemConfig(num_memory_tokens=MEMORY, segment_length=LENGTH, adapter_rank=16)
+    model = R3MemModel.from_base(base, config)
+    model.base.requires_grad_(True)  # the toy has no pretrained base to keep frozen
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / STEPS))
+    )
+    train = torch.Generator().manual_seed(1)
+    held_out = torch.randint(0, VOCAB, (256, LENGTH), generator=torch.Generator().manual_seed(2))
+
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        text = torch.randint(0, VOCAB, (BATCH, LENGTH), generator=train)
+        memory = model.write(model.init_memory(BATCH, level="paragraph"), text)
+        loss = reconstruction_loss(model, memory, text)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+    seconds = time.perf_counter() - start
+
+    model.eval()
+    with torch.no_grad():
+        memory = model.write(model.init_memory(len(held_out), level="paragraph"), held_out)
+        restored = model.reconstruct(memory, max_new_tokens=LENGTH)
+    accuracy = (restored == held_out).float().mean().item()
+    print(
+        f"learning test: greedy token accuracy {accuracy:.4f} after {STEPS} steps, {seconds:.1f} s"
+    )
+    assert accuracy >= 0.90
