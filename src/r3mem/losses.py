@@ -75,8 +75,7 @@ def entity_loss(
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_ent: from a paragraph's memory, list its entities ("entities: A; B; C")."""
-    logits = model.decode_logits(paragraph_memory, entity_ids, level="entity")
-    return token_loss(logits, _masked(entity_ids, attention_mask))
+    return reconstruction_loss(model, paragraph_memory, entity_ids, attention_mask, level="entity")
 
 
 def cycle_loss(
