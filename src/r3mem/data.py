@@ -1,0 +1,123 @@
+"""Training data: a byte-level BPE tokenizer, and corpora tokenised once into a cached memmap.
+
+A corpus is the token ids of its documents laid end to end, each followed by EOS, in a
+``uint16``/``uint32`` file beside a JSON index of where each document starts. The cache key
+hashes the tokenizer and the source files (path, size, mtime), so a second run starts at once
+and a changed file or tokenizer is never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from .readers import DataError, read_texts
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+def train_tokenizer(
+    source: str | Path, vocab_size: int, out_dir: str | Path
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on the texts under ``source`` and save it in the Hugging Face
+    layout (``tokenizer.json`` + config), loadable with ``AutoTokenizer.from_pretrained``."""
+    texts = [text for _, text in read_texts(source)]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=True,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, pad_token=PAD, unk_token=None
+    )
+    tokenizer.model_max_length = 1 << 30
+    tokenizer.save_pretrained(str(out_dir))
+    return tokenizer
+
+
+@dataclass
+class Corpus:
+    """Token ids of a set of documents, end to end (memmapped), and where each starts."""
+
+    tokens: np.ndarray
+    doc_ids: list[str]
+    starts: list[int]
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def document(self, index: int) -> np.ndarray:
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else len(self.tokens)
+        return self.tokens[self.starts[index] : end]
+
+    def windows(self, length: int, batch: int, seed: int, step: int) -> torch.Tensor:
+        """``batch`` random windows of ``length`` tokens. They depend only on (seed, step), so a
+        resumed run sees exactly the batches it would have seen."""
+        if len(self.tokens) <= length:
+            raise DataError(f"corpus of {len(self.tokens)} tokens is shorter than one window")
+        generator = np.random.default_rng([seed, step])
+        starts = generator.integers(0, len(self.tokens) - length, size=batch)
+        return torch.from_numpy(
+            np.stack([self.tokens[s : s + length] for s in starts]).astype(np.int64)
+        )
+
+
+def _fingerprint(source: Path, tokenizer: PreTrainedTokenizerFast) -> str:
+    digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_corpus(
+    source: str | Path, tokenizer: PreTrainedTokenizerFast, cache_dir: str | Path
+) -> Corpus:
+    """Tokenise the texts under ``source`` once; later calls open the cached memmap."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or directory")
+    cache = Path(cache_dir) / f"{source.name}-{_fingerprint(source, tokenizer)}"
+    index_path, tokens_path = cache.with_suffix(".json"), cache.with_suffix(".bin")
+    if not index_path.is_file():
+        _build_cache(source, tokenizer, index_path, tokens_path)
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    tokens = np.memmap(tokens_path, dtype=index["dtype"], mode="r")
+    return Corpus(tokens=tokens, doc_ids=index["doc_ids"], starts=index["starts"])
+
+
+def _build_cache(
+    source: Path, tokenizer: PreTrainedTokenizerFast, index_path: Path, tokens_path: Path
+) -> None:
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.uint32
+    doc_ids, starts, pieces, total = [], [], [], 0
+    for doc_id, text in tqdm(list(read_texts(source)), desc=f"tokenising {source.name}"):
+        ids = [*tokenizer(text, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+        doc_ids.append(doc_id)
+        starts.append(total)
+        pieces.append(np.asarray(ids, dtype=dtype))
+        total += len(ids)
+    index_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tokens_path.with_suffix(".bin.tmp")
+    np.concatenate(pieces).tofile(tmp)
+    os.replace(tmp, tokens_path)
+    index = {"dtype": np.dtype(dtype).name, "doc_ids": doc_ids, "starts": starts, "tokens": total}
+    tmp = index_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(index), encoding="utf-8")
+    os.replace(tmp, index_path)  # the index last: its presence means the cache is whole

@@ -1,0 +1,166 @@
+"""``r3mem train-base``: a byte-level BPE tokenizer and a small Llama trained from scratch.
+
+No pretrained weights can be downloaded where r3mem must run offline, so the project trains
+its own base on the Gutenberg books and ships it. The output directory is a plain Hugging Face
+model: ``AutoModelForCausalLM.from_pretrained(out_dir)`` and ``AutoTokenizer`` load it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm import tqdm
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from ..data import Corpus, load_corpus, train_tokenizer
+from .common import Checkpoint, MetricsLog, check_positive, make_optimizer, warmup_cosine
+
+
+@dataclass
+class BaseTrainConfig:
+    """One base-model run; every field can come from a TOML file under ``configs/``."""
+
+    train_data: str = "../shared/data/books/train"
+    valid_data: str = "../shared/data/books/validation"
+    out_dir: str = "runs/base"
+    cache_dir: str = "runs/cache"
+    vocab_size: int = 8192
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 688
+    seq_len: int = 256
+    batch_size: int = 16
+    grad_accum: int = 1
+    steps: int = 6000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 200
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    seed: int = 0
+    save_every: int = 250
+    eval_every: int = 1000
+    eval_batches: int = 16
+    mixed_precision: str = "no"  # "bf16" on hardware that has it
+
+    def __post_init__(self) -> None:
+        check_positive(
+            self, "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+            "seq_len", "batch_size", "grad_accum", "steps", "lr", "warmup", "save_every",
+            "eval_every", "eval_batches",
+        )  # fmt: skip
+        if self.hidden_size % self.num_heads:
+            raise ValueError("BaseTrainConfig.hidden_size must be divisible by num_heads")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(
+                "BaseTrainConfig.mixed_precision must be no, bf16 or fp16; "
+                f"got {self.mixed_precision!r}"
+            )
+
+
+def build_model(config: BaseTrainConfig, tokenizer) -> LlamaForCausalLM:
+    torch.manual_seed(config.seed)
+    llama = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=4 * config.seq_len,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(llama)
+
+
+@torch.no_grad()
+def perplexity(model: LlamaForCausalLM, corpus: Corpus, config: BaseTrainConfig) -> float:
+    """Perplexity on ``eval_batches`` windows of ``seq_len`` tokens, the same at every call."""
+    model.eval()
+    losses = []
+    for i in range(config.eval_batches):
+        batch = corpus.windows(config.seq_len, config.batch_size, seed=10_000 + config.seed, step=i)
+        batch = batch.to(model.device)
+        losses.append(model(input_ids=batch, labels=batch).loss.float().item())
+    model.train()
+    return math.exp(sum(losses) / len(losses))
+
+
+def train_base(config: BaseTrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) and write the Hugging Face layout to ``config.out_dir``."""
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = out / "tokenizer"
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        train_tokenizer(config.train_data, config.vocab_size, tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    train = load_corpus(config.train_data, tokenizer, config.cache_dir)
+    valid = load_corpus(config.valid_data, tokenizer, config.cache_dir)
+
+    accelerator = Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum
+    )
+    model = build_model(config, tokenizer)
+    optimizer = make_optimizer(list(model.parameters()), config.lr, config.weight_decay)
+    checkpoint = Checkpoint(out / "checkpoint")
+    step, elapsed = 0, 0.0
+    if resume and checkpoint.exists():
+        weights, optimizer_state, state = checkpoint.load()
+        model.load_state_dict(weights, strict=False)  # tied lm_head is not stored twice
+        optimizer.load_state_dict(optimizer_state)
+        step, elapsed = state["step"], state["elapsed"]
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, config.warmup, config.steps, config.min_lr_ratio),
+        last_epoch=step - 1,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
+    params = sum(p.numel() for p in model.parameters())
+    tokens_per_step = config.batch_size * config.grad_accum * config.seq_len
+    progress = tqdm(total=config.steps, initial=step, desc="train-base", unit="step")
+    model.train()
+    while step < config.steps:
+        started = time.perf_counter()
+        for micro in range(config.grad_accum):
+            batch = train.windows(
+                config.seq_len, config.batch_size, config.seed, step * config.grad_accum + micro
+            )
+            batch = batch.to(accelerator.device)
+            with accelerator.accumulate(model):
+                loss = model(input_ids=batch, labels=batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), config.clip)
+                optimizer.step()
+                optimizer.zero_grad()
+        schedule.step()
+        step += 1
+        elapsed += time.perf_counter() - started
+        record = {"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}
+        record["tokens"] = step * tokens_per_step
+        record["tokens_per_s"] = record["tokens"] / elapsed
+        if step % config.eval_every == 0 or step == config.steps:
+            record["valid_ppl"] = perplexity(model, valid, config)
+        log.write(record)
+        progress.update(1)
+        progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        if step % config.save_every == 0 or step == config.steps:
+            weights = accelerator.unwrap_model(model).state_dict()
+            weights.pop("lm_head.weight", None)
+            state = {"step": step, "elapsed": elapsed, "params": params, "config": asdict(config)}
+            checkpoint.save(weights, optimizer, state)
+    progress.close()
+    final = accelerator.unwrap_model(model)
+    final.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,136 @@
+"""What every training run shares: its config file, optimizer and schedule, checkpoints that
+resume exactly, and a JSONL metrics log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any]) -> T:
+    """A config dataclass from a TOML file plus overrides; an unknown key is an error that names
+    the file and the key, and the dataclass validates the values."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: not valid TOML ({err})") from err
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path or 'config'}: unknown key(s) {', '.join(unknown)}")
+    return cls(**data)
+
+
+def check_positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{type(config).__name__}.{name} must be > 0, got {value!r}")
+
+
+def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:
+    """Learning-rate multiplier: linear warmup, then cosine down to ``floor``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """AdamW with no decay on vectors (norms, biases, embeddings of one row)."""
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+class Checkpoint:
+    """A directory holding the trainable weights, the optimizer state and the step.
+
+    Saving writes a fresh directory and renames it over the old one, so a crash mid-save
+    leaves the previous checkpoint whole.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def exists(self) -> bool:
+        return (self.directory / "state.json").is_file()
+
+    def save(
+        self, weights: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer, state: dict
+    ) -> None:
+        tmp = self.directory.with_name(self.directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in weights.items()},
+            tmp / "weights.safetensors",
+        )
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+        old = self.directory.with_name(self.directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.directory.exists():
+            os.replace(self.directory, old)
+        os.replace(tmp, self.directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self) -> tuple[dict[str, torch.Tensor], dict, dict]:
+        """(weights, optimizer state, run state); a damaged checkpoint names its file."""
+        try:
+            state = json.loads((self.directory / "state.json").read_text(encoding="utf-8"))
+            weights = load_file(str(self.directory / "weights.safetensors"))
+            optimizer = torch.load(self.directory / "optimizer.pt", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{self.directory}: corrupt checkpoint ({err})") from err
+        return weights, optimizer, state
+
+
+class MetricsLog:
+    """One JSON object per line; a resumed run drops the lines past its checkpoint's step, so
+    the log reads as if the run had never stopped."""
+
+    def __init__(self, path: str | Path, resume_step: int | None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step is not None and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step:
+                    kept.append(line)
+        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines()]
