@@ -15,7 +15,7 @@ def _train_base(args: argparse.Namespace) -> None:
 
     overrides = {"out_dir": args.out, "steps": args.steps, "seed": args.seed}
     config = load_config(BaseTrainConfig, args.config, overrides)
-    out = train_base(config, resume=args.resume)
+    out = train_base(config, resume=args.resume, stop_after=args.stop_after)
     print(f"base model written to {out}")
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--steps", type=int, help="total optimizer steps")
     base.add_argument("--seed", type=int)
     base.add_argument("--resume", action="store_true", help="continue from out/checkpoint")
+    base.add_argument("--stop-after", type=int, help="end this invocation at this step")
     base.set_defaults(run=_train_base)
     return parser
 

@@ -95,8 +95,14 @@ def perplexity(model: LlamaForCausalLM, corpus: Corpus, config: BaseTrainConfig)
     return math.exp(sum(losses) / len(losses))
 
 
-def train_base(config: BaseTrainConfig, resume: bool = False) -> Path:
-    """Train (or resume) and write the Hugging Face layout to ``config.out_dir``."""
+def train_base(
+    config: BaseTrainConfig, resume: bool = False, stop_after: int | None = None
+) -> Path:
+    """Train (or resume) and write the Hugging Face layout to ``config.out_dir``.
+
+    ``stop_after`` ends this invocation at that step (checkpointed), so a long run can be
+    spread over several sessions with ``resume``.
+    """
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = out / "tokenizer"
@@ -129,7 +135,8 @@ def train_base(config: BaseTrainConfig, resume: bool = False) -> Path:
     tokens_per_step = config.batch_size * config.grad_accum * config.seq_len
     progress = tqdm(total=config.steps, initial=step, desc="train-base", unit="step")
     model.train()
-    while step < config.steps:
+    last = config.steps if stop_after is None else min(stop_after, config.steps)
+    while step < last:
         started = time.perf_counter()
         for micro in range(config.grad_accum):
             batch = train.windows(
@@ -154,7 +161,7 @@ def train_base(config: BaseTrainConfig, resume: bool = False) -> Path:
         log.write(record)
         progress.update(1)
         progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        if step % config.save_every == 0 or step == config.steps:
+        if step % config.save_every == 0 or step == last:
             weights = accelerator.unwrap_model(model).state_dict()
             weights.pop("lm_head.weight", None)
             state = {"step": step, "elapsed": elapsed, "params": params, "config": asdict(config)}

@@ -1,0 +1,11 @@
+"""Files shipped inside the package: a public-domain sample text (and, later, the default model)."""
+
+from importlib.resources import files
+from pathlib import Path
+
+SAMPLE_TEXT = "tale_of_two_cities_ch1-2.txt"
+
+
+def asset_path(name: str) -> Path:
+    """Path of a packaged file; it exists in a source checkout and in an installed wheel."""
+    return Path(str(files(__name__).joinpath(name)))

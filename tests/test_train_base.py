@@ -1,0 +1,67 @@
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from r3mem.assets import SAMPLE_TEXT, asset_path
+from r3mem.cli import main
+from r3mem.data import load_corpus
+from r3mem.readers import DataError
+from r3mem.training.base import BaseTrainConfig, train_base
+
+SAMPLE = str(asset_path(SAMPLE_TEXT))
+
+
+def tiny_config(tmp_path, **overrides) -> BaseTrainConfig:
+    fields = dict(
+        train_data=SAMPLE, valid_data=SAMPLE, out_dir=str(tmp_path / "base"),
+        cache_dir=str(tmp_path / "cache"), vocab_size=320, hidden_size=32, num_layers=1,
+        num_heads=2, intermediate_size=64, seq_len=32, batch_size=2, steps=6, warmup=2,
+        save_every=2, eval_every=3, eval_batches=2,
+    )  # fmt: skip
+    return BaseTrainConfig(**{**fields, **overrides})
+
+
+def losses(out) -> list[float]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def test_trains_saves_the_hugging_face_layout_and_resumes_exactly(tmp_path):
+    straight = train_base(tiny_config(tmp_path / "a"))
+    assert AutoModelForCausalLM.from_pretrained(straight).config.vocab_size == 320
+    tokenizer = AutoTokenizer.from_pretrained(straight)
+    assert tokenizer.decode(tokenizer("It was the best of times").input_ids) == (
+        "It was the best of times"
+    )
+    # Stop after 4 steps, then resume to 6: the loss curve continues as if never stopped.
+    train_base(tiny_config(tmp_path / "b"), stop_after=4)
+    resumed = train_base(tiny_config(tmp_path / "b"), resume=True)
+    assert losses(resumed) == pytest.approx(losses(straight), rel=1e-5)
+    assert len(losses(resumed)) == 6
+
+
+def test_corpus_cache_is_reused(tmp_path):
+    config = tiny_config(tmp_path)
+    out = train_base(config)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    first = load_corpus(SAMPLE, tokenizer, config.cache_dir)
+    cached = sorted((tmp_path / "cache").iterdir())
+    again = load_corpus(SAMPLE, tokenizer, config.cache_dir)
+    assert sorted((tmp_path / "cache").iterdir()) == cached
+    assert (first.tokens == again.tokens).all() and len(first.doc_ids) == 1
+    assert first.windows(8, 3, seed=0, step=5).tolist() == again.windows(8, 3, 0, 5).tolist()
+
+
+def test_bad_input_fails_with_one_clear_message(tmp_path, capsys):
+    with pytest.raises(DataError, match="no such file"):
+        train_base(tiny_config(tmp_path, train_data=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="hidden_size"):
+        tiny_config(tmp_path, hidden_size=0)
+    config = tmp_path / "c.toml"
+    config.write_text("steps = 3\nbatch = 4\n")
+    assert main(["train-base", "--config", str(config)]) == 2
+    assert "unknown key(s) batch" in capsys.readouterr().err
+    config.write_text("steps = [")
+    assert main(["train-base", "--config", str(config)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
