@@ -50,7 +50,7 @@ def test_corpus_cache_is_reused(tmp_path):
     again = load_corpus(SAMPLE, tokenizer, config.cache_dir)
     assert sorted((tmp_path / "cache").iterdir()) == cached
     assert (first.tokens == again.tokens).all() and len(first.doc_ids) == 1
-    assert first.windows(8, 3, seed=0, step=5).tolist() == again.windows(8, 3, 0, 5).tolist()
+    assert first.windows(8, 3, seed=0, draw=5).tolist() == again.windows(8, 3, 0, 5).tolist()
 
 
 def test_bad_input_fails_with_one_clear_message(tmp_path, capsys):

@@ -106,11 +106,13 @@ def load_adapter(
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights_path}: unreadable adapter weights ({err})") from err
-    _copy_weights(model, weights, weights_path)
+    load_trainable(model, weights, weights_path)
     return model
 
 
-def _copy_weights(model: R3MemModel, weights: dict[str, torch.Tensor], path: Path) -> None:
+def load_trainable(model: R3MemModel, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy ``weights`` into the model's trainable parameters; any missing, unexpected or
+    misshapen tensor is an error naming ``path``."""
     params = model.trainable_parameters()
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
     if missing or unexpected:

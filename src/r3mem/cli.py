@@ -19,19 +19,36 @@ def _train_base(args: argparse.Namespace) -> None:
     print(f"base model written to {out}")
 
 
+def _train(args: argparse.Namespace) -> None:
+    from .training.common import load_config
+    from .training.train import TrainConfig, train
+
+    overrides = {"out_dir": args.out, "steps": args.steps, "seed": args.seed}
+    config = load_config(TrainConfig, args.config, overrides)
+    train(config, resume=args.resume, stop_after=args.stop_after)
+    print(f"adapter written to {config.out_dir}/adapter")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument("--config", help=f"TOML file (e.g. {example})")
+    parser.add_argument("--out", help="output directory (overrides the config's out_dir)")
+    parser.add_argument("--steps", type=int, help="total optimizer steps")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from out/checkpoint")
+    parser.add_argument("--stop-after", type=int, help="end this invocation at this step")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="r3mem", description="Reversible compressed memory for LMs."
     )
     commands = parser.add_subparsers(dest="command", required=True)
     base = commands.add_parser("train-base", help="train the tokenizer and the small base model")
-    base.add_argument("--config", help="TOML file (see configs/base-tiny-books.toml)")
-    base.add_argument("--out", help="output directory (overrides the config's out_dir)")
-    base.add_argument("--steps", type=int, help="total optimizer steps")
-    base.add_argument("--seed", type=int)
-    base.add_argument("--resume", action="store_true", help="continue from out/checkpoint")
-    base.add_argument("--stop-after", type=int, help="end this invocation at this step")
+    _add_run_options(base, "configs/base-tiny-books.toml")
     base.set_defaults(run=_train_base)
+    adapters = commands.add_parser("train", help="train R³Mem adapters on a frozen base model")
+    _add_run_options(adapters, "configs/r3mem-tiny-books.toml")
+    adapters.set_defaults(run=_train)
     return parser
 
 

@@ -65,12 +65,12 @@ class Corpus:
         end = self.starts[index + 1] if index + 1 < len(self.starts) else len(self.tokens)
         return self.tokens[self.starts[index] : end]
 
-    def windows(self, length: int, batch: int, seed: int, step: int) -> torch.Tensor:
-        """``batch`` random windows of ``length`` tokens. They depend only on (seed, step), so a
+    def windows(self, length: int, batch: int, seed: int, draw: int | list[int]) -> torch.Tensor:
+        """``batch`` random windows of ``length`` tokens. They depend only on (seed, draw), so a
         resumed run sees exactly the batches it would have seen."""
         if len(self.tokens) <= length:
             raise DataError(f"corpus of {len(self.tokens)} tokens is shorter than one window")
-        generator = np.random.default_rng([seed, step])
+        generator = np.random.default_rng([seed, *np.atleast_1d(draw).tolist()])
         starts = generator.integers(0, len(self.tokens) - length, size=batch)
         return torch.from_numpy(
             np.stack([self.tokens[s : s + length] for s in starts]).astype(np.int64)
@@ -121,3 +121,100 @@ def _build_cache(
     tmp = index_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(index), encoding="utf-8")
     os.replace(tmp, index_path)  # the index last: its presence means the cache is whole
+
+
+@dataclass
+class Segments:
+    """A corpus split by the hierarchy into segments of at most ``segment_length`` tokens.
+
+    ids:          ``[N, segment_length]`` token ids, right-padded with the pad id.
+    lengths:      ``[N]`` real tokens per segment.
+    documents:    ``[N]`` index of the document each segment comes from.
+    entities:     ``[N, entity_length]`` "entities: A; B; C" of each segment, padded.
+    entity_lengths: ``[N]``.
+    """
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    documents: np.ndarray
+    entities: np.ndarray
+    entity_lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def window_starts(self, span: int) -> np.ndarray:
+        """Indices where ``span`` consecutive segments of one document begin."""
+        if len(self) < span:
+            return np.zeros(0, dtype=np.int64)
+        same = self.documents[: len(self) - span + 1] == self.documents[span - 1 :]
+        return np.flatnonzero(same)
+
+    def batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Tensors for the segment indices ``rows`` (any shape), with attention masks."""
+        width = np.arange(self.ids.shape[1])
+        entity_width = np.arange(self.entities.shape[1])
+        return {
+            "ids": torch.from_numpy(self.ids[rows].astype(np.int64)),
+            "mask": torch.from_numpy((width < self.lengths[rows][..., None]).astype(np.int64)),
+            "entities": torch.from_numpy(self.entities[rows].astype(np.int64)),
+            "entity_mask": torch.from_numpy(
+                (entity_width < self.entity_lengths[rows][..., None]).astype(np.int64)
+            ),
+        }
+
+
+def load_segments(
+    source: str | Path,
+    tokenizer: PreTrainedTokenizerFast,
+    segment_length: int,
+    entity_length: int,
+    cache_dir: str | Path,
+) -> Segments:
+    """Split every document under ``source`` into segments and entity lists, tokenise, cache."""
+    from .hierarchy import build_document, default_entity_extractor, format_entities
+
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or directory")
+    extractor = default_entity_extractor()
+    key = f"{_fingerprint(source, tokenizer)}-{segment_length}-{entity_length}-{extractor.name}"
+    path = Path(cache_dir) / f"{source.name}-segments-{key}.npz"
+    if path.is_file():
+        with np.load(path) as arrays:
+            return Segments(**{name: arrays[name] for name in arrays.files})
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    pad = tokenizer.pad_token_id
+    rows, entity_rows, documents = [], [], []
+    for index, (doc_id, text) in enumerate(
+        tqdm(list(read_texts(source)), desc=f"segmenting {source.name}")
+    ):
+        for paragraph in build_document(doc_id, text, segment_length, count, extractor).paragraphs:
+            ids = tokenizer(paragraph.text, add_special_tokens=False).input_ids[:segment_length]
+            entity = format_entities(paragraph.entities)
+            entity_ids = tokenizer(entity, add_special_tokens=False).input_ids[: entity_length - 1]
+            rows.append(ids)
+            entity_rows.append([*entity_ids, tokenizer.eos_token_id])
+            documents.append(index)
+    arrays = {
+        "ids": _pad(rows, segment_length, pad),
+        "lengths": np.array([len(r) for r in rows], dtype=np.int64),
+        "documents": np.array(documents, dtype=np.int64),
+        "entities": _pad(entity_rows, entity_length, pad),
+        "entity_lengths": np.array([len(r) for r in entity_rows], dtype=np.int64),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return Segments(**arrays)
+
+
+def _pad(rows: list[list[int]], width: int, pad: int) -> np.ndarray:
+    out = np.full((len(rows), width), pad, dtype=np.int32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out

@@ -13,12 +13,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from tqdm import tqdm
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ..data import Corpus, load_corpus, train_tokenizer
-from .common import Checkpoint, MetricsLog, check_positive, make_optimizer, warmup_cosine
+from .common import (
+    Checkpoint,
+    MetricsLog,
+    check_choice,
+    check_positive,
+    make_accelerator,
+    make_optimizer,
+    warmup_cosine,
+)
 
 
 @dataclass
@@ -57,11 +64,7 @@ class BaseTrainConfig:
         )  # fmt: skip
         if self.hidden_size % self.num_heads:
             raise ValueError("BaseTrainConfig.hidden_size must be divisible by num_heads")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(
-                "BaseTrainConfig.mixed_precision must be no, bf16 or fp16; "
-                f"got {self.mixed_precision!r}"
-            )
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
 
 
 def build_model(config: BaseTrainConfig, tokenizer) -> LlamaForCausalLM:
@@ -88,7 +91,7 @@ def perplexity(model: LlamaForCausalLM, corpus: Corpus, config: BaseTrainConfig)
     model.eval()
     losses = []
     for i in range(config.eval_batches):
-        batch = corpus.windows(config.seq_len, config.batch_size, seed=10_000 + config.seed, step=i)
+        batch = corpus.windows(config.seq_len, config.batch_size, seed=10_000 + config.seed, draw=i)
         batch = batch.to(model.device)
         losses.append(model(input_ids=batch, labels=batch).loss.float().item())
     model.train()
@@ -112,9 +115,7 @@ def train_base(
     train = load_corpus(config.train_data, tokenizer, config.cache_dir)
     valid = load_corpus(config.valid_data, tokenizer, config.cache_dir)
 
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum
-    )
+    accelerator = make_accelerator(config.mixed_precision)
     model = build_model(config, tokenizer)
     optimizer = make_optimizer(list(model.parameters()), config.lr, config.weight_decay)
     checkpoint = Checkpoint(out / "checkpoint")
@@ -138,22 +139,22 @@ def train_base(
     last = config.steps if stop_after is None else min(stop_after, config.steps)
     while step < last:
         started = time.perf_counter()
+        optimizer.zero_grad()
+        loss_sum = 0.0
         for micro in range(config.grad_accum):
-            batch = train.windows(
-                config.seq_len, config.batch_size, config.seed, step * config.grad_accum + micro
-            )
-            batch = batch.to(accelerator.device)
-            with accelerator.accumulate(model):
-                loss = model(input_ids=batch, labels=batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.clip)
-                optimizer.step()
-                optimizer.zero_grad()
+            draw = [step, micro, accelerator.process_index]  # resumed runs see the same batches
+            batch = train.windows(config.seq_len, config.batch_size, config.seed, draw)
+            loss = model(
+                input_ids=batch.to(accelerator.device), labels=batch.to(accelerator.device)
+            ).loss
+            accelerator.backward(loss / config.grad_accum)
+            loss_sum += loss.item() / config.grad_accum
+        accelerator.clip_grad_norm_(model.parameters(), config.clip)
+        optimizer.step()
         schedule.step()
         step += 1
         elapsed += time.perf_counter() - started
-        record = {"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}
+        record = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0]}
         record["tokens"] = step * tokens_per_step
         record["tokens_per_s"] = record["tokens"] / elapsed
         if step % config.eval_every == 0 or step == config.steps:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 if sys.version_info >= (3, 11):
@@ -43,11 +44,28 @@ def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any]
     return cls(**data)
 
 
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator for one process or many. Several processes on a machine without a GPU
+    (``accelerate launch --multi_gpu`` there) must be told to use the CPU to join up (gloo)."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        mixed_precision=mixed_precision, cpu=several and not torch.cuda.is_available()
+    )
+
+
 def check_positive(config: Any, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise ValueError(f"{type(config).__name__}.{name} must be > 0, got {value!r}")
+
+
+def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in choices:
+        raise ValueError(
+            f"{type(config).__name__}.{name} must be one of {', '.join(choices)}; got {value!r}"
+        )
 
 
 def warmup_cosine(step: int, warmup: int, total: int, floor: float) -> float:

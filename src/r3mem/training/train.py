@@ -1,0 +1,217 @@
+"""``r3mem train``: R³Mem's adapters on a frozen base, with the full objective of DESIGN 2.5.
+
+Each sample is a window of ``bptt_segments`` consecutive segments of one document. Per
+segment: the LM loss given the recurrent document memory (L_lm), and the segment's own
+paragraph memory decoded back to its text (L_rec), to its entity list (L_ent) and
+re-compressed from the soft reconstruction (L_cyc). After the window: the document memory
+plus a cue recalls the rest of the first segment (L_doc). Gradients are averaged across
+processes by ``accelerate``, so one process or many train the same model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ..checkpoint import load_trainable
+from ..config import R3MemConfig
+from ..data import Segments, load_segments
+from ..losses import cycle_loss, document_recall_loss, entity_loss, reconstruction_loss
+from ..model import R3MemModel
+from .common import (
+    Checkpoint,
+    MetricsLog,
+    check_choice,
+    check_positive,
+    make_accelerator,
+    make_optimizer,
+    warmup_cosine,
+)
+
+
+@dataclass
+class TrainConfig:
+    """One adapter run; the ``[r3mem]`` table of the TOML file holds the R3MemConfig fields."""
+
+    base_model: str = "runs/base-tiny-books"
+    train_data: str = "../shared/data/books/train"
+    valid_data: str = "../shared/data/books/validation"
+    out_dir: str = "runs/r3mem-tiny-books"
+    cache_dir: str = "runs/cache"
+    r3mem: dict[str, Any] = field(default_factory=dict)
+    entity_length: int = 24
+    batch_size: int = 8
+    grad_accum: int = 1
+    steps: int = 2000
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    seed: int = 0
+    save_every: int = 100
+    eval_every: int = 250
+    eval_segments: int = 64
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        self.model_config = R3MemConfig.from_dict(self.r3mem)
+        check_positive(
+            self, "entity_length", "batch_size", "grad_accum", "steps", "lr", "warmup",
+            "save_every", "eval_every", "eval_segments",
+        )  # fmt: skip
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+
+
+def window_loss(
+    model: R3MemModel, batch: dict[str, torch.Tensor], config: R3MemConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective on one batch of windows ``[B, S, L]``; returns (loss, each term's value)."""
+    ids, mask = batch["ids"], batch["mask"]
+    size, span = ids.shape[:2]
+    terms: dict[str, torch.Tensor] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        terms[name] = terms.get(name, 0.0) + value / span
+
+    document = model.init_memory(size)
+    for t in range(span):
+        segment, segment_mask = ids[:, t], mask[:, t]
+        labels = segment.masked_fill(segment_mask == 0, -100)
+        out = model(input_ids=segment, memory=document, labels=labels, attention_mask=segment_mask)
+        add("lm", out.loss)
+        document = out.memory
+        paragraph = model.write(model.init_memory(size, "paragraph"), segment, segment_mask)
+        if config.lambda_rec > 0:
+            add("rec", reconstruction_loss(model, paragraph, segment, segment_mask))
+        if config.lambda_ent > 0:
+            add(
+                "ent",
+                entity_loss(model, paragraph, batch["entities"][:, t], batch["entity_mask"][:, t]),
+            )
+        if config.lambda_cyc > 0:
+            add("cyc", cycle_loss(model, paragraph, segment, segment_mask))
+    cue = config.doc_cue_length
+    if config.lambda_doc > 0 and span > 1 and 0 < cue < ids.shape[2]:
+        terms["doc"] = document_recall_loss(model, document, ids[:, 0], cue, mask[:, 0])
+    weights = {"lm": 1.0, "rec": config.lambda_rec, "ent": config.lambda_ent}
+    weights |= {"cyc": config.lambda_cyc, "doc": config.lambda_doc}
+    loss = sum(weights[name] * value for name, value in terms.items())
+    return loss, {name: float(value.detach()) for name, value in terms.items()}
+
+
+@torch.no_grad()
+def evaluate(model: R3MemModel, segments: Segments, count: int) -> dict[str, float]:
+    """Greedy reconstruction of fixed validation segments from their paragraph memories."""
+    model.eval()
+    rows = np.linspace(0, len(segments) - 1, num=min(count, len(segments))).astype(np.int64)
+    batch = segments.batch(rows)
+    ids, mask = batch["ids"].to(model.device), batch["mask"].to(model.device)
+    memory = model.write(model.init_memory(len(rows), "paragraph"), ids, mask)
+    restored = model.reconstruct(memory, max_new_tokens=ids.shape[1])
+    correct = ((restored == ids) & (mask == 1)).sum().item()
+    exact = ((restored == ids) | (mask == 0)).all(-1).float().mean().item()
+    model.train()
+    return {"rec_token_acc": correct / mask.sum().item(), "rec_exact": exact}
+
+
+def _trainable(model: R3MemModel) -> list[torch.nn.Parameter]:
+    return list(model.trainable_parameters().values())
+
+
+def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> R3MemModel:
+    """Train (or resume) the adapters; writes ``out_dir/adapter`` (PEFT layout) at the end and
+    returns the trained model."""
+    out = Path(config.out_dir)
+    accelerator = make_accelerator(config.mixed_precision)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    model_config = config.model_config
+    segment_length = model_config.segment_length
+    train_set = load_segments(
+        config.train_data, tokenizer, segment_length, config.entity_length, config.cache_dir
+    )
+    valid_set = load_segments(
+        config.valid_data, tokenizer, segment_length, config.entity_length, config.cache_dir
+    )
+    starts = train_set.window_starts(model_config.bptt_segments)
+    if len(starts) == 0:
+        raise ValueError(
+            f"{config.train_data}: no document has {model_config.bptt_segments} segments"
+        )
+
+    base = AutoModelForCausalLM.from_pretrained(config.base_model)
+    if config.gradient_checkpointing:
+        base.gradient_checkpointing_enable()
+    torch.manual_seed(config.seed)
+    model = R3MemModel.from_base(base, model_config).to(accelerator.device)
+    model.train()
+    optimizer = make_optimizer(_trainable(model), config.lr, config.weight_decay)
+    checkpoint = Checkpoint(out / "checkpoint")
+    step, elapsed = 0, 0.0
+    if resume and checkpoint.exists():
+        weights, optimizer_state, state = checkpoint.load()
+        load_trainable(model, weights, checkpoint.directory)
+        optimizer.load_state_dict(optimizer_state)
+        step, elapsed = state["step"], state["elapsed"]
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, config.warmup, config.steps, config.min_lr_ratio),
+        last_epoch=step - 1,
+    )
+    main = accelerator.is_main_process
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if main else None
+    span, rank, world = (
+        model_config.bptt_segments,
+        accelerator.process_index,
+        accelerator.num_processes,
+    )
+    tokens_per_step = config.batch_size * config.grad_accum * span * segment_length * world
+    last = config.steps if stop_after is None else min(stop_after, config.steps)
+    progress = tqdm(total=config.steps, initial=step, desc="train", disable=not main)
+    while step < last:
+        started = time.perf_counter()
+        optimizer.zero_grad()
+        terms: dict[str, float] = {}
+        for micro in range(config.grad_accum):
+            # Batches depend only on (seed, step, micro, rank): a resumed run sees the same ones.
+            rng = np.random.default_rng([config.seed, step, micro, rank])
+            rows = rng.choice(starts, size=config.batch_size)[:, None] + np.arange(span)
+            batch = {k: v.to(accelerator.device) for k, v in train_set.batch(rows).items()}
+            with accelerator.autocast():
+                loss, values = window_loss(model, batch, model_config)
+            accelerator.backward(loss / config.grad_accum)
+            for name, value in values.items():
+                terms[name] = terms.get(name, 0.0) + value / config.grad_accum
+        for param in _trainable(model):  # average across processes: all stay identical
+            if param.grad is not None and world > 1:
+                param.grad = accelerator.reduce(param.grad, reduction="mean")
+        torch.nn.utils.clip_grad_norm_(_trainable(model), config.clip)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        elapsed += time.perf_counter() - started
+        record = {"step": step, **{f"loss_{k}": v for k, v in terms.items()}}
+        record |= {"lr": schedule.get_last_lr()[0], "tokens": step * tokens_per_step}
+        record["tokens_per_s"] = record["tokens"] / elapsed
+        if step % config.eval_every == 0 or step == config.steps:
+            record |= evaluate(model, valid_set, config.eval_segments)
+        progress.update(1)
+        progress.set_postfix(lm=f"{terms.get('lm', 0):.3f}", rec=f"{terms.get('rec', 0):.3f}")
+        if log is not None:
+            log.write(record)
+            if step % config.save_every == 0 or step == last:
+                state = {"step": step, "elapsed": elapsed, "config": asdict(config)}
+                checkpoint.save(model.trainable_parameters(), optimizer, state)
+    progress.close()
+    if main:
+        model.save_pretrained(out / "adapter")
+    accelerator.wait_for_everyone()
+    return model

@@ -1,0 +1,94 @@
+"""r3mem train: the full objective runs, resumes exactly, and two processes stay in step."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from r3mem import R3MemModel
+from r3mem.training.base import train_base
+from r3mem.training.train import TrainConfig, train
+
+from .test_train_base import SAMPLE, tiny_config
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """A tiny base model and tokenizer trained for a few steps on the packaged sample."""
+    root = tmp_path_factory.mktemp("base")
+    return str(train_base(tiny_config(root, steps=3, save_every=3)))
+
+
+def adapter_config(base_dir, out, r3mem_overrides=None, **overrides) -> TrainConfig:
+    r3mem = dict(
+        num_memory_tokens=2, segment_length=16, adapter_rank=4, lora_rank=4, bptt_segments=2,
+        doc_cue_length=4, **(r3mem_overrides or {}),
+    )  # fmt: skip
+    fields = dict(
+        base_model=base_dir, train_data=SAMPLE, valid_data=SAMPLE, out_dir=str(out),
+        cache_dir=str(out.parent / "cache"), r3mem=r3mem, entity_length=8, batch_size=2,
+        steps=4, warmup=1, save_every=2, eval_every=2, eval_segments=4, lr=1e-2,
+    )  # fmt: skip
+    return TrainConfig(**{**fields, **overrides})
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_every_term_is_logged_and_the_adapter_loads(base_dir, tmp_path):
+    model = train(adapter_config(base_dir, tmp_path / "run"))
+    records = metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    for name in ("loss_lm", "loss_rec", "loss_ent", "loss_cyc", "loss_doc"):
+        assert all(r[name] > 0 for r in records), name
+    assert "rec_token_acc" in records[1] and 0 <= records[-1]["rec_token_acc"] <= 1
+    loaded = R3MemModel.from_pretrained(tmp_path / "run" / "adapter")
+    for name, param in model.trainable_parameters().items():
+        assert torch.equal(param, loaded.trainable_parameters()[name]), name
+
+
+def test_switched_off_terms_are_not_computed(base_dir, tmp_path):
+    off = {"lambda_cyc": 0.0, "lambda_ent": 0.0}
+    train(adapter_config(base_dir, tmp_path / "run", r3mem_overrides=off, steps=1))
+    assert "loss_cyc" not in metrics(tmp_path / "run")[0]
+    assert "loss_ent" not in metrics(tmp_path / "run")[0]
+
+
+def test_resume_continues_the_loss_curve_exactly(base_dir, tmp_path):
+    train(adapter_config(base_dir, tmp_path / "straight"))
+    train(adapter_config(base_dir, tmp_path / "stopped"), stop_after=2)
+    train(adapter_config(base_dir, tmp_path / "stopped"), resume=True)
+    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "stopped")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(straight, resumed, strict=True):
+        assert a["loss_lm"] == pytest.approx(b["loss_lm"], rel=1e-5)
+        assert a["loss_rec"] == pytest.approx(b["loss_rec"], rel=1e-5)
+
+
+def test_two_processes_keep_identical_parameters(base_dir, tmp_path):
+    config = adapter_config(base_dir, tmp_path / "ddp", steps=3)
+    (tmp_path / "ddp").mkdir()
+    fields = {k: v for k, v in vars(config).items() if k != "model_config"}
+    # accelerate's multi-process launcher; on a machine without a GPU it runs MULTI_CPU (gloo).
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    launch += ["--num_processes=2", "--num_machines=1", "--num_cpu_threads_per_process=1"]
+    launch += ["--mixed_precision=no", "--dynamo_backend=no"]
+    worker = str(Path(__file__).with_name("ddp_worker.py"))
+    subprocess.run([*launch, worker, json.dumps(fields)], check=True, timeout=600)
+    first = load_file(str(tmp_path / "ddp" / "rank0.safetensors"))
+    second = load_file(str(tmp_path / "ddp" / "rank1.safetensors"))
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+    start = R3MemModel.from_pretrained(tmp_path / "ddp" / "adapter")  # rank 0 wrote it
+    assert torch.equal(start.write_embeddings, first["write_embeddings"])
+
+
+def test_unknown_r3mem_field_is_refused(base_dir, tmp_path):
+    with pytest.raises(ValueError, match="memory_tokens"):
+        adapter_config(base_dir, tmp_path, r3mem_overrides={"memory_tokens": 4})
