@@ -25,9 +25,16 @@ def outputs(model: R3MemModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return state.memory, lm, rec
 
 
-@pytest.mark.parametrize(("arch", "decoder"), [("llama", "inverse"), ("gpt2", "separate")])
-def test_round_trip_is_bit_for_bit(tmp_path, arch, decoder):
-    model = trained(arch, decoder=decoder)
+@pytest.mark.parametrize(
+    ("arch", "decoder", "form"),
+    [
+        ("llama", "inverse", "embedding"),
+        ("gpt2", "separate", "embedding"),
+        ("qwen2", "inverse", "kv"),
+    ],
+)
+def test_round_trip_is_bit_for_bit(tmp_path, arch, decoder, form):
+    model = trained(arch, decoder=decoder, memory_form=form)
     model.save_pretrained(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {CONFIG_NAME, WEIGHTS_NAME}
     loaded = R3MemModel.from_pretrained(tmp_path, base_model=make_base(arch))

@@ -40,10 +40,11 @@ def _term(model, text, name):
     return cycle_loss(model, paragraph, text)
 
 
+@pytest.mark.parametrize("form", ["embedding", "kv"])
 @pytest.mark.parametrize("term", ["lm", "rec", "doc", "ent", "cyc"])
-def test_each_term_decreases_on_a_toy_batch(term):
+def test_each_term_decreases_on_a_toy_batch(term, form):
     torch.manual_seed(0)
-    model = wrapped()
+    model = wrapped(memory_form=form)
     text = ids(4, 8)
     optimizer = torch.optim.Adam(model.trainable_parameters().values(), lr=1e-2)
     first = _term(model, text, term).item()

@@ -16,10 +16,18 @@ def ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-def test_identity_at_init(arch):
+FORMS = ["embedding", "kv"]
+
+
+@pytest.fixture(params=FORMS)
+def form(request) -> str:
+    return request.param
+
+
+def test_identity_at_init(arch, form):
     text = ids(2, 12)
     expected = make_base(arch)(text).logits
-    model = wrapped(arch)
+    model = wrapped(arch, memory_form=form)
     got = model(input_ids=text).logits
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() <= 1e-5
@@ -39,8 +47,8 @@ def test_trainable_parameters_are_the_adapters_only():
     assert not any("lora_" in n for n in without_lora.trainable_parameters())
 
 
-def test_only_adapters_get_gradients_and_the_base_stays_untouched():
-    model = wrapped()
+def test_only_adapters_get_gradients_and_the_base_stays_untouched(form):
+    model = wrapped(memory_form=form)
     randomize(model)  # non-zero adapters, so every trainable part is on the gradient path
     before = {n: p.clone() for n, p in model.base.named_parameters() if "lora_" not in n}
     optimizer = torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-2)
@@ -61,12 +69,15 @@ def test_only_adapters_get_gradients_and_the_base_stays_untouched():
             assert torch.equal(param, before[name]), name
 
 
-def test_write_and_reconstruct_shapes(arch):
-    model = wrapped(arch)
+def test_write_and_reconstruct_shapes(arch, form):
+    model = wrapped(arch, memory_form=form)
+    # kv: each slot holds keys and values of 2 layers: 2 x 2 x (kv heads x head dim).
+    heads = 4 if arch == "gpt2" else 2
+    width = 32 if form == "embedding" else 2 * 2 * heads * 8
     state = model.init_memory(3)
-    assert state.memory.shape == (3, 4, 32) and state.level == "document"
+    assert state.memory.shape == (3, 4, width) and state.level == "document"
     state = model.write(state, ids(3, 5))
-    assert state.memory.shape == (3, 4, 32)
+    assert state.memory.shape == (3, 4, width)
     assert state.tokens_seen.tolist() == [5, 5, 5]
     out = model.reconstruct(state, max_new_tokens=6)
     assert out.shape == (3, 6) and out.dtype == torch.long
@@ -81,8 +92,8 @@ def test_memory_is_at_the_embedding_scale():
     assert torch.allclose(norms, model.embed_norm.expand_as(norms), rtol=1e-4)
 
 
-def test_long_input_is_written_segment_by_segment():
-    model = wrapped()
+def test_long_input_is_written_segment_by_segment(form):
+    model = wrapped(memory_form=form)
     randomize(model)
     text = ids(2, 20)  # segment_length 8: segments of 8, 8, 4
     state = model.write(model.init_memory(2), text)
@@ -95,8 +106,8 @@ def test_long_input_is_written_segment_by_segment():
     assert not torch.allclose(one_pass.memory, state.memory)
 
 
-def test_batching_matches_rows_alone_and_padding_is_ignored():
-    model = wrapped()
+def test_batching_matches_rows_alone_and_padding_is_ignored(form):
+    model = wrapped(memory_form=form)
     randomize(model)
     long, short = ids(1, 13, seed=1), ids(1, 5, seed=2)
     batch = torch.cat([long, torch.cat([short, torch.zeros(1, 8, dtype=torch.long)], 1)])
@@ -112,9 +123,9 @@ def test_batching_matches_rows_alone_and_padding_is_ignored():
         assert torch.equal(out[row], model.reconstruct(single, max_new_tokens=4)[0])
 
 
-def test_reconstruct_with_cache_matches_full_recomputation(arch):
+def test_reconstruct_with_cache_matches_full_recomputation(arch, form):
     """Greedy decoding with the KV cache gives what full teacher-forced passes give."""
-    model = wrapped(arch)
+    model = wrapped(arch, memory_form=form)
     randomize(model)
     state = model.write(model.init_memory(2), ids(2, 8))
     out = model.reconstruct(state, max_new_tokens=6)
@@ -182,8 +193,8 @@ def test_truncation_stops_gradients():
     assert model.write_embeddings.grad is not None
 
 
-def test_lm_loss_with_memory_scores_every_token():
-    model = wrapped()
+def test_lm_loss_with_memory_scores_every_token(form):
+    model = wrapped(memory_form=form)
     text = ids(2, 8)
     out = model(input_ids=text, memory=model.init_memory(2), labels=text)
     hidden_logits = out.logits
@@ -228,6 +239,15 @@ def test_memory_from_another_model_is_refused():
     assert isinstance(state, MemoryState)
 
 
-def test_kv_memory_form_is_refused_clearly():
-    with pytest.raises(NotImplementedError, match="memory_form"):
-        wrapped(memory_form="kv")
+def test_kv_memory_is_attended_not_embedded():
+    """In the kv form the memory changes what the text attends to, and the memory's width
+    is 2 x layers x kv width: it is read as a cache, never fed as input vectors."""
+    model = wrapped(memory_form="kv")
+    randomize(model)
+    text = ids(1, 6)
+    one = model.write(model.init_memory(1), ids(1, 8, seed=1))
+    two = model.write(model.init_memory(1), ids(1, 8, seed=2))
+    first = model(input_ids=text, memory=one).logits
+    second = model(input_ids=text, memory=two).logits
+    assert not torch.allclose(first, second)
+    assert model.kv_heads == 2

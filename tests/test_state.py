@@ -6,8 +6,9 @@ from r3mem import MemoryState
 from .test_model import ids, wrapped
 
 
-def test_save_load_round_trip(tmp_path):
-    model = wrapped()
+@pytest.mark.parametrize("form", ["embedding", "kv"])
+def test_save_load_round_trip(tmp_path, form):
+    model = wrapped(memory_form=form)
     state = model.write(model.init_memory(2, level="paragraph"), ids(2, 9))
     state.save(tmp_path / "m.safetensors")
     loaded = MemoryState.load(tmp_path / "m.safetensors")

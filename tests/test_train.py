@@ -92,3 +92,9 @@ def test_two_processes_keep_identical_parameters(base_dir, tmp_path):
 def test_unknown_r3mem_field_is_refused(base_dir, tmp_path):
     with pytest.raises(ValueError, match="memory_tokens"):
         adapter_config(base_dir, tmp_path, r3mem_overrides={"memory_tokens": 4})
+
+
+def test_kv_memory_form_trains(base_dir, tmp_path):
+    train(adapter_config(base_dir, tmp_path / "kv", {"memory_form": "kv"}, steps=2))
+    record = metrics(tmp_path / "kv")[-1]
+    assert all(record[f"loss_{n}"] > 0 for n in ("lm", "rec", "ent", "cyc", "doc"))

@@ -21,10 +21,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DynamicCache
 
+from . import kv
 from .checkpoint import base_spec, load_adapter, save_adapter
 from .config import LEVELS, R3MemConfig
 from .coupling import CouplingStack, find_decoder_layers
+from .generation import Sampling, generate
 from .lora import DECODER, ENCODER, active_lora, inject_lora, projection_names
 from .losses import lm_loss
 from .state import MemoryState
@@ -44,11 +47,6 @@ class R3MemModel(nn.Module):
 
     def __init__(self, base_model: nn.Module, config: R3MemConfig) -> None:
         super().__init__()
-        if config.memory_form != "embedding":
-            raise NotImplementedError(
-                f"R3MemConfig.memory_form={config.memory_form!r} is not implemented yet; "
-                "use 'embedding'"
-            )
         self.config = config
         self.base = base_model
         base_model.requires_grad_(False)
@@ -56,6 +54,7 @@ class R3MemModel(nn.Module):
         self.spec = base_spec(base_model)
         embeddings = base_model.get_input_embeddings().weight
         hidden = self.spec["hidden_size"]
+        self.kv_heads = _kv_heads(base_model) if config.memory_form == "kv" else 0
         if config.lora:
             targets = projection_names(self.layers_name, layers, config.lora_target_modules)
             inject_lora(base_model, config, targets)
@@ -106,10 +105,18 @@ class R3MemModel(nn.Module):
     # ----------------------------------------------------------------------------- memory
 
     def init_memory(self, batch_size: int, level: str = "document") -> MemoryState:
-        """The learned initial memory, repeated for each row of the batch."""
+        """The learned initial memory, repeated for each row of the batch.
+
+        In the ``kv`` form it is the keys and values the encoder computes for the learned
+        initial vectors, so both forms train the same parameters.
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         memory = self.initial_memory.unsqueeze(0).expand(batch_size, -1, -1)
+        if self.kv_heads:
+            with self._path("write"):
+                out = self.base.base_model(inputs_embeds=memory, use_cache=True)
+            memory = kv.pack(out.past_key_values, self.config.num_memory_tokens)
         seen = torch.zeros(batch_size, dtype=torch.long, device=self.device)
         return MemoryState(memory, level, seen, self.fingerprint)
 
@@ -137,35 +144,49 @@ class R3MemModel(nn.Module):
         with lora_switch, first, second:
             yield
 
+    def _cache(self, memory: torch.Tensor) -> DynamicCache:
+        layers = self.spec["num_layers"]
+        return kv.unpack(memory, layers, self.kv_heads, self.base.config)
+
     def _cell(
         self,
         memory: torch.Tensor | None,
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One segment through the encoder.
+        """One segment through the encoder: ``[M] ⊕ x ⊕ [W]``; ``kv``: ``[tag] ⊕ x ⊕ [W]`` over M.
 
-        Returns the hidden states from the last memory slot to the last text token
-        (``[B, 1 + T, d]``; ``[B, T, d]`` without memory) and the new memory ``[B, m, d]``.
+        Returns the hidden states from the position before the text to its last token
+        (``[B, 1 + T, d]``; ``[B, T, d]`` without memory) and the new memory ``[B, m, width]``.
         """
         batch, length, _ = inputs_embeds.shape
         m = self.config.num_memory_tokens
         write = self.write_embeddings.unsqueeze(0).expand(batch, -1, -1)
         ones = attention_mask.new_ones(batch, m)
-        parts, masks = [inputs_embeds, write], [attention_mask, ones]
-        if memory is not None:
+        parts, masks, past = [inputs_embeds, write], [attention_mask, ones], None
+        if memory is not None and self.kv_heads:
+            past = self._cache(memory)
+            parts.insert(0, self.level_embeddings[0].expand(batch, 1, -1))  # the document tag
+            masks = [ones, ones[:, :1], *masks]
+        elif memory is not None:
             parts.insert(0, memory.to(inputs_embeds.dtype))
             masks.insert(0, ones)
-        embeds, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # [B, (m) + T + m, d]
+        embeds, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # [B, prefix + T + m, d]
         # Write tokens follow the last real token even when the text is right-padded.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1] :]
         with self._path("write"):
-            hidden = self.base.base_model(
-                inputs_embeds=embeds, attention_mask=mask, position_ids=positions
-            ).last_hidden_state
-        offset = m if memory is not None else 0
-        text = hidden[:, max(offset - 1, 0) : offset + length]
-        new_memory = F.normalize(hidden[:, -m:].float(), dim=-1) * self.embed_norm
+            out = self.base.base_model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=past,
+                use_cache=bool(self.kv_heads),
+            )
+        prefix = embeds.shape[1] - length - m
+        text = out.last_hidden_state[:, max(prefix - 1, 0) : prefix + length]
+        if self.kv_heads:
+            return text, kv.pack(out.past_key_values, m)
+        new_memory = F.normalize(out.last_hidden_state[:, -m:].float(), dim=-1) * self.embed_norm
         return text, new_memory.to(inputs_embeds.dtype)
 
     def forward(
@@ -268,21 +289,26 @@ class R3MemModel(nn.Module):
         seen = seen + mask.sum(-1)
         return MemoryState(memory, state.level, seen, self.fingerprint)
 
-    def _read_prefix(
+    def _read_inputs(
         self, state: MemoryState, level: str, cue_ids: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``[M] ⊕ [level tag] ⊕ embed(cue)``: what the decoder reads before the text."""
+    ) -> tuple[torch.Tensor, DynamicCache | None]:
+        """What the decoder reads before the text: ``[M] ⊕ [level tag] ⊕ embed(cue)`` as
+        embeddings, or in the ``kv`` form ``[level tag] ⊕ embed(cue)`` over a cache holding M."""
         self._check_state(state)
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         batch = state.batch_size
         tag = self.level_embeddings[LEVELS.index(level)].expand(batch, 1, -1)
-        parts = [state.memory.to(tag.dtype), tag]
+        parts, past = [tag], None
+        if self.kv_heads:
+            past = self._cache(state.memory.to(tag.dtype))
+        else:
+            parts.insert(0, state.memory.to(tag.dtype))
         if cue_ids is not None:
             cue, _ = self._embed(cue_ids, None, None)
             _check_batch(state, cue.shape[0])
             parts.append(cue)
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1), past
 
     def decode_logits(
         self,
@@ -295,11 +321,11 @@ class R3MemModel(nn.Module):
 
         Right padding in ``target_ids`` needs no mask: causal attention never looks ahead.
         """
-        prefix = self._read_prefix(state, level, cue_ids)
+        prefix, past = self._read_inputs(state, level, cue_ids)
         text, _ = self._embed(target_ids, None, None)
         embeds = torch.cat([prefix, text[:, :-1]], dim=1)
         with self._path("read"):
-            logits = self.base(inputs_embeds=embeds).logits
+            logits = self.base(inputs_embeds=embeds, past_key_values=past).logits
         return logits[:, prefix.shape[1] - 1 :]
 
     @torch.no_grad()
@@ -320,39 +346,15 @@ class R3MemModel(nn.Module):
         Returns ``[batch, n]`` token ids, ``n <= max_new_tokens``; rows that met ``eos_token_id``
         are padded with it.
         """
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-        if do_sample and temperature <= 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-        prefix = self._read_prefix(state, level, cue_ids)
-        batch = prefix.shape[0]
-        done = torch.zeros(batch, dtype=torch.bool, device=prefix.device)
-        tokens: list[torch.Tensor] = []
+        prefix, past = self._read_inputs(state, level, cue_ids)
         with self._path("read"):
-            out = self.base(inputs_embeds=prefix, use_cache=True)
-            for _ in range(max_new_tokens):
-                scores = out.logits[:, -1].float()
-                if do_sample:
-                    scores = scores / temperature
-                    if top_k is not None:
-                        kth = scores.topk(min(top_k, scores.shape[-1]), dim=-1).values[:, -1:]
-                        scores = scores.masked_fill(scores < kth, float("-inf"))
-                    probs = scores.softmax(-1)
-                    token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-                else:
-                    token = scores.argmax(-1)
-                if eos_token_id is not None:
-                    token = torch.where(done, torch.full_like(token, eos_token_id), token)
-                    done = done | (token == eos_token_id)
-                tokens.append(token)
-                if bool(done.all()):
-                    break
-                out = self.base(
-                    input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True
-                )
-        return torch.stack(tokens, dim=1)
+            return generate(
+                self.base,
+                prefix,
+                past,
+                max_new_tokens,
+                Sampling(do_sample, temperature, top_k, eos_token_id, generator),
+            )
 
     # ----------------------------------------------------------------------------- save / load
 
@@ -372,6 +374,16 @@ class R3MemModel(nn.Module):
 def _check_batch(state: MemoryState, batch: int) -> None:
     if state.batch_size != batch:
         raise ValueError(f"batch mismatch: memory holds {state.batch_size} rows, input has {batch}")
+
+
+def _kv_heads(base_model: nn.Module) -> int:
+    """Key/value heads per layer, read off one cached step (no per-architecture table)."""
+    device = base_model.get_input_embeddings().weight.device
+    with torch.no_grad():
+        cache = base_model(
+            input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)
+        ).past_key_values
+    return cache.layers[0].keys.shape[1]
 
 
 def _fingerprint(spec: dict, config: R3MemConfig, embeddings: torch.Tensor) -> str:
