@@ -29,6 +29,12 @@ def _train(args: argparse.Namespace) -> None:
     print(f"adapter written to {config.out_dir}/adapter")
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.model, args.text)
+
+
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--config", help=f"TOML file (e.g. {example})")
     parser.add_argument("--out", help="output directory (overrides the config's out_dir)")
@@ -49,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     adapters = commands.add_parser("train", help="train R³Mem adapters on a frozen base model")
     _add_run_options(adapters, "configs/r3mem-tiny-books.toml")
     adapters.set_defaults(run=_train)
+    demo = commands.add_parser("demo", help="write a text into memory and reconstruct it")
+    demo.add_argument("--model", help="model directory (default: the shipped model)")
+    demo.add_argument("--text", help="a .txt or .txt.gz file (default: a packaged sample)")
+    demo.set_defaults(run=_demo)
     return parser
 
 

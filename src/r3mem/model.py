@@ -24,7 +24,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from . import kv
-from .checkpoint import base_spec, load_adapter, save_adapter
+from .checkpoint import base_spec, load_adapter, read_adapter_config, save_adapter
 from .config import LEVELS, R3MemConfig
 from .coupling import CouplingStack, find_decoder_layers
 from .generation import Sampling, generate
@@ -361,6 +361,11 @@ class R3MemModel(nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors``; never the base."""
         save_adapter(self, directory)
+
+    @staticmethod
+    def base_name(directory: str | Path) -> str:
+        """The base model (hub name or path) an adapter directory was trained on."""
+        return read_adapter_config(directory)["base_model"]["name_or_path"]
 
     @classmethod
     def from_pretrained(

@@ -4,6 +4,7 @@ from importlib.resources import files
 from pathlib import Path
 
 SAMPLE_TEXT = "tale_of_two_cities_ch1-2.txt"
+DEFAULT_MODEL = "r3mem-tiny-books"  # base/ + adapter/ + MODEL_CARD.md
 
 
 def asset_path(name: str) -> Path:

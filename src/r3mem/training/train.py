@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..bench.reconstruct import reconstruct_segments, reconstruction_scores
 from ..checkpoint import load_trainable
 from ..config import R3MemConfig
 from ..data import Segments, load_segments
@@ -108,19 +109,15 @@ def window_loss(
     return loss, {name: float(value.detach()) for name, value in terms.items()}
 
 
-@torch.no_grad()
 def evaluate(model: R3MemModel, segments: Segments, count: int) -> dict[str, float]:
     """Greedy reconstruction of fixed validation segments from their paragraph memories."""
     model.eval()
     rows = np.linspace(0, len(segments) - 1, num=min(count, len(segments))).astype(np.int64)
     batch = segments.batch(rows)
-    ids, mask = batch["ids"].to(model.device), batch["mask"].to(model.device)
-    memory = model.write(model.init_memory(len(rows), "paragraph"), ids, mask)
-    restored = model.reconstruct(memory, max_new_tokens=ids.shape[1])
-    correct = ((restored == ids) & (mask == 1)).sum().item()
-    exact = ((restored == ids) | (mask == 0)).all(-1).float().mean().item()
+    restored = reconstruct_segments(model, batch["ids"], batch["mask"])
+    scores = reconstruction_scores(restored, batch["ids"], batch["mask"])
     model.train()
-    return {"rec_token_acc": correct / mask.sum().item(), "rec_exact": exact}
+    return {"rec_token_acc": scores["token_acc"], "rec_exact": scores["exact_match"]}
 
 
 def _trainable(model: R3MemModel) -> list[torch.nn.Parameter]:

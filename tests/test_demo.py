@@ -1,0 +1,38 @@
+"""r3mem demo and Memory.load on a tiny model trained here (the shipped one may be absent)."""
+
+import pytest
+
+from r3mem.cli import main
+from r3mem.demo import run_demo
+from r3mem.memory import Memory
+from r3mem.training.train import train
+
+from .test_train import adapter_config, base_dir  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(base_dir, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("adapter") / "run"
+    train(adapter_config(base_dir, out, steps=2))
+    return out / "adapter"
+
+
+def test_demo_prints_sizes_reconstructions_and_perplexities(adapter_dir):
+    lines: list[str] = []
+    figures = run_demo(adapter_dir, show=lines.append)
+    text = "\n".join(lines)
+    assert "document memory: 2 slots" in text
+    assert text.count("token accuracy") == 3 and "FROM MEMORY" in text
+    assert "with memory" in text and "without" in text
+    assert 0 <= figures["token_acc"] <= 1 and figures["ppl_memory"] > 1
+
+
+def test_memory_load_and_bad_paths(adapter_dir, tmp_path, capsys):
+    memory = Memory.load(adapter_dir)
+    assert memory.encode("It was the best of times").shape[0] == 1
+    with pytest.raises(ValueError, match="empty text"):
+        memory.encode("")
+    with pytest.raises(FileNotFoundError, match="no r3mem model"):
+        Memory.load(tmp_path)
+    assert main(["demo", "--model", str(tmp_path)]) == 2
+    assert "no r3mem model" in capsys.readouterr().err
