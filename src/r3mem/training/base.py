@@ -20,7 +20,7 @@ from ..data import Corpus, load_corpus, train_tokenizer
 from .common import (
     Checkpoint,
     MetricsLog,
-    check_choice,
+    RunConfig,
     check_positive,
     make_accelerator,
     make_optimizer,
@@ -29,13 +29,10 @@ from .common import (
 
 
 @dataclass
-class BaseTrainConfig:
+class BaseTrainConfig(RunConfig):
     """One base-model run; every field can come from a TOML file under ``configs/``."""
 
-    train_data: str = "../shared/data/books/train"
-    valid_data: str = "../shared/data/books/validation"
     out_dir: str = "runs/base"
-    cache_dir: str = "runs/cache"
     vocab_size: int = 8192
     hidden_size: int = 256
     num_layers: int = 4
@@ -43,28 +40,19 @@ class BaseTrainConfig:
     intermediate_size: int = 688
     seq_len: int = 256
     batch_size: int = 16
-    grad_accum: int = 1
     steps: int = 6000
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
     warmup: int = 200
     weight_decay: float = 0.1
-    clip: float = 1.0
-    seed: int = 0
     save_every: int = 250
     eval_every: int = 1000
     eval_batches: int = 16
-    mixed_precision: str = "no"  # "bf16" on hardware that has it
 
     def __post_init__(self) -> None:
-        check_positive(
-            self, "vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-            "seq_len", "batch_size", "grad_accum", "steps", "lr", "warmup", "save_every",
-            "eval_every", "eval_batches",
-        )  # fmt: skip
+        super().__post_init__()
+        check_positive(self, "vocab_size", "hidden_size", "num_layers", "num_heads")
+        check_positive(self, "intermediate_size", "seq_len", "eval_batches")
         if self.hidden_size % self.num_heads:
             raise ValueError("BaseTrainConfig.hidden_size must be divisible by num_heads")
-        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
 
 
 def build_model(config: BaseTrainConfig, tokenizer) -> LlamaForCausalLM:

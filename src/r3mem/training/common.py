@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +43,33 @@ def load_config(cls: type[T], path: str | Path | None, overrides: dict[str, Any]
     if unknown:
         raise ValueError(f"{path or 'config'}: unknown key(s) {', '.join(unknown)}")
     return cls(**data)
+
+
+@dataclass
+class RunConfig:
+    """The fields every training run has; each command's config adds its own."""
+
+    train_data: str = "../shared/data/books/train"
+    valid_data: str = "../shared/data/books/validation"
+    out_dir: str = "runs/run"
+    cache_dir: str = "runs/cache"
+    batch_size: int = 8
+    grad_accum: int = 1
+    steps: int = 1000
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    seed: int = 0
+    save_every: int = 100
+    eval_every: int = 250
+    mixed_precision: str = "no"  # "bf16" on hardware that has it
+
+    def __post_init__(self) -> None:
+        check_positive(self, "batch_size", "grad_accum", "steps", "lr", "warmup", "save_every")
+        check_positive(self, "eval_every", "clip")
+        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:

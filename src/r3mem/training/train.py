@@ -29,7 +29,7 @@ from ..model import R3MemModel
 from .common import (
     Checkpoint,
     MetricsLog,
-    check_choice,
+    RunConfig,
     check_positive,
     make_accelerator,
     make_optimizer,
@@ -38,38 +38,22 @@ from .common import (
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """One adapter run; the ``[r3mem]`` table of the TOML file holds the R3MemConfig fields."""
 
     base_model: str = "runs/base-tiny-books"
-    train_data: str = "../shared/data/books/train"
-    valid_data: str = "../shared/data/books/validation"
     out_dir: str = "runs/r3mem-tiny-books"
-    cache_dir: str = "runs/cache"
     r3mem: dict[str, Any] = field(default_factory=dict)
     entity_length: int = 24
-    batch_size: int = 8
-    grad_accum: int = 1
     steps: int = 2000
     lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 100
-    weight_decay: float = 0.0
-    clip: float = 1.0
-    seed: int = 0
-    save_every: int = 100
-    eval_every: int = 250
     eval_segments: int = 64
-    mixed_precision: str = "no"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.model_config = R3MemConfig.from_dict(self.r3mem)
-        check_positive(
-            self, "entity_length", "batch_size", "grad_accum", "steps", "lr", "warmup",
-            "save_every", "eval_every", "eval_segments",
-        )  # fmt: skip
-        check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+        check_positive(self, "entity_length", "eval_segments")
 
 
 def window_loss(
