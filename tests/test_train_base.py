@@ -65,3 +65,22 @@ def test_bad_input_fails_with_one_clear_message(tmp_path, capsys):
     config.write_text("steps = [")
     assert main(["train-base", "--config", str(config)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_refused_and_a_failed_save_keeps_the_last(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path)
+    train_base(config, stop_after=2)
+    weights = tmp_path / "base" / "checkpoint" / "weights.safetensors"
+    good = weights.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("r3mem.training.common.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        train_base(config, resume=True)
+    assert weights.read_bytes() == good  # the interrupted save left the checkpoint whole
+    monkeypatch.undo()
+    weights.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="corrupt checkpoint"):
+        train_base(config, resume=True)

@@ -24,7 +24,7 @@ from .common import (
     check_positive,
     make_accelerator,
     make_optimizer,
-    warmup_cosine,
+    make_schedule,
 )
 
 
@@ -110,14 +110,14 @@ def train_base(
     step, elapsed = 0, 0.0
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
-        model.load_state_dict(weights, strict=False)  # tied lm_head is not stored twice
+        result = model.load_state_dict(weights, strict=False)
+        if result.unexpected_keys or set(result.missing_keys) - {"lm_head.weight"}:  # tied
+            raise ValueError(
+                f"{checkpoint.directory}: checkpoint does not fit this model ({result})"
+            )
         optimizer.load_state_dict(optimizer_state)
         step, elapsed = state["step"], state["elapsed"]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: warmup_cosine(s, config.warmup, config.steps, config.min_lr_ratio),
-        last_epoch=step - 1,
-    )
+    schedule = make_schedule(optimizer, config, step)
     model, optimizer = accelerator.prepare(model, optimizer)
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
     params = sum(p.numel() for p in model.parameters())

@@ -117,6 +117,17 @@ def make_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
 
 
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: RunConfig, step: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warmup + cosine over ``config.steps``, positioned at ``step`` (0 for a fresh run)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, config.warmup, config.steps, config.min_lr_ratio),
+        last_epoch=step - 1,
+    )
+
+
 class Checkpoint:
     """A directory holding the trainable weights, the optimizer state and the step.
 

@@ -33,7 +33,7 @@ from .common import (
     check_positive,
     make_accelerator,
     make_optimizer,
-    warmup_cosine,
+    make_schedule,
 )
 
 
@@ -142,11 +142,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         load_trainable(model, weights, checkpoint.directory)
         optimizer.load_state_dict(optimizer_state)
         step, elapsed = state["step"], state["elapsed"]
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: warmup_cosine(s, config.warmup, config.steps, config.min_lr_ratio),
-        last_epoch=step - 1,
-    )
+    schedule = make_schedule(optimizer, config, step)
     main = accelerator.is_main_process
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if main else None
     span, rank, world = (
