@@ -30,3 +30,25 @@ def randomize(module: torch.nn.Module, scale: float = 0.5, seed: int = 1) -> Non
                 fan_in = param.shape[-1] if param.dim() > 1 else 100
                 noise = torch.randn(param.shape, generator=generator, dtype=torch.float32)
                 param.copy_(noise * scale / fan_in**0.5)
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory) -> str:
+    """A tiny base model and tokenizer trained for a few steps on the packaged sample."""
+    from r3mem.training.base import train_base
+
+    from .test_train_base import tiny_config
+
+    return str(train_base(tiny_config(tmp_path_factory.mktemp("base"), steps=3, save_every=3)))
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(base_dir, tmp_path_factory):
+    """R³Mem adapters trained for two steps on that base: a whole model directory to load."""
+    from r3mem.training.train import train
+
+    from .test_train import adapter_config
+
+    out = tmp_path_factory.mktemp("adapter") / "run"
+    train(adapter_config(base_dir, out, steps=2))
+    return out / "adapter"

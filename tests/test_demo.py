@@ -5,16 +5,6 @@ import pytest
 from r3mem.cli import main
 from r3mem.demo import run_demo
 from r3mem.memory import Memory
-from r3mem.training.train import train
-
-from .test_train import adapter_config, base_dir  # noqa: F401  (fixture)
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(base_dir, tmp_path_factory):  # noqa: F811
-    out = tmp_path_factory.mktemp("adapter") / "run"
-    train(adapter_config(base_dir, out, steps=2))
-    return out / "adapter"
 
 
 def test_demo_prints_sizes_reconstructions_and_perplexities(adapter_dir):

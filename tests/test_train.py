@@ -10,17 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from r3mem import R3MemModel
-from r3mem.training.base import train_base
 from r3mem.training.train import TrainConfig, train
 
-from .test_train_base import SAMPLE, tiny_config
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    """A tiny base model and tokenizer trained for a few steps on the packaged sample."""
-    root = tmp_path_factory.mktemp("base")
-    return str(train_base(tiny_config(root, steps=3, save_every=3)))
+from .test_train_base import SAMPLE
 
 
 def adapter_config(base_dir, out, r3mem_overrides=None, **overrides) -> TrainConfig:

@@ -35,6 +35,15 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(args.model, args.text)
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from .bench.report import markdown
+    from .bench.tasks import run_bench
+
+    methods = args.methods.split(",") if args.methods else None
+    report = run_bench(args.task, args.model, methods, args.data, args.seed, args.quick, args.out)
+    print(markdown(report))
+
+
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--config", help=f"TOML file (e.g. {example})")
     parser.add_argument("--out", help="output directory (overrides the config's out_dir)")
@@ -59,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", help="model directory (default: the shipped model)")
     demo.add_argument("--text", help="a .txt or .txt.gz file (default: a packaged sample)")
     demo.set_defaults(run=_demo)
+    bench = commands.add_parser("bench", help="measure methods on one task; writes JSON + Markdown")
+    bench.add_argument("task", help="lm or reconstruct")
+    bench.add_argument("--model", help="model directory (default: the shipped model)")
+    bench.add_argument("--methods", help="comma-separated subset of the task's methods")
+    bench.add_argument("--data", help="data file or directory (default: books validation split)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--quick", action="store_true", help="a small slice, for a smoke run")
+    bench.add_argument("--out", default="benchmarks/results", help="output directory")
+    bench.set_defaults(run=_bench)
     return parser
 
 

@@ -1,0 +1,77 @@
+"""Every benchmark writes ``TASK.json`` (figures with command, seed, git revision, hardware)
+and ``TASK.md`` (the same as a Markdown table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_revision() -> str:
+    """The checkout's short revision, with ``+dirty`` when it has uncommitted changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU {platform.machine()} x{os.cpu_count()}, torch {torch.__version__}"
+
+
+def write_report(
+    out: str | Path, task: str, seed: int, results: list[dict[str, Any]], notes: str = ""
+) -> dict[str, Any]:
+    """Write ``out/TASK.json`` and ``out/TASK.md``; returns the JSON object."""
+    report = {
+        "task": task,
+        "git_rev": git_revision(),
+        "seed": seed,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "hardware": hardware(),
+        "results": results,
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{task}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / f"{task}.md").write_text(markdown(report, notes), encoding="utf-8")
+    return report
+
+
+def markdown(report: dict[str, Any], notes: str = "") -> str:
+    columns = list(dict.fromkeys(key for row in report["results"] for key in row))
+    lines = [
+        f"### {report['task']}",
+        "",
+        f"`{report['command']}` — seed {report['seed']}, rev {report['git_rev']}, "
+        f"{report['hardware']}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(columns),
+    ]
+    for row in report["results"]:
+        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+    if notes:
+        lines += ["", notes]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

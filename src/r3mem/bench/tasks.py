@@ -1,0 +1,84 @@
+"""``r3mem bench TASK``: each task measures every method it knows on the same tokens.
+
+lm:          perplexity of whole books streamed segment by segment; ``r3mem`` carries the
+             recurrent memory across the book, ``none`` reads each segment alone.
+reconstruct: paragraph segments written alone into memory and decoded back greedily.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data import load_segments
+from ..memory import Memory
+from ..readers import read_texts
+from .lm import stream_perplexity
+from .reconstruct import reconstruct_segments, reconstruction_scores
+from .report import write_report
+
+DEFAULT_DATA = "../shared/data/books/validation"
+METHODS = {"lm": ("r3mem", "none"), "reconstruct": ("r3mem",)}
+
+
+def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool) -> list[dict]:
+    books = list(read_texts(data))[: 2 if quick else None]
+    totals = {method: [0.0, 0] for method in methods}  # summed NLL, tokens scored
+    for _, text in tqdm(books, desc="lm: books"):
+        ids = memory.encode(text)[0][: 2048 if quick else None]
+        for method in methods:
+            scored = stream_perplexity(memory.model, ids, use_memory=method == "r3mem")
+            totals[method][0] += float(np.log(scored["ppl"])) * scored["tokens_scored"]
+            totals[method][1] += scored["tokens_scored"]
+    return [
+        {"method": m, "ppl": float(np.exp(nll / n)), "tokens_scored": n, "books": len(books)}
+        for m, (nll, n) in totals.items()
+    ]
+
+
+def bench_reconstruct(
+    memory: Memory, data: str, methods: list[str], quick: bool, seed: int, cache_dir: str
+) -> list[dict]:
+    config = memory.model.config
+    segments = load_segments(data, memory.tokenizer, config.segment_length, 24, cache_dir)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(
+        rng.choice(len(segments), size=min(32 if quick else 256, len(segments)), replace=False)
+    )
+    batch = segments.batch(rows)
+    restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"])
+    scores = reconstruction_scores(restored, batch["ids"], batch["mask"], memory.tokenizer.decode)
+    ratio = config.segment_length / config.num_memory_tokens
+    return [{"method": "r3mem", "compression": ratio, "segments": len(rows), **scores}]
+
+
+def run_bench(
+    task: str,
+    model: str | None = None,
+    methods: list[str] | None = None,
+    data: str | None = None,
+    seed: int = 0,
+    quick: bool = False,
+    out: str = "benchmarks/results",
+) -> dict[str, Any]:
+    """Run one task and write ``out/TASK.json`` and ``out/TASK.md``."""
+    if task not in METHODS:
+        raise ValueError(f"unknown bench task {task!r}; choose from {', '.join(METHODS)}")
+    methods = methods or list(METHODS[task])
+    unknown = sorted(set(methods) - set(METHODS[task]))
+    if unknown:
+        raise ValueError(f"bench {task}: unknown method(s) {', '.join(unknown)}")
+    data = data or DEFAULT_DATA
+    if not Path(data).exists():
+        raise FileNotFoundError(f"{data}: no such data file or directory")
+    torch.manual_seed(seed)
+    memory = Memory.load(model)
+    if task == "lm":
+        results = bench_lm(memory, data, methods, quick)
+    else:
+        results = bench_reconstruct(memory, data, methods, quick, seed, str(Path(out) / "cache"))
+    return write_report(out, task, seed, results)

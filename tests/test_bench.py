@@ -1,0 +1,38 @@
+"""r3mem bench: the JSON contract, the Markdown table, identical tokens across methods."""
+
+import json
+
+import pytest
+
+from r3mem.assets import SAMPLE_TEXT, asset_path
+from r3mem.bench.tasks import run_bench
+from r3mem.cli import main
+
+SAMPLE = str(asset_path(SAMPLE_TEXT))
+
+
+@pytest.mark.parametrize("task", ["lm", "reconstruct"])
+def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
+    report = run_bench(task, model=str(adapter_dir), data=SAMPLE, quick=True, out=str(tmp_path))
+    saved = json.loads((tmp_path / f"{task}.json").read_text())
+    assert saved == report
+    assert set(saved) == {"task", "git_rev", "seed", "command", "hardware", "results"}
+    table = (tmp_path / f"{task}.md").read_text()
+    for row in saved["results"]:
+        assert f"| {row['method']} |" in table
+    if task == "lm":
+        by_method = {row["method"]: row for row in saved["results"]}
+        assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
+        assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
+    else:
+        (row,) = saved["results"]
+        assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
+
+
+def test_bad_requests(adapter_dir, tmp_path, capsys):
+    assert main(["bench", "speed", "--model", str(adapter_dir)]) == 2
+    assert "unknown bench task" in capsys.readouterr().err
+    assert main(["bench", "lm", "--methods", "rmt", "--model", str(adapter_dir)]) == 2
+    assert "unknown method(s) rmt" in capsys.readouterr().err
+    assert main(["bench", "lm", "--data", str(tmp_path / "none"), "--model", str(adapter_dir)]) == 2
+    assert "no such data" in capsys.readouterr().err
