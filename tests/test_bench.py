@@ -36,3 +36,20 @@ def test_bad_requests(adapter_dir, tmp_path, capsys):
     assert "unknown method(s) rmt" in capsys.readouterr().err
     assert main(["bench", "lm", "--data", str(tmp_path / "none"), "--model", str(adapter_dir)]) == 2
     assert "no such data" in capsys.readouterr().err
+
+
+def test_training_curve_plot(tmp_path):
+    from r3mem.bench.plots import training_curve
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [
+        {"step": 1, "tokens": 100},
+        {"step": 2, "tokens": 200, "rec_token_acc": 0.3, "rec_exact": 0.0},
+        {"step": 4, "tokens": 400, "rec_token_acc": 0.5, "rec_exact": 0.1},
+    ]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    png = training_curve(metrics, tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(ValueError, match="no evaluation rows"):
+        training_curve(metrics, tmp_path / "none.png")
