@@ -27,6 +27,15 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 SPEC_KEYS = ("vocab_size", "hidden_size", "num_layers")
 
 
+def load_base(name_or_path: str | os.PathLike) -> nn.Module:
+    """A base model by hub name or path: float32 on CPU (half precision there is slow and
+    lossy), the stored dtype on a GPU."""
+    from transformers import AutoModelForCausalLM
+
+    dtype = "auto" if torch.cuda.is_available() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+
+
 def base_spec(base_model: nn.Module) -> dict[str, Any]:
     """The facts about a base model that an adapter depends on, read generically."""
     vocab_size, hidden_size = base_model.get_input_embeddings().weight.shape
@@ -89,9 +98,7 @@ def load_adapter(
         if not base_model:
             raise ValueError(f"{directory}: the adapter names no base model; pass base_model=")
     if isinstance(base_model, (str, os.PathLike)):
-        from transformers import AutoModelForCausalLM
-
-        base_model = AutoModelForCausalLM.from_pretrained(base_model)
+        base_model = load_base(base_model)
     spec = base_spec(base_model)
     for key in SPEC_KEYS:
         saved, found = meta["base_model"][key], spec[key]
