@@ -184,8 +184,10 @@ def load_segments(
         with np.load(path) as arrays:
             return Segments(**{name: arrays[name] for name in arrays.files})
 
+    backend = tokenizer.backend_tokenizer  # the Rust tokenizer: ~5x faster per call here
+
     def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False).input_ids)
+        return len(backend.encode(text, add_special_tokens=False).ids)
 
     pad = tokenizer.pad_token_id
     rows, entity_rows, documents = [], [], []
