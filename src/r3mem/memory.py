@@ -1,18 +1,39 @@
 """``Memory``: the user-facing handle on a trained R³Mem model and its tokenizer.
 
 ``Memory.load()`` with no argument opens the default model shipped inside the package, with
-no network. The hierarchical bank behind ``remember`` / ``recall`` builds on this class.
+no network. ``remember`` / ``recall`` write to and read from the hierarchical bank of
+:mod:`r3mem.bank`; ``save`` / ``Memory.open`` keep it in one safetensors file.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .assets import DEFAULT_MODEL, asset_path
-from .checkpoint import CONFIG_NAME
+from .bank import (
+    Entry,
+    MemoryBank,
+    check_budget,
+    checksum,
+    entry_states,
+    exact_tokens,
+    find_corrections,
+)
+from .checkpoint import CONFIG_NAME, load_base
+from .hierarchy import EntityExtractor, Paragraph, build_document, default_entity_extractor
 from .model import R3MemModel
+from .readers import Conversation, Session, Turn, conversation_to_document
+from .state import MemoryState
 
 
 def default_model_path() -> Path:
@@ -20,15 +41,49 @@ def default_model_path() -> Path:
     return asset_path(DEFAULT_MODEL)
 
 
-class Memory:
-    """An R3MemModel with its tokenizer."""
+@dataclass(frozen=True)
+class Remembered:
+    """What one ``remember`` call did: entries added, tokens written, entries evicted."""
 
-    def __init__(self, model: R3MemModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    entries_added: int
+    tokens: int
+    evicted: int
+
+
+@dataclass(frozen=True)
+class Recalled:
+    """One recalled passage, reconstructed from its memory entry."""
+
+    text: str
+    score: float
+    entry_id: int
+    meta: dict[str, Any]
+
+
+class Memory:
+    """An R3MemModel with its tokenizer and a hierarchical memory bank.
+
+    ``model_dir`` is the directory the model was loaded from; saved memories record it so
+    :meth:`open` finds the model again.
+    """
+
+    def __init__(
+        self,
+        model: R3MemModel,
+        tokenizer: PreTrainedTokenizerBase,
+        model_dir: str | Path | None = None,
+        budget_entries: int | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.model_dir = None if model_dir is None else Path(model_dir).resolve()
+        with torch.no_grad():
+            document = model.init_memory(1, "document").detach()
+        self.bank = MemoryBank(document, budget_entries)
+        self._extractor: EntityExtractor | None = None
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Memory:
+    def load(cls, path: str | Path | None = None, *, budget_entries: int | None = None) -> Memory:
         """Open a model directory holding ``base/`` and ``adapter/`` (the layout of the shipped
         default, used when ``path`` is None), or an adapter directory whose config names its
         base. Nothing is downloaded for a local path."""
@@ -42,9 +97,9 @@ class Memory:
             hint = " (the default model is not packaged in this install)" if path is None else ""
             raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
-        base = AutoModelForCausalLM.from_pretrained(base_dir)
+        base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
-        return cls(model, tokenizer)
+        return cls(model, tokenizer, model_dir=root, budget_entries=budget_entries)
 
     def encode(self, text: str):
         """Token ids ``[1, T]`` of ``text``; empty text is an error."""
@@ -54,3 +109,212 @@ class Memory:
         if ids.shape[1] == 0:
             raise ValueError("empty text: nothing to remember")
         return ids.to(self.model.device)
+
+    @property
+    def extractor(self) -> EntityExtractor:
+        """The entity extractor, made once (spaCy when installed, else the rules)."""
+        if self._extractor is None:
+            self._extractor = default_entity_extractor()
+        return self._extractor
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+
+    # ----------------------------------------------------------------------------- remember
+
+    @property
+    def budget_entries(self) -> int | None:
+        """The most paragraph entries kept (None: unbounded). Lowering it evicts at once."""
+        return self.bank.budget_entries
+
+    @budget_entries.setter
+    def budget_entries(self, budget: int | None) -> None:
+        budget = check_budget(budget)
+        old = self.bank.budget_entries
+        self.bank.budget_entries = budget
+        try:
+            self._commit(self.bank.document, [])
+        except BaseException:
+            self.bank.budget_entries = old
+            raise
+
+    def remember(
+        self, content: str | Sequence[dict[str, Any]], source: str | None = None
+    ) -> Remembered:
+        """Write ``content`` into every level: the document memory (recurrently), one paragraph
+        entry per segment (compressed alone, with its exact-recall corrections) and the
+        entity index. ``content`` is a text or chat messages ``{speaker, text[, time]}``
+        (one session). Over budget, the oldest entries are folded into the document memory.
+        """
+        if source is not None and not isinstance(source, str):
+            raise TypeError(f"source must be a str or None, got {type(source).__name__}")
+        paragraphs = self._paragraphs(content)
+        ids = [self.encode(p.text)[0].tolist() for p in paragraphs]
+        with torch.no_grad():
+            document = self.bank.document
+            for row in ids:
+                document = self.model.write(document, torch.tensor([row], device=self.model.device))
+            states = self._write_batch(ids)
+            corrections = find_corrections(self.model, states, ids)
+        entries = []
+        for row, (paragraph, tokens) in enumerate(zip(paragraphs, ids, strict=True)):
+            meta = {**paragraph.meta, **({"source": source} if source is not None else {})}
+            memory = states.memory[row].detach().clone()  # not a view of the whole batch
+            entity_list = list(paragraph.entities)
+            entries.append(
+                Entry(memory, len(tokens), entity_list, corrections[row], checksum(tokens), meta)
+            )
+        evicted = self._commit(document, entries, ids)
+        return Remembered(len(entries), sum(map(len, ids)), evicted)
+
+    def _paragraphs(self, content: str | Sequence[dict[str, Any]]) -> list[Paragraph]:
+        """Segments of ``content`` that fit ``segment_length``, with entities and meta."""
+        limit = self.model.config.segment_length
+        if isinstance(content, str):
+            if not content.strip():
+                raise ValueError("empty text: nothing to remember")
+            return build_document(
+                "text", content, limit, self.count_tokens, self.extractor
+            ).paragraphs
+        if not isinstance(content, list | tuple):
+            raise TypeError(
+                f"remember takes a str or a list of messages, got {type(content).__name__}"
+            )
+        if not content:
+            raise ValueError("no messages: nothing to remember")
+        turns = [_turn(message, index) for index, message in enumerate(content)]
+        session = Session("1", turns[0].time, turns)
+        conversation = Conversation("messages", [session], [])
+        document = conversation_to_document(conversation, limit, self.count_tokens, self.extractor)
+        return document.paragraphs
+
+    def _write_batch(self, ids: list[list[int]]) -> MemoryState:
+        """Each row compressed alone from the initial paragraph memory, right-padded."""
+        width = max(map(len, ids))
+        input_ids = torch.zeros(len(ids), width, dtype=torch.long, device=self.model.device)
+        mask = torch.zeros_like(input_ids)
+        for row, tokens in enumerate(ids):
+            input_ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        state = self.model.init_memory(len(ids), "paragraph")
+        return self.model.write(state, input_ids, attention_mask=mask)
+
+    def _commit(
+        self, document: MemoryState, new: list[Entry], new_ids: list[list[int]] | None = None
+    ) -> int:
+        """Add ``new`` and fold the oldest entries over budget into ``document``; the bank
+        changes only once every model call has succeeded. Returns how many were evicted."""
+        count = self.bank.over_budget(len(new))
+        old = list(self.bank.entries)[:count]
+        with torch.no_grad():
+            folded = exact_tokens(self.model, [self.bank.entries[i] for i in old]) if old else []
+            folded += (new_ids or [])[: count - len(old)]
+            for tokens in folded:
+                document = self.model.write(
+                    document, torch.tensor([tokens], device=self.model.device)
+                )
+        self.bank.document = document
+        added = [self.bank.add(entry) for entry in new]
+        for entry_id in [*old, *added][:count]:
+            self.bank.remove(entry_id)
+        return count
+
+    # ----------------------------------------------------------------------------- recall
+
+    def recall(self, query: str, k: int = 3, exact: bool = False) -> list[Recalled]:
+        """The ``k`` entries that best match ``query``, reconstructed from memory, best first.
+
+        The query is compressed by the same forward invocation as a paragraph; the score is
+        the cosine of the slot-averaged memories plus the entity bonus of
+        :meth:`MemoryBank.scores`. ``exact`` applies the stored corrections, so the text
+        comes back exactly as remembered. Fewer than ``k`` come back when fewer are stored.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not query.strip():
+            raise ValueError("empty query: nothing to recall")
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if k < 1:
+            raise ValueError(f"k must be a positive integer, got {k}")
+        if not self.bank.entries:
+            return []
+        with torch.no_grad():
+            state = self.model.write(self.model.init_memory(1, "paragraph"), self.encode(query))
+        scores = self.bank.scores(state.memory[0], self.extractor(query))
+        best = sorted(scores, key=lambda entry_id: -scores[entry_id])[:k]
+        entries = [self.bank.entries[entry_id] for entry_id in best]
+        if exact:
+            tokens = exact_tokens(self.model, entries)
+        else:
+            longest = max(entry.tokens for entry in entries)
+            out = self.model.reconstruct(entry_states(self.model, entries), max_new_tokens=longest)
+            tokens = [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
+        return [
+            Recalled(self.tokenizer.decode(ids), scores[entry_id], entry_id, dict(entry.meta))
+            for ids, entry_id, entry in zip(tokens, best, entries, strict=True)
+        ]
+
+    # ----------------------------------------------------------------------------- save / open
+
+    def save(self, path: str | Path) -> None:
+        """Write the bank to one safetensors file (tensors + JSON metadata with the model's
+        fingerprint and directory); atomic: write ``path.tmp``, then rename."""
+        path = Path(path)
+        tensors, meta = self.bank.to_file_parts()
+        meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def open(cls, path: str | Path, model_dir: str | Path | None = None) -> Memory:
+        """Open a memory saved by :meth:`save`, with the model it recorded (or ``model_dir``).
+
+        A memory written by another base model or config is refused (ValueError)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such memory file")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads(handle.metadata()["r3mem"])
+            tensors = load_file(str(path))
+            fingerprint, recorded = meta["fingerprint"], meta["model_dir"]
+        except (SafetensorError, KeyError, TypeError, json.JSONDecodeError, OSError) as err:
+            raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
+        if model_dir is None and recorded is None:
+            raise ValueError(f"{path}: records no model directory; pass model_dir")
+        memory = cls.load(recorded if model_dir is None else model_dir)
+        if fingerprint != memory.model.fingerprint:
+            raise ValueError(
+                f"{path}: this memory was written by another base model or config "
+                f"(fingerprint {str(fingerprint)[:12]} != {memory.model.fingerprint[:12]})"
+            )
+        try:
+            memory.bank = MemoryBank.from_file_parts(tensors, meta, memory.model)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
+        return memory
+
+
+def _turn(message: object, index: int) -> Turn:
+    """A chat message ``{speaker, text[, time]}`` as a Turn whose id is its index."""
+    if not isinstance(message, dict):
+        raise TypeError(f"message {index} must be a dict, got {type(message).__name__}")
+    unknown = set(message) - {"speaker", "text", "time"}
+    if unknown:
+        raise ValueError(f"message {index}: unknown keys {sorted(unknown)}")
+    for key in ("speaker", "text"):
+        if key not in message:
+            raise ValueError(f"message {index}: missing {key!r}")
+        if not isinstance(message[key], str):
+            raise TypeError(f"message {index}: {key!r} must be a str")
+        if not message[key].strip():
+            raise ValueError(f"message {index}: empty {key!r}")
+    time = message.get("time")
+    if time is not None and not isinstance(time, str):
+        raise TypeError(f"message {index}: 'time' must be a str or None")
+    return Turn(message["speaker"], message["text"], time, str(index))

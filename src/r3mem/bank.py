@@ -1,0 +1,257 @@
+"""The hierarchical memory bank behind ``Memory.remember`` / ``Memory.recall`` (DESIGN 2.4, 2.6).
+
+Three levels: one recurrent **document** memory over everything written, one **paragraph**
+entry per segment (its own compressed memory), and an **entity** index from entity names
+to the entries that mention them.
+
+No raw text is kept. An entry holds its memory vectors and the few *corrections* that make
+exact recall possible: the paragraph is decoded greedily from its memory, one token at a
+time, and wherever the model's choice differs from the original token the correction
+``(position, token)`` is fed instead (:func:`guided_decode`). Remembering runs that decode
+against the original tokens to find the corrections; exact recall replays it. The
+number of corrections is an honest measure of what the memory lost.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .model import R3MemModel
+from .state import MemoryState
+
+FORMAT = "r3mem.Memory/1"
+
+# The entity bonus is the fraction of the query's entities an entry mentions times this
+# weight; cosine similarity lies in [-1, 1], so naming an entry's entity counts for as
+# much as a quarter of the cosine range.
+ENTITY_WEIGHT = 0.5
+
+
+@dataclass
+class Entry:
+    """One paragraph-level memory entry.
+
+    memory:      ``[m, width]`` the paragraph compressed alone (forward invocation).
+    tokens:      how many tokens the paragraph had: the length to reconstruct.
+    entities:    what the entity extractor found in the paragraph.
+    corrections: ``(position, token)`` where guided greedy decoding missed the original.
+    checksum:    CRC-32 of the original token ids, so a replay that diverges (another
+                 device or dtype decodes differently) is reported instead of returned.
+    meta:        where the paragraph came from (source, session id, turn ids, ...).
+    """
+
+    memory: torch.Tensor
+    tokens: int
+    entities: list[str]
+    corrections: list[tuple[int, int]]
+    checksum: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def checksum(ids: Sequence[int]) -> int:
+    return zlib.crc32(b"".join(int(i).to_bytes(8, "little", signed=True) for i in ids))
+
+
+def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
+    """The entries' memories as one paragraph-level batch ``[len(entries), m, width]``."""
+    memory = torch.stack([entry.memory for entry in entries]).to(model.device)
+    seen = torch.tensor([entry.tokens for entry in entries], device=model.device)
+    return MemoryState(memory, "paragraph", seen, model.fingerprint)
+
+
+@torch.no_grad()
+def guided_decode(
+    model: R3MemModel,
+    state: MemoryState,
+    lengths: Sequence[int],
+    choose: Callable[[int, int, int], int],
+) -> list[list[int]]:
+    """Decode each row of ``state`` for ``lengths[row]`` tokens, one token per step.
+
+    At step ``i`` the model reads the memory and the ``i`` tokens chosen so far (the cue) and
+    predicts the next greedily; ``choose(row, i, predicted)`` returns the token to keep.
+    Every step re-reads its whole cue, so remembering and recalling run the very same
+    computation whatever the batch around a row.
+    """
+    tokens: list[list[int]] = [[] for _ in lengths]
+    for i in range(max(lengths, default=0)):
+        rows = [row for row, length in enumerate(lengths) if length > i]
+        index = torch.tensor(rows, device=state.memory.device)
+        sub = MemoryState(
+            state.memory[index], state.level, state.tokens_seen[index], state.fingerprint
+        )
+        cue = torch.tensor([tokens[row] for row in rows], device=model.device) if i else None
+        predicted = model.reconstruct(sub, max_new_tokens=1, cue_ids=cue)[:, 0].tolist()
+        for row, token in zip(rows, predicted, strict=True):
+            tokens[row].append(choose(row, i, token))
+    return tokens
+
+
+def find_corrections(
+    model: R3MemModel, state: MemoryState, targets: Sequence[Sequence[int]]
+) -> list[list[tuple[int, int]]]:
+    """For each row, where guided greedy decoding of its memory misses ``targets[row]``."""
+    corrections: list[list[tuple[int, int]]] = [[] for _ in targets]
+
+    def choose(row: int, i: int, predicted: int) -> int:
+        target = int(targets[row][i])
+        if predicted != target:
+            corrections[row].append((i, target))
+        return target
+
+    guided_decode(model, state, [len(t) for t in targets], choose)
+    return corrections
+
+
+def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]:
+    """The original token ids of ``entries``, replayed from memory plus corrections."""
+    fixes = [dict(entry.corrections) for entry in entries]
+    state = entry_states(model, entries)
+    tokens = guided_decode(
+        model, state, [e.tokens for e in entries], lambda row, i, p: fixes[row].get(i, p)
+    )
+    for entry, ids in zip(entries, tokens, strict=True):
+        if checksum(ids) != entry.checksum:
+            raise RuntimeError(
+                "exact recall diverged from the remembered text: this device or dtype "
+                "decodes differently from the one that wrote the memory"
+            )
+    return tokens
+
+
+def pooled(memory: torch.Tensor) -> torch.Tensor:
+    """Mean over the memory slots, in float32: ``[..., m, width] -> [..., width]``."""
+    return memory.float().mean(dim=-2)
+
+
+class MemoryBank:
+    """The document memory, the paragraph entries (by id, oldest first) and the entity index.
+
+    Entry ids only grow, so an id keeps naming the same paragraph after evictions.
+    ``budget_entries`` (None: unbounded) caps the entries; :meth:`Memory.remember` folds the
+    ones it evicts into the document memory instead of dropping them.
+    """
+
+    def __init__(self, document: MemoryState, budget_entries: int | None = None) -> None:
+        self.document = document
+        self.entries: dict[int, Entry] = {}
+        self.entity_index: dict[str, set[int]] = {}
+        self.next_id = 0
+        self.budget_entries = check_budget(budget_entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, entry: Entry) -> int:
+        entry_id = self.next_id
+        self.next_id += 1
+        self.entries[entry_id] = entry
+        for entity in entry.entities:
+            self.entity_index.setdefault(entity.lower(), set()).add(entry_id)
+        return entry_id
+
+    def remove(self, entry_id: int) -> Entry:
+        entry = self.entries.pop(entry_id)
+        for entity in entry.entities:
+            ids = self.entity_index.get(entity.lower(), set())
+            ids.discard(entry_id)
+            if not ids:
+                self.entity_index.pop(entity.lower(), None)
+        return entry
+
+    def over_budget(self, extra: int = 0) -> int:
+        """How many of the oldest entries must go once ``extra`` more are added."""
+        if self.budget_entries is None:
+            return 0
+        return max(0, len(self.entries) + extra - self.budget_entries)
+
+    def scores(self, query: torch.Tensor, entities: Sequence[str]) -> dict[int, float]:
+        """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's, plus
+        ``ENTITY_WEIGHT`` times the fraction of ``entities`` the entry mentions."""
+        ids = list(self.entries)
+        stacked = torch.stack([self.entries[i].memory for i in ids]).to(query.device)
+        cosine = torch.nn.functional.cosine_similarity(pooled(stacked), pooled(query)[None], dim=-1)
+        scores = dict(zip(ids, cosine.tolist(), strict=True))
+        wanted = {entity.lower() for entity in entities}
+        for entity in wanted:
+            for entry_id in self.entity_index.get(entity, ()):
+                scores[entry_id] += ENTITY_WEIGHT / len(wanted)
+        return scores
+
+    # ------------------------------------------------------------------------- serialisation
+
+    def to_file_parts(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors and JSON-able metadata for one safetensors file."""
+        tensors = {
+            "document": self.document.memory.detach().contiguous().cpu(),
+            "document_tokens_seen": self.document.tokens_seen.cpu(),
+        }
+        if self.entries:
+            stacked = torch.stack([e.memory for e in self.entries.values()])  # [N, m, width]
+            tensors["entries"] = stacked.detach().contiguous().cpu()
+        meta = {
+            "format": FORMAT,
+            "fingerprint": self.document.fingerprint,
+            "budget_entries": self.budget_entries,
+            "next_id": self.next_id,
+            "entries": [
+                {
+                    "id": entry_id,
+                    "tokens": e.tokens,
+                    "entities": e.entities,
+                    "corrections": [list(c) for c in e.corrections],
+                    "checksum": e.checksum,
+                    "meta": e.meta,
+                }
+                for entry_id, e in self.entries.items()
+            ],
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_file_parts(
+        cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: R3MemModel
+    ) -> MemoryBank:
+        """Rebuild a bank; raises KeyError, TypeError or ValueError on inconsistent parts."""
+        if meta["format"] != FORMAT:
+            raise ValueError(f"unknown format {meta['format']!r}")
+        dtype = model.write_embeddings.dtype
+        document = MemoryState(
+            tensors["document"].to(model.device, dtype),
+            "document",
+            tensors["document_tokens_seen"].to(model.device, torch.long),
+            meta["fingerprint"],
+        )
+        bank = cls(document, meta["budget_entries"])
+        records = meta["entries"]
+        stacked = tensors.get("entries", torch.empty(0, *document.memory.shape[1:]))
+        if stacked.shape[0] != len(records) or stacked.shape[1:] != document.memory.shape[1:]:
+            raise ValueError("entry tensors do not match the entry records")
+        for record, memory in zip(records, stacked.to(model.device, dtype), strict=True):
+            entry = Entry(
+                memory=memory,
+                tokens=int(record["tokens"]),
+                entities=[str(e) for e in record["entities"]],
+                corrections=[(int(p), int(t)) for p, t in record["corrections"]],
+                checksum=int(record["checksum"]),
+                meta=dict(record["meta"]),
+            )
+            bank.next_id = int(record["id"])
+            bank.add(entry)
+        bank.next_id = int(meta["next_id"])
+        return bank
+
+
+def check_budget(budget: int | None) -> int | None:
+    if budget is None:
+        return None
+    if isinstance(budget, bool) or not isinstance(budget, int):
+        raise TypeError(f"budget_entries must be an int or None, got {type(budget).__name__}")
+    if budget < 1:
+        raise ValueError(f"budget_entries must be at least 1, got {budget}")
+    return budget

@@ -1,0 +1,258 @@
+"""The memory bank behind Memory.remember / recall / save / open (DESIGN 2.4, 2.6).
+
+The test model is barely trained, so these tests check behaviour, not recall quality: the
+exact-recall corrections must make recall lossless whatever the model has learned.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import r3mem.memory
+from r3mem.bank import ENTITY_WEIGHT
+from r3mem.hierarchy import split_paragraphs
+from r3mem.memory import Memory, Recalled
+
+TEXT = """Alice Moreau keeps bees in Lyon.
+
+Bob Tanaka sailed to Lisbon in 1890.
+
+Carla Diaz plays chess on Sunday.
+
+Dmitri Volkov counts 42 ships."""
+
+MESSAGES = [
+    {"speaker": "Alice", "text": "I moved to Oslo.", "time": "May"},
+    {"speaker": "Bob", "text": "Oslo is cold."},
+]
+
+
+@pytest.fixture
+def memory(adapter_dir) -> Memory:
+    return Memory.load(adapter_dir)
+
+
+@pytest.fixture(scope="module")
+def full(adapter_dir) -> Memory:
+    """TEXT remembered once; tests that change the bank use their own ``memory``."""
+    memory = Memory.load(adapter_dir)
+    memory.remember(TEXT, source="test")
+    return memory
+
+
+def paragraphs(memory: Memory) -> list[str]:
+    return split_paragraphs(TEXT, memory.model.config.segment_length, memory.count_tokens)
+
+
+def snapshot(memory: Memory) -> tuple:
+    bank = memory.bank
+    return (list(bank.entries), bank.document.memory.clone(), bank.document.tokens_seen.clone())
+
+
+def assert_same(memory: Memory, before: tuple) -> None:
+    ids, document, seen = snapshot(memory)
+    assert ids == before[0]
+    assert torch.equal(document, before[1]) and torch.equal(seen, before[2])
+
+
+def test_remember_fills_every_level(memory):
+    summary = memory.remember(TEXT, source="test")
+    expected = paragraphs(memory)
+    assert summary.entries_added == len(expected) == len(memory.bank) > 1
+    assert summary.evicted == 0
+    assert summary.tokens == sum(memory.count_tokens(p) for p in expected)
+    assert memory.bank.document.tokens_seen.tolist() == [summary.tokens]
+    assert {"alice moreau", "lisbon", "1890", "42"} <= set(memory.bank.entity_index)
+    for entry in memory.bank.entries.values():
+        assert entry.memory.shape == memory.bank.document.memory.shape[1:]
+        assert entry.meta == {"source": "test"}
+
+
+def test_exact_recall_is_lossless(full):
+    results = full.recall("bees", k=len(full.bank), exact=True)
+    assert sorted(r.text for r in results) == sorted(paragraphs(full))
+    # The model is barely trained: the text comes back only thanks to the corrections.
+    assert any(entry.corrections for entry in full.bank.entries.values())
+    greedy = full.recall("bees", k=len(full.bank))
+    assert [r.entry_id for r in greedy] == [r.entry_id for r in results]
+
+
+def test_recall_returns_k_best_first(full):
+    results = full.recall("Who sailed to Lisbon?", k=3)
+    assert len(results) == 3 and all(isinstance(r, Recalled) for r in results)
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+    assert len({r.entry_id for r in results}) == 3
+    assert len(full.recall("bees", k=100)) == len(full.bank)
+
+
+def test_entity_bonus_changes_the_ranking(full, monkeypatch):
+    by_entity = {e.entities[0]: i for i, e in full.bank.entries.items() if e.entities}
+    for name, entry_id in by_entity.items():
+        query = name
+        monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
+        plain = full.recall(query, k=len(full.bank))
+        if plain[0].entry_id != entry_id:
+            break
+    else:
+        pytest.skip("every named entry already ranks first by cosine alone")
+    monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 10.0)
+    assert full.recall(query, k=1)[0].entry_id == entry_id
+    monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", ENTITY_WEIGHT)
+    bonus = {r.entry_id: r.score for r in full.recall(query, k=len(full.bank))}
+    cosine = {r.entry_id: r.score for r in plain}
+    assert bonus[entry_id] == pytest.approx(cosine[entry_id] + ENTITY_WEIGHT, abs=1e-5)
+
+
+def test_budget_folds_evicted_entries_into_the_document(adapter_dir):
+    unbounded = Memory.load(adapter_dir)
+    bounded = Memory.load(adapter_dir, budget_entries=2)
+    everything = unbounded.remember(TEXT)
+    summary = bounded.remember(TEXT)
+    assert len(bounded.bank) == 2 and summary.evicted == everything.entries_added - 2
+    assert list(bounded.bank.entries) == list(unbounded.bank.entries)[-2:]
+    assert bounded.bank.next_id == everything.entries_added
+    # The evicted paragraphs were written again into the document memory, not dropped.
+    kept = sum(e.tokens for e in bounded.bank.entries.values())
+    folded = everything.tokens - kept
+    assert bounded.bank.document.tokens_seen.item() == everything.tokens + folded
+    assert not torch.equal(bounded.bank.document.memory, unbounded.bank.document.memory)
+    assert set(bounded.bank.entity_index) < set(unbounded.bank.entity_index)
+    texts = [r.text for r in bounded.recall("chess", k=5, exact=True)]
+    assert sorted(texts) == sorted(paragraphs(bounded)[-2:])
+    # Lowering the budget evicts at once.
+    unbounded.budget_entries = 1
+    assert len(unbounded.bank) == 1
+    assert unbounded.bank.document.tokens_seen.item() > everything.tokens
+
+
+def test_messages_become_one_session(memory):
+    summary = memory.remember(MESSAGES)
+    assert summary.entries_added == len(memory.bank) >= 1
+    entry = next(iter(memory.bank.entries.values()))
+    assert entry.meta["session_id"] == "1" and entry.meta["time"] == "May"
+    assert {"alice", "oslo"} <= set(memory.bank.entity_index)
+    texts = [r.text for r in memory.recall("Oslo", k=len(memory.bank), exact=True)]
+    # The tiny test tokenizer cuts turns into short windows, each with the session header.
+    assert all(text.startswith(("[May]\nAlice: ", "[May]\nBob: ")) for text in texts)
+    assert "[May]\nAlice: I" in texts
+
+
+def test_save_and_open_round_trip(full, tmp_path):
+    path = tmp_path / "memory.r3mem"
+    full.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["memory.r3mem"]
+    opened = Memory.open(path)
+    for exact in (False, True):
+        assert opened.recall("Lisbon", k=3, exact=exact) == full.recall("Lisbon", k=3, exact=exact)
+    assert opened.bank.entity_index == full.bank.entity_index
+    assert opened.bank.next_id == full.bank.next_id
+    assert torch.equal(opened.bank.document.memory, full.bank.document.memory)
+    assert Memory.open(path, model_dir=full.model_dir).recall("bees", k=1)
+
+
+def test_empty_memory_round_trips_and_recalls_nothing(memory, tmp_path):
+    memory.save(tmp_path / "empty.r3mem")
+    opened = Memory.open(tmp_path / "empty.r3mem")
+    assert len(opened.bank) == 0 and opened.recall("anything", k=2) == []
+
+
+def rewrite(src, dst, **changes) -> None:
+    """Copy a memory file with fields of its JSON metadata changed."""
+    with safe_open(str(src), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["r3mem"])
+    save_file(load_file(str(src)), str(dst), metadata={"r3mem": json.dumps({**meta, **changes})})
+
+
+def test_memory_from_another_model_is_refused(full, tmp_path):
+    full.save(tmp_path / "a.r3mem")
+    rewrite(tmp_path / "a.r3mem", tmp_path / "b.r3mem", fingerprint="0" * 64)
+    with pytest.raises(ValueError, match=r"b\.r3mem: .*another base model"):
+        Memory.open(tmp_path / "b.r3mem")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no_metadata", "entries"])
+def test_corrupt_file_is_one_clear_error(full, tmp_path, damage):
+    good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
+    full.save(good)
+    if damage == "garbage":
+        bad.write_bytes(b"not a safetensors file at all")
+    elif damage == "truncated":
+        bad.write_bytes(good.read_bytes()[:-40])
+    elif damage == "no_metadata":
+        save_file(load_file(str(good)), str(bad))
+    else:
+        rewrite(good, bad, entries=[])
+    with pytest.raises(ValueError, match=r"bad\.r3mem: not a valid r3mem memory file"):
+        Memory.open(bad)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        Memory.open(tmp_path / "missing.r3mem")
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_tmp(full, tmp_path, monkeypatch):
+    path = tmp_path / "memory.r3mem"
+    full.save(path)
+    before = path.read_bytes()
+
+    def broken(tensors, filename, metadata=None):
+        with open(filename, "wb") as file:
+            file.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(r3mem.memory, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        full.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["memory.r3mem"]
+
+
+@pytest.mark.parametrize(
+    ("query", "k", "error"),
+    [
+        ("", 3, ValueError),
+        ("   \n", 3, ValueError),
+        ("bees", 0, ValueError),
+        ("bees", -1, ValueError),
+        ("bees", 1.5, ValueError),
+        ("bees", True, ValueError),
+        (3, 3, TypeError),
+    ],
+)
+def test_bad_recall_is_refused(full, query, k, error):
+    with pytest.raises(error):
+        full.recall(query, k=k)
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("", ValueError),
+        (" \n\n ", ValueError),
+        (5, TypeError),
+        ([], ValueError),
+        (["hello"], TypeError),
+        ([{"speaker": "A"}], ValueError),
+        ([{"speaker": "A", "text": 3}], TypeError),
+        ([{"speaker": "A", "text": "hi", "mood": "ok"}], ValueError),
+        ([*MESSAGES, {"speaker": "B", "text": " "}], ValueError),
+    ],
+)
+def test_bad_remember_leaves_the_bank_unchanged(full, content, error):
+    before = snapshot(full)
+    with pytest.raises(error):
+        full.remember(content)
+    assert_same(full, before)
+
+
+def test_bad_budget_is_refused(full):
+    before = snapshot(full)
+    for budget, error in ((0, ValueError), ("2", TypeError), (True, TypeError)):
+        with pytest.raises(error):
+            full.budget_entries = budget
+    assert full.budget_entries is None
+    assert_same(full, before)
