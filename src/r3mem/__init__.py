@@ -1,7 +1,8 @@
 """r3mem: compressed, hierarchical and reversible long-term memory for Hugging Face decoder LMs."""
 
 from .config import R3MemConfig
+from .memory import Memory
 from .model import R3MemModel, R3MemOutput
 from .state import MemoryState
 
-__all__ = ["MemoryState", "R3MemConfig", "R3MemModel", "R3MemOutput"]
+__all__ = ["Memory", "MemoryState", "R3MemConfig", "R3MemModel", "R3MemOutput"]
