@@ -100,7 +100,7 @@ def test_entity_bonus_changes_the_ranking(full, monkeypatch):
         if plain[0].entry_id != entry_id:
             break
     else:
-        pytest.skip("every named entry already ranks first by cosine alone")
+        pytest.fail("the fixture needs an entry that cosine alone does not rank first")
     monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 10.0)
     assert full.recall(query, k=1)[0].entry_id == entry_id
     monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", ENTITY_WEIGHT)
