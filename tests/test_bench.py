@@ -29,6 +29,20 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
         assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
 
 
+def test_quick_cost_bench(adapter_dir, tmp_path):
+    report = run_bench("cost", model=str(adapter_dir), quick=True, out=str(tmp_path))
+    rows = report["results"]
+    (summary,) = [r for r in rows if "write_tokens_per_s" in r]
+    assert summary["write_tokens_per_s"] > 0 and summary["reconstruct_tokens_per_s"] > 0
+    assert summary["bank_bytes_per_1k_tokens"] > summary["document_bytes_per_1k_tokens"]
+    timed = [r for r in rows if "s_per_token" in r]
+    assert {(r["method"], r["history_tokens"]) for r in timed} == {
+        (m, h) for m in ("r3mem", "full_attention") for h in (1_000, 10_000)
+    }
+    assert all(r["s_per_token"] > 0 for r in timed)
+    assert [r for r in rows if r["method"] == "process"][0]["peak_rss_mib"] > 0
+
+
 def test_bad_requests(adapter_dir, tmp_path, capsys):
     assert main(["bench", "speed", "--model", str(adapter_dir)]) == 2
     assert "unknown bench task" in capsys.readouterr().err

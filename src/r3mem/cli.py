@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--text", help="a .txt or .txt.gz file (default: a packaged sample)")
     demo.set_defaults(run=_demo)
     bench = commands.add_parser("bench", help="measure methods on one task; writes JSON + Markdown")
-    bench.add_argument("task", help="lm or reconstruct")
+    bench.add_argument("task", help="lm, reconstruct or cost")
     bench.add_argument("--model", help="model directory (default: the shipped model)")
     bench.add_argument("--methods", help="comma-separated subset of the task's methods")
     bench.add_argument("--data", help="data file or directory (default: books validation split)")

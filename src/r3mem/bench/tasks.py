@@ -3,6 +3,8 @@
 lm:          perplexity of whole books streamed segment by segment; ``r3mem`` carries the
              recurrent memory across the book, ``none`` reads each segment alone.
 reconstruct: paragraph segments written alone into memory and decoded back greedily.
+cost:        throughput, bytes per 1k history tokens, peak RSS, and seconds per token as the
+             history grows, R³Mem beside full attention (ratios to 1k history lead).
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from tqdm import tqdm
 from ..data import load_segments
 from ..memory import Memory
 from ..readers import read_texts
+from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
 from .lm import stream_perplexity
 from .reconstruct import reconstruct_segments, reconstruction_scores
 from .report import write_report
 
 DEFAULT_DATA = "../shared/data/books/validation"
-METHODS = {"lm": ("r3mem", "none"), "reconstruct": ("r3mem",)}
+METHODS = {"lm": ("r3mem", "none"), "reconstruct": ("r3mem",), "cost": ("r3mem", "full_attention")}
 
 
 def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool) -> list[dict]:
@@ -56,6 +59,32 @@ def bench_reconstruct(
     return [{"method": "r3mem", "compression": ratio, "segments": len(rows), **scores}]
 
 
+def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int) -> list[dict]:
+    """Throughput and bytes for R³Mem, then seconds per token against history length for
+    each method (full attention until its KV cache passes the limit of bench.cost)."""
+    model = memory.model
+    histories = [1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+    rows = [
+        {
+            "method": "r3mem",
+            **throughput(model, 1_000 if quick else 10_000, seed),
+            **memory_bytes_per_1k(model, histories[-1]),
+        }
+    ]
+    timings = time_per_token(model, histories, seed, "full_attention" in methods)
+    timings = [row for row in timings if row["method"] in methods]
+    first = {
+        row["method"]: row["s_per_token"]
+        for row in timings
+        if row["history_tokens"] == histories[0]
+    }
+    for row in timings:
+        row["vs_1k_history"] = row["s_per_token"] / first[row["method"]]
+    rows += timings
+    rows.append({"method": "process", "peak_rss_mib": peak_rss_mib()})
+    return rows
+
+
 def run_bench(
     task: str,
     model: str | None = None,
@@ -73,12 +102,14 @@ def run_bench(
     if unknown:
         raise ValueError(f"bench {task}: unknown method(s) {', '.join(unknown)}")
     data = data or DEFAULT_DATA
-    if not Path(data).exists():
+    if task != "cost" and not Path(data).exists():
         raise FileNotFoundError(f"{data}: no such data file or directory")
     torch.manual_seed(seed)
     memory = Memory.load(model)
     if task == "lm":
         results = bench_lm(memory, data, methods, quick)
+    elif task == "cost":
+        results = bench_cost(memory, methods, quick, seed)
     else:
         results = bench_reconstruct(memory, data, methods, quick, seed, str(Path(out) / "cache"))
     return write_report(out, task, seed, results)
