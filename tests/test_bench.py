@@ -24,6 +24,7 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
         by_method = {row["method"]: row for row in saved["results"]}
         assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
         assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
+        assert (tmp_path / "lm_position.png").read_bytes()[:4] == b"\x89PNG"
     else:
         (row,) = saved["results"]
         assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
@@ -40,7 +41,7 @@ def test_quick_cost_bench(adapter_dir, tmp_path):
         (m, h) for m in ("r3mem", "full_attention") for h in (1_000, 10_000)
     }
     assert all(r["s_per_token"] > 0 for r in timed)
-    assert [r for r in rows if r["method"] == "process"][0]["peak_rss_mib"] > 0
+    assert next(r for r in rows if r["method"] == "process")["peak_rss_mib"] > 0
 
 
 def test_bad_requests(adapter_dir, tmp_path, capsys):

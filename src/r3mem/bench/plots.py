@@ -33,3 +33,18 @@ def training_curve(metrics: str | Path, png: str | Path) -> Path:
     figure.savefig(png, dpi=120)
     plt.close(figure)
     return Path(png)
+
+
+def position_curve(curves: dict[str, list[tuple[int, float]]], png: str | Path) -> Path:
+    """Perplexity by position in the book (segment index, log scale), one line per method."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for method, points in curves.items():
+        axis.plot([p for p, _ in points], [v for _, v in points], marker="o", label=method)
+    axis.set_xscale("log")
+    axis.set_xlabel("segment index in the book (bucket start)")
+    axis.set_ylabel("perplexity")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    return Path(png)

@@ -21,6 +21,7 @@ from ..memory import Memory
 from ..readers import read_texts
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
 from .lm import stream_perplexity
+from .plots import position_curve
 from .reconstruct import reconstruct_segments, reconstruction_scores
 from .report import write_report
 
@@ -28,15 +29,27 @@ DEFAULT_DATA = "../shared/data/books/validation"
 METHODS = {"lm": ("r3mem", "none"), "reconstruct": ("r3mem",), "cost": ("r3mem", "full_attention")}
 
 
-def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool) -> list[dict]:
+def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool, out: Path) -> list[dict]:
+    """Whole books streamed; also perplexity by position (segment index buckets 1, 2-3, 4-7,
+    ...), plotted to ``out/lm_position.png``."""
     books = list(read_texts(data))[: 2 if quick else None]
     totals = {method: [0.0, 0] for method in methods}  # summed NLL, tokens scored
+    buckets: dict[str, dict[int, list[float]]] = {method: {} for method in methods}
     for _, text in tqdm(books, desc="lm: books"):
         ids = memory.encode(text)[0][: 2048 if quick else None]
         for method in methods:
             scored = stream_perplexity(memory.model, ids, use_memory=method == "r3mem")
-            totals[method][0] += float(np.log(scored["ppl"])) * scored["tokens_scored"]
-            totals[method][1] += scored["tokens_scored"]
+            for index, (nll, count) in enumerate(scored["by_segment"]):
+                bucket = buckets[method].setdefault(2 ** int(np.log2(index + 1)), [0.0, 0])
+                bucket[0] += nll
+                bucket[1] += count
+                totals[method][0] += nll
+                totals[method][1] += count
+    curves = {
+        method: [(start, float(np.exp(nll / n))) for start, (nll, n) in sorted(b.items())]
+        for method, b in buckets.items()
+    }
+    position_curve(curves, out / "lm_position.png")
     return [
         {"method": m, "ppl": float(np.exp(nll / n)), "tokens_scored": n, "books": len(books)}
         for m, (nll, n) in totals.items()
@@ -107,7 +120,8 @@ def run_bench(
     torch.manual_seed(seed)
     memory = Memory.load(model)
     if task == "lm":
-        results = bench_lm(memory, data, methods, quick)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        results = bench_lm(memory, data, methods, quick, Path(out))
     elif task == "cost":
         results = bench_cost(memory, methods, quick, seed)
     else:
