@@ -44,6 +44,35 @@ def _bench(args: argparse.Namespace) -> None:
     print(markdown(report))
 
 
+def _open_memory(args: argparse.Namespace):
+    """The memory file if it exists (with its recorded model unless --model), else a new one."""
+    from pathlib import Path
+
+    from .memory import Memory
+
+    if Path(args.memory).is_file():
+        return Memory.open(args.memory, args.model)
+    return Memory.load(args.model)
+
+
+def _remember(args: argparse.Namespace) -> None:
+    from .readers import read_texts
+
+    memory = _open_memory(args)
+    text = sys.stdin.read() if args.text == "-" else next(read_texts(args.text))[1]
+    done = memory.remember(text, source=args.text)
+    memory.save(args.memory)
+    added = f"+{done.entries_added} entries ({done.tokens} tokens)"
+    folded = f"{done.evicted} folded into the document memory"
+    print(f"{args.memory}: {added}, {folded}, {len(memory.bank)} entries in all")
+
+
+def _recall(args: argparse.Namespace) -> None:
+    memory = _open_memory(args)
+    for hit in memory.recall(args.query, k=args.k, exact=args.exact):
+        print(f"[{hit.score:.3f}] #{hit.entry_id}\n{hit.text}\n")
+
+
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--config", help=f"TOML file (e.g. {example})")
     parser.add_argument("--out", help="output directory (overrides the config's out_dir)")
@@ -68,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", help="model directory (default: the shipped model)")
     demo.add_argument("--text", help="a .txt or .txt.gz file (default: a packaged sample)")
     demo.set_defaults(run=_demo)
+    remember = commands.add_parser("remember", help="write a text into a memory file")
+    remember.add_argument("text", help="a .txt or .txt.gz file, or - for standard input")
+    remember.add_argument("--memory", required=True, help="memory file (created if absent)")
+    remember.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
+    remember.set_defaults(run=_remember)
+    recall = commands.add_parser("recall", help="passages of a memory file that match a query")
+    recall.add_argument("query")
+    recall.add_argument("--memory", required=True, help="memory file")
+    recall.add_argument("--model", help="model directory (default: the one the file records)")
+    recall.add_argument("-k", type=int, default=3, help="how many passages")
+    recall.add_argument("--exact", action="store_true", help="lossless, by stored corrections")
+    recall.set_defaults(run=_recall)
     bench = commands.add_parser("bench", help="measure methods on one task; writes JSON + Markdown")
     bench.add_argument("task", help="lm, reconstruct or cost")
     bench.add_argument("--model", help="model directory (default: the shipped model)")

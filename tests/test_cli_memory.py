@@ -1,0 +1,36 @@
+"""r3mem remember / recall: a memory file that grows across calls and is never left broken."""
+
+from pathlib import Path
+
+from r3mem.assets import SAMPLE_TEXT, asset_path
+from r3mem.cli import main
+
+
+def test_remember_then_recall_exactly(adapter_dir, tmp_path, capsys):
+    store = str(tmp_path / "notes.r3mem")
+    sample = str(asset_path(SAMPLE_TEXT))
+    assert main(["remember", sample, "--memory", store, "--model", str(adapter_dir)]) == 0
+    first = capsys.readouterr().out
+    assert "entries in all" in first
+    assert main(["recall", "Dover mail", "--memory", store, "-k", "2", "--exact"]) == 0
+    blocks = capsys.readouterr().out.strip().split("\n\n[")
+    assert len(blocks) == 2
+    header, text = blocks[0].split("\n", 1)
+    assert header.startswith("[") and " #" in header
+    # Exact recall gives a paragraph of the sample back, word for word.
+    words = " ".join(Path(sample).read_text(encoding="utf-8").split())
+    assert " ".join(text.split()) in words
+
+
+def test_bad_requests_leave_the_file_unchanged(adapter_dir, tmp_path, capsys):
+    store = tmp_path / "notes.r3mem"
+    sample = str(asset_path(SAMPLE_TEXT))
+    assert main(["remember", sample, "--memory", str(store), "--model", str(adapter_dir)]) == 0
+    before = store.read_bytes()
+    assert main(["recall", "  ", "--memory", str(store)]) == 2
+    assert "empty query" in capsys.readouterr().err
+    assert main(["recall", "Dover", "--memory", str(store), "-k", "0"]) == 2
+    assert "k must be a positive integer" in capsys.readouterr().err
+    assert main(["remember", str(tmp_path / "missing.txt"), "--memory", str(store)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert store.read_bytes() == before
