@@ -231,6 +231,16 @@ def test_bad_input_gets_one_clear_error(call, error, match):
         call(model, state)
 
 
+def test_gradient_checkpointing_is_refused():
+    base = make_base("llama")
+    enable = (
+        getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
+    )
+    enable()
+    with pytest.raises(ValueError, match="gradient checkpointing"):
+        R3MemModel.from_base(base, R3MemConfig(**SMALL))
+
+
 def test_memory_from_another_model_is_refused():
     state = wrapped(num_memory_tokens=4).init_memory(1)
     other = R3MemModel.from_base(make_base("llama", seed=5), R3MemConfig(**SMALL))

@@ -47,6 +47,11 @@ class R3MemModel(nn.Module):
 
     def __init__(self, base_model: nn.Module, config: R3MemConfig) -> None:
         super().__init__()
+        if _checkpointing(base_model):
+            raise ValueError(
+                "gradient checkpointing is not supported: its recomputation would re-run the "
+                "couplings in whatever mode is set then, not the one of the forward pass"
+            )
         self.config = config
         self.base = base_model
         base_model.requires_grad_(False)
@@ -379,6 +384,12 @@ class R3MemModel(nn.Module):
 def _check_batch(state: MemoryState, batch: int) -> None:
     if state.batch_size != batch:
         raise ValueError(f"batch mismatch: memory holds {state.batch_size} rows, input has {batch}")
+
+
+def _checkpointing(base_model: nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on; transformers 5 renamed the flag."""
+    flag = getattr(base_model, "is_activation_checkpointing", None)
+    return bool(getattr(base_model, "is_gradient_checkpointing", False) if flag is None else flag)
 
 
 def _kv_heads(base_model: nn.Module) -> int:

@@ -48,7 +48,6 @@ class TrainConfig(RunConfig):
     steps: int = 2000
     lr: float = 2e-3
     eval_segments: int = 64
-    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,8 +128,6 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         )
 
     base = AutoModelForCausalLM.from_pretrained(config.base_model)
-    if config.gradient_checkpointing:
-        base.gradient_checkpointing_enable()
     torch.manual_seed(config.seed)
     model = R3MemModel.from_base(base, model_config).to(accelerator.device)
     model.train()
