@@ -8,21 +8,13 @@ Writes core_checks.json and core_checks.md (command, seed, git revision, figures
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
 from r3mem import R3MemConfig, R3MemModel
+from r3mem.bench.report import markdown, write_report
 from r3mem.tiny import ARCHITECTURES, tiny_base
-
-
-def git_rev() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -63,29 +55,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
     results = [measure(arch, args.seed, args.trials) for arch in ARCHITECTURES]
-    report = {
-        "task": "core_checks",
-        "git_rev": git_rev(),
-        "seed": args.seed,
-        "command": " ".join(["python", *sys.argv]),
-        "hardware": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}",
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "core_checks.json").write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        f"`{report['command']}` (seed {args.seed}, rev {report['git_rev']}, {report['hardware']})",
-        "",
-        "| arch | identity max abs error | inversion rel. error (coupling) | (stack) |",
-        "| --- | --- | --- | --- |",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['method']} | {r['identity_max_abs_error']:.2e} | "
-            f"{r['inversion_rel_error_coupling']:.2e} | {r['inversion_rel_error_stack']:.2e} |"
-        )
-    (args.out / "core_checks.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    report = write_report(args.out, "core_checks", args.seed, results)
+    print(markdown(report))
 
 
 if __name__ == "__main__":

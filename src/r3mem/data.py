@@ -61,10 +61,6 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def document(self, index: int) -> np.ndarray:
-        end = self.starts[index + 1] if index + 1 < len(self.starts) else len(self.tokens)
-        return self.tokens[self.starts[index] : end]
-
     def windows(self, length: int, batch: int, seed: int, draw: int | list[int]) -> torch.Tensor:
         """``batch`` random windows of ``length`` tokens. They depend only on (seed, draw), so a
         resumed run sees exactly the batches it would have seen."""
@@ -213,6 +209,16 @@ def load_segments(
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
     return Segments(**arrays)
+
+
+def pad_rows(
+    rows: list[list[int]], pad: int = 0, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids ``[N, width]`` (default: the longest row) and their mask."""
+    width = width or max(map(len, rows))
+    lengths = torch.tensor([len(row) for row in rows])
+    ids = torch.from_numpy(_pad(rows, width, pad).astype(np.int64))
+    return ids, (torch.arange(width) < lengths[:, None]).long()
 
 
 def _pad(rows: list[list[int]], width: int, pad: int) -> np.ndarray:

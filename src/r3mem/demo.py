@@ -13,6 +13,7 @@ from tqdm import tqdm
 from .assets import SAMPLE_TEXT, asset_path
 from .bench.lm import stream_perplexity
 from .bench.reconstruct import reconstruct_segments, reconstruction_scores
+from .data import pad_rows
 from .hierarchy import split_paragraphs
 from .memory import Memory
 from .readers import read_texts
@@ -50,17 +51,12 @@ def run_demo(
         f"({r3.config.memory_form} form), after absorbing {int(state.tokens_seen[0]):,} tokens"
     )
 
-    def count(piece: str) -> int:
-        return len(tokenizer(piece, add_special_tokens=False).input_ids)
-
+    count = memory.count_tokens
     paragraphs = [p for p in split_paragraphs(document, length, count) if count(p) >= length // 2]
     chosen = paragraphs[:3]
     rows = [tokenizer(p, add_special_tokens=False).input_ids[:length] for p in chosen]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = torch.full((len(rows), length), pad, dtype=torch.long)
-    mask = torch.zeros_like(batch)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    batch, mask = pad_rows(rows, pad, width=length)
     restored = reconstruct_segments(r3, batch, mask)
     show(f"\nparagraph reconstruction ({length} tokens -> {m} memory slots each):")
     for i, row in enumerate(rows):

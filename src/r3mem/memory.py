@@ -30,6 +30,7 @@ from .bank import (
     find_corrections,
 )
 from .checkpoint import CONFIG_NAME, load_base
+from .data import pad_rows
 from .hierarchy import EntityExtractor, Paragraph, build_document, default_entity_extractor
 from .model import R3MemModel
 from .readers import Conversation, Session, Turn, conversation_to_document
@@ -190,14 +191,10 @@ class Memory:
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
         """Each row compressed alone from the initial paragraph memory, right-padded."""
-        width = max(map(len, ids))
-        input_ids = torch.zeros(len(ids), width, dtype=torch.long, device=self.model.device)
-        mask = torch.zeros_like(input_ids)
-        for row, tokens in enumerate(ids):
-            input_ids[row, : len(tokens)] = torch.tensor(tokens)
-            mask[row, : len(tokens)] = 1
+        input_ids, mask = pad_rows(ids)
         state = self.model.init_memory(len(ids), "paragraph")
-        return self.model.write(state, input_ids, attention_mask=mask)
+        device = self.model.device
+        return self.model.write(state, input_ids.to(device), attention_mask=mask.to(device))
 
     def _commit(
         self, document: MemoryState, new: list[Entry], new_ids: list[list[int]] | None = None

@@ -50,11 +50,10 @@ def throughput(model: R3MemModel, tokens: int, seed: int) -> dict[str, float]:
 
 def memory_bytes_per_1k(model: R3MemModel, history: int) -> dict[str, float]:
     """Document memory is constant; the paragraph bank holds one entry per segment."""
-    state = model.init_memory(1)
-    per_segment = state.nbytes()
+    size = model.init_memory(1).nbytes()  # one memory: the document's, or one bank entry's
     return {
-        "document_bytes_per_1k_tokens": state.nbytes() / (history / 1000),
-        "bank_bytes_per_1k_tokens": per_segment * 1000 / model.config.segment_length,
+        "document_bytes_per_1k_tokens": size / (history / 1000),
+        "bank_bytes_per_1k_tokens": size * 1000 / model.config.segment_length,
     }
 
 

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from ..bench.reconstruct import reconstruct_segments, reconstruction_scores
-from ..checkpoint import load_trainable
+from ..checkpoint import load_base, load_trainable
 from ..config import R3MemConfig
 from ..data import Segments, load_segments
 from ..losses import cycle_loss, document_recall_loss, entity_loss, reconstruction_loss
@@ -103,10 +103,6 @@ def evaluate(model: R3MemModel, segments: Segments, count: int) -> dict[str, flo
     return {"rec_token_acc": scores["token_acc"], "rec_exact": scores["exact_match"]}
 
 
-def _trainable(model: R3MemModel) -> list[torch.nn.Parameter]:
-    return list(model.trainable_parameters().values())
-
-
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> R3MemModel:
     """Train (or resume) the adapters; writes ``out_dir/adapter`` (PEFT layout) at the end and
     returns the trained model."""
@@ -127,11 +123,12 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
             f"{config.train_data}: no document has {model_config.bptt_segments} segments"
         )
 
-    base = AutoModelForCausalLM.from_pretrained(config.base_model)
+    base = load_base(config.base_model)
     torch.manual_seed(config.seed)
     model = R3MemModel.from_base(base, model_config).to(accelerator.device)
     model.train()
-    optimizer = make_optimizer(_trainable(model), config.lr, config.weight_decay)
+    params = list(model.trainable_parameters().values())
+    optimizer = make_optimizer(params, config.lr, config.weight_decay)
     checkpoint = Checkpoint(out / "checkpoint")
     step, elapsed = 0, 0.0
     if resume and checkpoint.exists():
@@ -164,10 +161,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
             accelerator.backward(loss / config.grad_accum)
             for name, value in values.items():
                 terms[name] = terms.get(name, 0.0) + value / config.grad_accum
-        for param in _trainable(model):  # average across processes: all stay identical
+        for param in params:  # average across processes: all stay identical
             if param.grad is not None and world > 1:
                 param.grad = accelerator.reduce(param.grad, reduction="mean")
-        torch.nn.utils.clip_grad_norm_(_trainable(model), config.clip)
+        torch.nn.utils.clip_grad_norm_(params, config.clip)
         optimizer.step()
         schedule.step()
         step += 1
