@@ -1,12 +1,19 @@
 """r3mem bench: the JSON contract, the Markdown table, identical tokens across methods."""
 
 import json
+import math
 
 import pytest
+import torch
+import torch.nn.functional as F
 
+from r3mem import R3MemConfig, R3MemModel
 from r3mem.assets import SAMPLE_TEXT, asset_path
+from r3mem.bench.lm import stream_perplexity
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
+
+from .conftest import make_base, randomize
 
 SAMPLE = str(asset_path(SAMPLE_TEXT))
 
@@ -23,6 +30,7 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
     if task == "lm":
         by_method = {row["method"]: row for row in saved["results"]}
         assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
+        assert by_method["base"]["tokens_scored"] == by_method["none"]["tokens_scored"]
         assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
         assert (tmp_path / "lm_position.png").read_bytes()[:4] == b"\x89PNG"
     else:
@@ -68,3 +76,24 @@ def test_training_curve_plot(tmp_path):
     metrics.write_text(json.dumps(rows[0]) + "\n")
     with pytest.raises(ValueError, match="no evaluation rows"):
         training_curve(metrics, tmp_path / "none.png")
+
+
+def test_base_perplexity_is_the_frozen_base_on_the_same_tokens():
+    base = make_base("llama")
+    ids = torch.randint(
+        0, base.config.vocab_size, (50,), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():  # the bare base, segment by segment, tokens 2..T of each
+        nll = sum(
+            F.cross_entropy(base(input_ids=c[None]).logits[0, :-1], c[1:], reduction="sum").item()
+            for c in ids.split(16)
+        )
+    model = R3MemModel.from_base(base, R3MemConfig(num_memory_tokens=4, segment_length=16))
+    randomize(model)  # adapters that change the LM: "base" must switch them off
+    frozen = stream_perplexity(model, ids, use_memory=False, adapters=False)
+    adapted = stream_perplexity(model, ids, use_memory=False)
+    assert frozen["tokens_scored"] == adapted["tokens_scored"] == 50 - 4
+    assert frozen["ppl"] == pytest.approx(math.exp(nll / 46), rel=1e-5)
+    assert adapted["ppl"] != pytest.approx(frozen["ppl"], rel=1e-3)
+    with pytest.raises(ValueError, match="needs the adapters"):
+        stream_perplexity(model, ids, use_memory=True, adapters=False)

@@ -1,7 +1,10 @@
 """Pack a trained base + adapter into the layout ``Memory.load`` opens: ``base/`` and
 ``adapter/``, weights stored in half precision to keep the shipped default small.
 
-    python -m r3mem.package BASE_DIR ADAPTER_DIR OUT_DIR
+    python -m r3mem.package BASE_DIR ADAPTER_DIR OUT_DIR [--card RESULTS_DIR --commands FILE]
+
+With ``--card``, MODEL_CARD.md is written beside the weights from the base run
+(BASE_DIR), the adapter run (ADAPTER_DIR's parent) and the bench results in RESULTS_DIR.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .card import model_card
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
 
 
@@ -48,8 +52,16 @@ def main() -> None:
     parser.add_argument("base_dir")
     parser.add_argument("adapter_dir")
     parser.add_argument("out")
+    parser.add_argument("--card", type=Path, help="bench results (lm.json, reconstruct.json)")
+    parser.add_argument("--commands", type=Path, help="the script of commands that made it")
     args = parser.parse_args()
+    if args.card and not args.commands:
+        parser.error("--card needs --commands")
     size = package_model(args.base_dir, args.adapter_dir, args.out)
+    if args.card:
+        out, commands = Path(args.out), args.commands.read_text(encoding="utf-8")
+        adapter_run = Path(args.adapter_dir).parent
+        model_card(out.name, Path(args.base_dir), adapter_run, args.card, out, commands)
     print(f"{args.out}: {size / 2**20:.1f} MiB")
 
 

@@ -7,20 +7,27 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..lora import active_lora
 from ..model import R3MemModel
 
 
 @torch.no_grad()
-def stream_perplexity(model: R3MemModel, ids: torch.Tensor, use_memory: bool) -> dict[str, float]:
+def stream_perplexity(
+    model: R3MemModel, ids: torch.Tensor, use_memory: bool, adapters: bool = True
+) -> dict[str, float]:
     """Perplexity of ``ids`` (1-D) read ``segment_length`` tokens at a time.
 
     With memory, the recurrent document memory is carried across segments; without, each
     segment is read alone. Both score the same tokens (all but the first of each segment),
-    so the two figures compare like with like. ``by_segment`` holds (summed NLL, tokens)
-    per segment, for perplexity by position in the stream.
+    so the two figures compare like with like. ``adapters=False`` scores them with the
+    frozen base alone (LoRA and couplings off), which is what the adapters are measured
+    against. ``by_segment`` holds (summed NLL, tokens) per segment, for perplexity by
+    position in the stream.
     """
     if ids.dim() != 1 or len(ids) < 2:
         raise ValueError("stream_perplexity needs a 1-D tensor of at least 2 token ids")
+    if use_memory and not adapters:
+        raise ValueError("the memory needs the adapters: use_memory=True with adapters=False")
     step = model.config.segment_length
     state = model.init_memory(1) if use_memory else None
     nll, scored, by_segment = 0.0, 0, []
@@ -28,8 +35,12 @@ def stream_perplexity(model: R3MemModel, ids: torch.Tensor, use_memory: bool) ->
         chunk = ids[start : start + step].unsqueeze(0).to(model.device)
         if chunk.shape[1] < 2:
             break
-        out = model(input_ids=chunk, memory=state)
-        logits = out.logits[0, :-1].float()
+        if adapters:
+            out = model(input_ids=chunk, memory=state)
+            logits = out.logits[0, :-1].float()
+        else:
+            with active_lora(model.base, None), model.couplings.use("off"):
+                logits = model.base(input_ids=chunk).logits[0, :-1].float()
         segment_nll = F.cross_entropy(logits, chunk[0, 1:], reduction="sum").item()
         by_segment.append((segment_nll, chunk.shape[1] - 1))
         nll += segment_nll

@@ -1,7 +1,8 @@
 """``r3mem bench TASK``: each task measures every method it knows on the same tokens.
 
 lm:          perplexity of whole books streamed segment by segment; ``r3mem`` carries the
-             recurrent memory across the book, ``none`` reads each segment alone.
+             recurrent memory across the book, ``none`` reads each segment alone, ``base``
+             reads each segment alone with the frozen base model (adapters off).
 reconstruct: paragraph segments written alone into memory and decoded back greedily.
 cost:        throughput, bytes per 1k history tokens, peak RSS, and seconds per token as the
              history grows, R³Mem beside full attention (ratios to 1k history lead).
@@ -26,7 +27,11 @@ from .reconstruct import reconstruct_segments, reconstruction_scores
 from .report import write_report
 
 DEFAULT_DATA = "../shared/data/books/validation"
-METHODS = {"lm": ("r3mem", "none"), "reconstruct": ("r3mem",), "cost": ("r3mem", "full_attention")}
+METHODS = {
+    "lm": ("r3mem", "none", "base"),
+    "reconstruct": ("r3mem",),
+    "cost": ("r3mem", "full_attention"),
+}
 
 
 def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool, out: Path) -> list[dict]:
@@ -38,7 +43,8 @@ def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool, out: Pa
     for _, text in tqdm(books, desc="lm: books"):
         ids = memory.encode(text)[0][: 2048 if quick else None]
         for method in methods:
-            scored = stream_perplexity(memory.model, ids, use_memory=method == "r3mem")
+            use_memory, adapters = method == "r3mem", method != "base"
+            scored = stream_perplexity(memory.model, ids, use_memory, adapters)
             for index, (nll, count) in enumerate(scored["by_segment"]):
                 bucket = buckets[method].setdefault(2 ** int(np.log2(index + 1)), [0.0, 0])
                 bucket[0] += nll

@@ -1,0 +1,65 @@
+"""The model card is assembled from the files the commands wrote, with targets judged."""
+
+import json
+
+import pytest
+
+from r3mem.card import model_card
+
+
+def _run(path, state, rows):
+    (path / "checkpoint").mkdir(parents=True)
+    (path / "checkpoint" / "state.json").write_text(json.dumps(state))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _report(path, task, results):
+    report = {"task": task, "git_rev": "abc1234", "seed": 0, "command": f"r3mem bench {task}"}
+    report |= {"hardware": "cpu", "results": results}
+    path.write_text(json.dumps(report))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    config = {"train_data": "books/train", "valid_data": "books/validation", "seed": 0}
+    _run(
+        tmp_path / "base",
+        {"step": 10, "elapsed": 7200.0, "params": 5_000_000, "config": config | {"seq_len": 256}},
+        [{"step": 10, "tokens": 40960, "tokens_per_s": 1300.0, "valid_ppl": 73.5}],
+    )
+    rows = [
+        {"step": 5, "tokens": 5120, "tokens_per_s": 200.0, "rec_token_acc": 0.1, "rec_exact": 0.0},
+        {"step": 10, "tokens": 10240, "tokens_per_s": 210.0, "rec_token_acc": 0.2, "rec_exact": 0},
+    ]
+    _run(tmp_path / "adapter", {"step": 10, "elapsed": 3600.0, "config": config}, rows)
+    results = tmp_path / "results"
+    results.mkdir()
+    lm = [
+        {"method": "r3mem", "ppl": 90.0, "tokens_scored": 1000},
+        {"method": "none", "ppl": 100.0, "tokens_scored": 1000},
+        {"method": "base", "ppl": 110.0, "tokens_scored": 1000},
+    ]
+    _report(results / "lm.json", "lm", lm)
+    rec = [{"method": "r3mem", "compression": 8.0, "segments": 256, "token_acc": 0.25}]
+    rec[0] |= {"exact_match": 0.01, "bleu": 12.5}
+    _report(results / "reconstruct.json", "reconstruct", rec)
+    return tmp_path
+
+
+def test_card_reports_measured_figures_and_judges_targets(runs):
+    out = runs / "packed"
+    out.mkdir()
+    card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", out, "r3mem x")
+    text = card.read_text()
+    assert "r3mem x" in text and "5,000,000 parameters" in text and "40,960 training tokens" in text
+    assert "90.00 vs 100.00 (+10.0% lower; target ≥ 5%: met)" in text
+    assert "token accuracy 25.0% (target ≥ 90%: **missed**)" in text
+    assert "BLEU 12.5" in text and "210 tokens/s" in text and "2.00 h" in text
+    assert (out / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| r3mem | 90 | 1000 |" in text  # the bench tables, as the bench wrote them
+
+
+def test_card_names_a_missing_result(runs):
+    (runs / "results" / "lm.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"lm\.json: missing"):
+        model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
