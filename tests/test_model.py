@@ -231,13 +231,13 @@ def test_bad_input_gets_one_clear_error(call, error, match):
         call(model, state)
 
 
-def test_gradient_checkpointing_is_refused():
+def test_checkpointing_enabled_on_the_bare_base_is_refused():
     base = make_base("llama")
     enable = (
         getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
     )
     enable()
-    with pytest.raises(ValueError, match="gradient checkpointing"):
+    with pytest.raises(ValueError, match="enable_gradient_checkpointing"):
         R3MemModel.from_base(base, R3MemConfig(**SMALL))
 
 

@@ -90,3 +90,13 @@ def test_kv_memory_form_trains(base_dir, tmp_path):
     train(adapter_config(base_dir, tmp_path / "kv", {"memory_form": "kv"}, steps=2))
     record = metrics(tmp_path / "kv")[-1]
     assert all(record[f"loss_{n}"] > 0 for n in ("lm", "rec", "ent", "cyc", "doc"))
+
+
+def test_gradient_checkpointing_trains_the_same_model(base_dir, tmp_path):
+    plain = train(adapter_config(base_dir, tmp_path / "plain", steps=2))
+    saved = train(adapter_config(base_dir, tmp_path / "ckpt", steps=2, gradient_checkpointing=True))
+    assert all(layer.gradient_checkpointing for layer in saved.base.model.layers)
+    for name, param in plain.trainable_parameters().items():
+        torch.testing.assert_close(saved.trainable_parameters()[name], param, msg=name)
+    with pytest.raises(ValueError, match="gradient_checkpointing needs memory_form"):
+        adapter_config(base_dir, tmp_path, {"memory_form": "kv"}, gradient_checkpointing=True)

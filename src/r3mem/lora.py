@@ -80,11 +80,20 @@ def _activate(model: nn.Module, adapter: str | None) -> None:
         param.requires_grad_(flag)
 
 
+def live_adapter(model: nn.Module) -> str | None:
+    """The LoRA adapter live in ``model`` now (``None``: LoRA off or absent)."""
+    layers = _lora_layers(model)
+    if not layers or layers[0].disable_adapters:
+        return None
+    return layers[0].active_adapters[0]
+
+
 @contextmanager
 def active_lora(model: nn.Module, adapter: str | None) -> Iterator[None]:
-    """Use ``adapter`` inside the block and the encoder adapter after it."""
+    """Use ``adapter`` inside the block, then the adapter that was live before it."""
+    previous = live_adapter(model)
     _activate(model, adapter)
     try:
         yield
     finally:
-        _activate(model, ENCODER)
+        _activate(model, previous)

@@ -49,8 +49,9 @@ class R3MemModel(nn.Module):
         super().__init__()
         if _checkpointing(base_model):
             raise ValueError(
-                "gradient checkpointing is not supported: its recomputation would re-run the "
-                "couplings in whatever mode is set then, not the one of the forward pass"
+                "wrap the base before enabling gradient checkpointing, then use "
+                "r3mem.checkpointing.enable_gradient_checkpointing(model): plain recomputation "
+                "runs the couplings and LoRA in the modes set at backward time"
             )
         self.config = config
         self.base = base_model

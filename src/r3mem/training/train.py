@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 
 from ..bench.reconstruct import reconstruct_segments, reconstruction_scores
 from ..checkpoint import load_base, load_trainable
+from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
 from ..data import Segments, load_segments
 from ..losses import cycle_loss, document_recall_loss, entity_loss, reconstruction_loss
@@ -48,11 +49,17 @@ class TrainConfig(RunConfig):
     steps: int = 2000
     lr: float = 2e-3
     eval_segments: int = 64
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.model_config = R3MemConfig.from_dict(self.r3mem)
         check_positive(self, "entity_length", "eval_segments")
+        if self.gradient_checkpointing and self.model_config.memory_form == "kv":
+            raise ValueError(
+                "gradient_checkpointing needs memory_form = 'embedding' (the kv form keeps "
+                "the memory in the KV cache, which checkpointed layers do not fill)"
+            )
 
 
 def window_loss(
@@ -126,6 +133,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     base = load_base(config.base_model)
     torch.manual_seed(config.seed)
     model = R3MemModel.from_base(base, model_config).to(accelerator.device)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     model.train()
     params = list(model.trainable_parameters().values())
     optimizer = make_optimizer(params, config.lr, config.weight_decay)
