@@ -81,7 +81,7 @@ def _chat(args: argparse.Namespace) -> None:
 
     memory = _open_memory(args)
     reader = Reader.of_memory(memory) if args.reader is None else Reader.load(args.reader)
-    chat(memory, args.memory, reader, exact=args.exact)
+    chat(memory, args.memory, reader, input, print, exact=args.exact)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
