@@ -147,6 +147,7 @@ def test_memorybank_questions_come_from_the_file_beside_it():
     ("qa", "message"),
     [
         ({"answer": "x", "evidence": [], "category": 1}, "field 'question' missing"),
+        ({"question": " ", "answer": "x", "evidence": [], "category": 1}, "empty question"),
         ({"question": "q", "answer": "x", "evidence": [], "category": 7}, "category 7 is not"),
         (
             {"question": "q", "answer": "x", "evidence": "D1:1", "category": 1},

@@ -66,6 +66,8 @@ def _locomo_question(where: str, item: Any) -> Question:
     """A LoCoMo ``qa`` item; ``evidence`` entries like ``"D8:6; D9:17"`` are split."""
     if not isinstance(item, dict) or not isinstance(item.get("question"), str):
         raise DataError(f"{where}: field 'question' missing or not a string")
+    if not item["question"].strip():
+        raise DataError(f"{where}: empty question")
     category = item.get("category")
     if category not in CATEGORIES:
         raise DataError(f"{where}: category {category!r} is not one of 1-5")

@@ -86,7 +86,7 @@ def _jsonl(path: Path) -> QASet | None:
                 return None
         except (KeyError, TypeError) as error:
             raise DataError(f"{path}: line {number}: missing or bad field {error}") from error
-    kept = [q for q in questions if q.answers and q.gold]
+    kept = [q for q in questions if q.answers and q.gold and q.text.strip()]
     return QASet(name, list(pool.ids), kept)
 
 
