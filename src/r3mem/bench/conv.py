@@ -162,7 +162,7 @@ def bench_conv(
             rows = [
                 row
                 for g, row in pairs
-                if g == group or (group == "overall" and not g.startswith(f"{ADVERSARIAL} "))
+                if g == group or (group == "overall" and g != f"{ADVERSARIAL} adversarial")
             ]
             summary = {RENAMED.get(key, key): value for key, value in summarize(rows).items()}
             extra = {"stored_bytes": stored[method]} if group == "overall" else {}
