@@ -52,3 +52,18 @@ def adapter_dir(base_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapter") / "run"
     train(adapter_config(base_dir, out, steps=2))
     return out / "adapter"
+
+
+@pytest.fixture(scope="session")
+def wide_adapter_dir(base_dir, tmp_path_factory):
+    """Like ``adapter_dir`` with 64-token segments: room for a dated conversation header."""
+    import dataclasses
+
+    from r3mem.training.train import train
+
+    from .test_train import adapter_config
+
+    out = tmp_path_factory.mktemp("wide") / "run"
+    config = adapter_config(base_dir, out, steps=2)
+    train(dataclasses.replace(config, r3mem={**config.r3mem, "segment_length": 64}))
+    return out / "adapter"

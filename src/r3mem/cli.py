@@ -40,7 +40,9 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench.tasks import run_bench
 
     methods = args.methods.split(",") if args.methods else None
-    report = run_bench(args.task, args.model, methods, args.data, args.seed, args.quick, args.out)
+    report = run_bench(
+        args.task, args.model, methods, args.data, args.seed, args.quick, args.out, args.reader
+    )
     print(markdown(report))
 
 
@@ -71,6 +73,15 @@ def _recall(args: argparse.Namespace) -> None:
     memory = _open_memory(args)
     for hit in memory.recall(args.query, k=args.k, exact=args.exact):
         print(f"[{hit.score:.3f}] #{hit.entry_id}\n{hit.text}\n")
+
+
+def _chat(args: argparse.Namespace) -> None:
+    from .chat import chat
+    from .reader import Reader
+
+    memory = _open_memory(args)
+    reader = Reader.of_memory(memory) if args.reader is None else Reader.load(args.reader)
+    chat(memory, args.memory, reader, input, print, exact=args.exact)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
@@ -109,11 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("-k", type=int, default=3, help="how many passages")
     recall.add_argument("--exact", action="store_true", help="lossless, by stored corrections")
     recall.set_defaults(run=_recall)
+    talk = commands.add_parser("chat", help="a terminal chat with a persistent memory file")
+    talk.add_argument("--memory", required=True, help="memory file (created if absent)")
+    talk.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
+    talk.add_argument("--reader", help="causal LM directory for replies (default: the model's)")
+    talk.add_argument("--exact", action="store_true", help="recall losslessly, by corrections")
+    talk.set_defaults(run=_chat)
     bench = commands.add_parser("bench", help="measure methods on one task; writes JSON + Markdown")
-    bench.add_argument("task", help="lm, reconstruct or cost")
+    bench.add_argument("task", help="lm, reconstruct, cost, rag or conv")
     bench.add_argument("--model", help="model directory (default: the shipped model)")
     bench.add_argument("--methods", help="comma-separated subset of the task's methods")
-    bench.add_argument("--data", help="data file or directory (default: books validation split)")
+    bench.add_argument("--data", help="data file or directory (default: the task's shared data)")
+    bench.add_argument("--reader", help="rag, conv: causal LM directory (default: the model's)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--quick", action="store_true", help="a small slice, for a smoke run")
     bench.add_argument("--out", default="benchmarks/results", help="output directory")

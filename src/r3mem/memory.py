@@ -102,6 +102,13 @@ class Memory:
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
         return cls(model, tokenizer, model_dir=root, budget_entries=budget_entries)
 
+    def fresh(self) -> Memory:
+        """An empty memory on the same model, tokenizer and entity extractor: one per
+        document set or conversation in a benchmark, or a chat's memory cleared."""
+        memory = Memory(self.model, self.tokenizer, self.model_dir, self.budget_entries)
+        memory._extractor = self._extractor
+        return memory
+
     def encode(self, text: str):
         """Token ids ``[1, T]`` of ``text``; empty text is an error."""
         if not isinstance(text, str):

@@ -150,6 +150,13 @@ class R3MemModel(nn.Module):
         with lora_switch, first, second:
             yield
 
+    @contextmanager
+    def bare(self) -> Iterator[None]:
+        """The base model alone (couplings and LoRA off): to read or generate as it would."""
+        lora_switch = active_lora(self.base, None) if self.config.lora else nullcontext()
+        with self.couplings.use("off"), lora_switch:
+            yield
+
     def _cache(self, memory: torch.Tensor) -> DynamicCache:
         layers = self.spec["num_layers"]
         return kv.unpack(memory, layers, self.kv_heads, self.base.config)

@@ -8,11 +8,9 @@ import copy
 import resource
 import sys
 import time
-from contextlib import nullcontext
 
 import torch
 
-from ..lora import active_lora
 from ..model import R3MemModel
 
 # Full attention stops being measured once its KV cache would pass this size.
@@ -99,8 +97,7 @@ def _full_attention(
     """Per-token time of the bare base model reading ``segment`` after a cache of ``history``
     tokens, or None when that cache would pass FULL_ATTENTION_CACHE_LIMIT."""
     base, step = model.base, 1024
-    lora = active_lora(base, None) if model.config.lora else nullcontext()
-    with model.couplings.use("off"), lora:
+    with model.bare():
         if _cache_bytes_per_token(base, model.device) * history > FULL_ATTENTION_CACHE_LIMIT:
             return None
         past = None

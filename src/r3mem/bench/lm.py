@@ -7,7 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..lora import active_lora
 from ..model import R3MemModel
 
 
@@ -39,7 +38,7 @@ def stream_perplexity(
             out = model(input_ids=chunk, memory=state)
             logits = out.logits[0, :-1].float()
         else:
-            with active_lora(model.base, None), model.couplings.use("off"):
+            with model.bare():
                 logits = model.base(input_ids=chunk).logits[0, :-1].float()
         segment_nll = F.cross_entropy(logits, chunk[0, 1:], reduction="sum").item()
         by_segment.append((segment_nll, chunk.shape[1] - 1))

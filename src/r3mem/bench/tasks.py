@@ -6,6 +6,10 @@ lm:          perplexity of whole books streamed segment by segment; ``r3mem`` ca
 reconstruct: paragraph segments written alone into memory and decoded back greedily.
 cost:        throughput, bytes per 1k history tokens, peak RSS, and seconds per token as the
              history grows, R³Mem beside full attention (ratios to 1k history lead).
+rag:         QA passages written into memory; recall of the gold passage, answer
+             containment, a reader's EM/F1, bytes stored; R³Mem beside BM25 and dense.
+conv:        LoCoMo / MemoryBank conversations; evidence recall, answer containment and F1
+             per question category, R³Mem beside BM25 and dense.
 """
 
 from __future__ import annotations
@@ -19,18 +23,28 @@ from tqdm import tqdm
 
 from ..data import load_segments
 from ..memory import Memory
+from ..reader import Reader
 from ..readers import read_texts
+from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
 from .lm import stream_perplexity
 from .plots import position_curve
+from .rag import bench_rag
 from .reconstruct import reconstruct_segments, reconstruction_scores
 from .report import write_report
 
-DEFAULT_DATA = "../shared/data/books/validation"
+DEFAULT_DATA = {
+    "lm": "../shared/data/books/validation",
+    "reconstruct": "../shared/data/books/validation",
+    "rag": "../shared/data/qa",
+    "conv": "../shared/data/convmem/locomo/locomo7.json.gz",
+}
 METHODS = {
     "lm": ("r3mem", "none", "base"),
     "reconstruct": ("r3mem",),
     "cost": ("r3mem", "full_attention"),
+    "rag": ("r3mem", "bm25", "dense"),
+    "conv": ("r3mem", "bm25", "dense"),
 }
 
 
@@ -112,15 +126,17 @@ def run_bench(
     seed: int = 0,
     quick: bool = False,
     out: str = "benchmarks/results",
+    reader: str | None = None,
 ) -> dict[str, Any]:
-    """Run one task and write ``out/TASK.json`` and ``out/TASK.md``."""
+    """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``reader`` (rag, conv):
+    the causal LM directory that answers from what was retrieved; default the memory's own."""
     if task not in METHODS:
         raise ValueError(f"unknown bench task {task!r}; choose from {', '.join(METHODS)}")
     methods = methods or list(METHODS[task])
     unknown = sorted(set(methods) - set(METHODS[task]))
     if unknown:
         raise ValueError(f"bench {task}: unknown method(s) {', '.join(unknown)}")
-    data = data or DEFAULT_DATA
+    data = data or DEFAULT_DATA.get(task, "")
     if task != "cost" and not Path(data).exists():
         raise FileNotFoundError(f"{data}: no such data file or directory")
     torch.manual_seed(seed)
@@ -130,6 +146,10 @@ def run_bench(
         results = bench_lm(memory, data, methods, quick, Path(out))
     elif task == "cost":
         results = bench_cost(memory, methods, quick, seed)
+    elif task in ("rag", "conv"):
+        answerer = Reader.of_memory(memory) if reader is None else Reader.load(reader)
+        bench = bench_rag if task == "rag" else bench_conv
+        results = bench(memory, data, methods, quick, seed, answerer)
     else:
         results = bench_reconstruct(memory, data, methods, quick, seed, str(Path(out) / "cache"))
     return write_report(out, task, seed, results)

@@ -1,0 +1,154 @@
+"""RAG: passages written into memory, questions answered from what each method retrieves.
+
+Data (``shared/data/qa``, any file in the same formats): SQuAD 2.0 JSON (answerable
+questions; gold = the question's paragraph), HotpotQA distractor JSONL as IRCoT processed
+it (every question's 10 contexts pooled; gold = its supporting ones), and NQ-Open JSONL
+with gold passages (``ctxs``, the Lost-in-the-Middle oracle file). NQ-Open files without
+passages are skipped. A passage is ``title: text`` where it has a title.
+
+Per dataset and method: recall@1/@5 (fraction of gold passages among the passages of the
+top units), answer_contains@5, the reader's EM/F1, and the bytes stored: R³Mem's memory
+file (no raw text) against raw text plus index for the baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..hierarchy import split_paragraphs
+from ..memory import Memory
+from ..reader import Reader
+from ..readers import DataError, _load_json, _read_jsonl
+from .retrieval import Question, R3MemIndex, Unit, baselines, score_questions, summarize
+
+logger = logging.getLogger(__name__)
+
+QUICK_PASSAGES, QUICK_QUESTIONS = 30, 20
+
+
+@dataclass(frozen=True)
+class QASet:
+    """Passages (their id is their index, as a str) and questions whose gold ids name them."""
+
+    name: str
+    passages: list[str]
+    questions: list[Question]
+
+
+class _Pool:
+    """Passages deduplicated in order of first appearance."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def add(self, text: str, title: str | None = None) -> str:
+        text = f"{title}: {text}" if title else text
+        return self.ids.setdefault(" ".join(text.split()), str(len(self.ids)))
+
+
+def _squad(path: Path, data: Any) -> QASet:
+    pool, questions = _Pool(), []
+    try:
+        for article in data["data"]:
+            for paragraph in article["paragraphs"]:
+                pid = pool.add(paragraph["context"])
+                for qa in paragraph["qas"]:
+                    answers = list(dict.fromkeys(a["text"] for a in qa["answers"]))
+                    if answers and not qa.get("is_impossible", False):
+                        questions.append(Question(qa["question"], answers, [pid]))
+    except (KeyError, TypeError) as error:
+        raise DataError(f"{path}: not in SQuAD format (missing or bad {error})") from error
+    return QASet("squad", list(pool.ids), questions)
+
+
+def _jsonl(path: Path) -> QASet | None:
+    """HotpotQA (IRCoT) or NQ-Open with passages; None for NQ-Open without passages."""
+    pool, questions, name = _Pool(), [], "nq"
+    for number, record in _read_jsonl(path):
+        try:
+            if "contexts" in record:
+                name = "hotpotqa"
+                contexts = record["contexts"]
+                ids = [pool.add(c["paragraph_text"], c["title"]) for c in contexts]
+                gold = [i for i, c in zip(ids, contexts, strict=True) if c["is_supporting"]]
+                spans = [s for a in record["answers_objects"] for s in a["spans"]]
+                questions.append(Question(record["question_text"], spans, gold))
+            elif "ctxs" in record:
+                gold = [pool.add(c["text"], c.get("title")) for c in record["ctxs"]]
+                questions.append(Question(record["question"], list(record["answers"]), gold))
+            else:
+                logger.info("%s: no passages (ctxs or contexts), skipped", path)
+                return None
+        except (KeyError, TypeError) as error:
+            raise DataError(f"{path}: line {number}: missing or bad field {error}") from error
+    kept = [q for q in questions if q.answers and q.gold and q.text.strip()]
+    return QASet(name, list(pool.ids), kept)
+
+
+def read_qa(path: str | Path) -> list[QASet]:
+    """The QA sets of a file, or of every .json/.jsonl (optionally .gz) under a directory."""
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    sets = []
+    for file in files:
+        name = file.name.removesuffix(".gz")
+        if name.endswith(".json"):
+            data = _load_json(file)
+            if not isinstance(data, dict) or "data" not in data:
+                raise DataError(f"{file}: not in SQuAD format (no 'data' list)")
+            sets.append(_squad(file, data))
+        elif name.endswith(".jsonl") and (found := _jsonl(file)) is not None:
+            sets.append(found)
+    if not sets:
+        raise DataError(f"{path}: no QA data with passages (SQuAD, HotpotQA or NQ with ctxs)")
+    return sets
+
+
+def take(qa: QASet, passages: int, questions: int, seed: int) -> QASet:
+    """The first ``passages`` passages, and up to ``questions`` (a seeded draw) of the
+    questions whose gold passages all lie among them."""
+    kept = [q for q in qa.questions if all(int(g) < passages for g in q.gold)]
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(kept), size=min(questions, len(kept)), replace=False))
+    return replace(qa, passages=qa.passages[:passages], questions=[kept[i] for i in chosen])
+
+
+def bench_rag(
+    memory: Memory, data: str, methods: list[str], quick: bool, seed: int, reader: Reader
+) -> list[dict]:
+    """One row per dataset and method (dense absent when its model is not installed)."""
+    rows = []
+    limit = memory.model.config.segment_length
+    for qa in read_qa(data):
+        if quick:
+            qa = take(qa, QUICK_PASSAGES, QUICK_QUESTIONS, seed)
+        units = [
+            Unit(segment, [str(pid)])
+            for pid, text in enumerate(qa.passages)
+            for segment in split_paragraphs(text, limit, memory.count_tokens)
+        ]
+        indexes = baselines(methods, units)
+        if "r3mem" in methods:
+            fresh = memory.fresh()
+            for pid, text in enumerate(qa.passages):
+                fresh.remember(text, source=str(pid))
+            indexes = {"r3mem": R3MemIndex(fresh, lambda meta: [meta["source"]]), **indexes}
+        text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)
+        for method, index in indexes.items():
+            scored = score_questions(index, qa.questions, reader, f"rag {qa.name} {method}")
+            rows.append(
+                {
+                    "method": method,
+                    "dataset": qa.name,
+                    "passages": len(qa.passages),
+                    **summarize(scored),
+                    "stored_bytes": index.nbytes(),
+                    "text_bytes": text_bytes,
+                }
+            )
+    return rows

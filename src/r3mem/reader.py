@@ -1,0 +1,74 @@
+"""A reader: a causal LM that answers from recalled passages, and writes ``r3mem chat`` replies.
+
+Deliberately simple (greedy, a few tokens, one prompt shape), so that what a benchmark
+compares is what each memory brought back, not prompt engineering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from .memory import Memory
+
+ANSWER_TOKENS = 16
+
+
+class Reader:
+    """Greedy generation with ``model`` (a Hugging Face causal LM) inside ``mode()``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        mode: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> None:
+        self.model, self.tokenizer, self.mode = model, tokenizer, mode
+        config = model.config
+        self.max_positions = int(
+            getattr(config, "max_position_embeddings", None)
+            or getattr(config, "n_positions", None)
+            or 2048
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Reader:
+        """Any local Hugging Face causal LM directory (nothing is downloaded for a path)."""
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer)
+
+    @classmethod
+    def of_memory(cls, memory: Memory) -> Reader:
+        """The memory's own base model, with its adapters switched off."""
+        return cls(memory.model.base, memory.tokenizer, memory.model.bare)
+
+    @torch.no_grad()
+    def generate(self, prompt: str, max_new_tokens: int = ANSWER_TOKENS) -> str:
+        """Greedy continuation of ``prompt`` up to its first line break. A prompt too long
+        for the model loses its beginning, so put what matters most at the end."""
+        ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        ids = ids[-(self.max_positions - max_new_tokens) :]
+        device = next(self.model.parameters()).device
+        input_ids = torch.tensor([ids], device=device)
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        with self.mode():
+            out = self.model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=0 if pad is None else pad,
+            )
+        text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        return text.strip().split("\n")[0].strip()
+
+    def answer(self, question: str, passages: Sequence[str]) -> str:
+        """Answer ``question`` from ``passages`` (best first); the best is put nearest the
+        question, so truncation drops the weakest."""
+        context = "\n\n".join(reversed(passages))
+        return self.generate(f"{context}\n\nQuestion: {question}\nAnswer:")

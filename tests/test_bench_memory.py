@@ -1,0 +1,90 @@
+"""bench rag and bench conv on the small fixtures: the JSON contract, every method, and the
+rows per dataset and category. The tiny models are untrained: behaviour, not quality."""
+
+import json
+from pathlib import Path
+
+from r3mem.bench.retrieval import find_dense_model
+from r3mem.bench.tasks import run_bench
+from r3mem.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# dense runs only where its local model is installed (pip install ".[dense]")
+METHODS = ("r3mem", "bm25", "dense") if find_dense_model()[0] else ("r3mem", "bm25")
+CONV_KEYS = ("evidence_recall@1", "evidence_recall@5", "answer_contains@5", "f1")
+
+
+def _saved(out: Path, task: str) -> dict:
+    saved = json.loads((out / f"{task}.json").read_text())
+    assert set(saved) == {"task", "git_rev", "seed", "command", "hardware", "results"}
+    table = (out / f"{task}.md").read_text()
+    assert all(f"| {row['method']} |" in table for row in saved["results"])
+    return saved
+
+
+def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
+    report = run_bench(
+        "rag", model=str(wide_adapter_dir), data=str(FIXTURES / "qa"), quick=True, out=str(tmp_path)
+    )
+    assert _saved(tmp_path, "rag") == report
+    rows = {(row["dataset"], row["method"]): row for row in report["results"]}
+    assert set(rows) == {(d, m) for d in ("squad", "hotpotqa", "nq") for m in METHODS}
+    for row in rows.values():
+        for key in ("recall@1", "recall@5", "answer_contains@5", "em", "f1"):
+            assert 0 <= row[key] <= 1, key
+        assert row["recall@1"] <= row["recall@5"]
+        assert row["stored_bytes"] > 0 and row["text_bytes"] > 0
+    # the toy questions share words with their gold passage only: BM25 finds every one
+    assert all(rows[d, "bm25"]["recall@5"] == 1.0 for d in ("squad", "nq"))
+    assert rows["squad", "bm25"]["answer_contains@5"] == 1.0  # 64-token units: whole passages
+    assert rows["squad", "r3mem"]["questions"] == 4 and rows["hotpotqa", "r3mem"]["passages"] == 5
+
+
+def test_rag_with_a_reader_and_a_method_subset(adapter_dir, base_dir, tmp_path):
+    data = str(FIXTURES / "qa" / "nq_oracle_mini.jsonl")
+    report = run_bench("rag", str(adapter_dir), ["bm25"], data, out=str(tmp_path), reader=base_dir)
+    (row,) = report["results"]
+    assert row["method"] == "bm25" and row["dataset"] == "nq" and row["questions"] == 3
+
+
+def test_conv_locomo_per_category_and_overall(wide_adapter_dir, tmp_path):
+    data = str(FIXTURES / "conv" / "locomo_tiny.json")
+    report = run_bench("conv", model=str(wide_adapter_dir), data=data, out=str(tmp_path))
+    _saved(tmp_path, "conv")
+    rows = {(row["method"], row["category"]): row for row in report["results"]}
+    categories = ["1 multi-hop", "2 temporal", "3 open-domain", "4 single-hop", "5 adversarial"]
+    assert {m for m, _ in rows} == set(METHODS)
+    for method in METHODS:
+        assert [c for m, c in rows if m == method] == [*categories, "overall"]
+        assert rows[method, "overall"]["questions"] == 5  # adversarial left out
+        assert rows[method, "5 adversarial"]["questions"] == 1
+        assert rows[method, "5 adversarial"]["f1"] is None
+        assert rows[method, "overall"]["stored_bytes"] > 0
+        for key in CONV_KEYS:
+            assert 0 <= rows[method, "overall"][key] <= 1
+    # every conversation fits in the top 5 windows, so all evidence is found
+    assert rows["bm25", "overall"]["evidence_recall@5"] == 1.0
+    assert rows["bm25", "4 single-hop"]["evidence_recall@1"] == 1.0
+
+
+def test_conv_memorybank_has_no_references(wide_adapter_dir, tmp_path):
+    data = str(FIXTURES / "conv" / "memory_bank_mini.json")
+    report = run_bench("conv", str(wide_adapter_dir), ["r3mem", "bm25"], data, out=str(tmp_path))
+    assert [(r["method"], r["category"], r["questions"]) for r in report["results"]] == [
+        ("r3mem", "probing", 2),
+        ("r3mem", "overall", 2),
+        ("bm25", "probing", 2),
+        ("bm25", "overall", 2),
+    ]
+    assert all(row[key] is None for row in report["results"] for key in CONV_KEYS)
+
+
+def test_malformed_locomo_is_one_clear_error(wide_adapter_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{"sample_id": "x"}]))
+    args = ["bench", "conv", "--data", str(broken), "--model", str(wide_adapter_dir)]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert line.startswith("r3mem bench: error: ")
+    assert line.endswith("broken.json: sample 0: field 'conversation' missing or not an object")
+    assert not (tmp_path / "out").exists()
