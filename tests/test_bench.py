@@ -1,6 +1,7 @@
 """r3mem bench: the JSON contract, the Markdown table, identical tokens across methods."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,8 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
         by_method = {row["method"]: row for row in saved["results"]}
         assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
         assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
-        assert (tmp_path / "lm_position.png").read_bytes()[:4] == b"\x89PNG"
+        png = tmp_path / f"lm_position-{Path(SAMPLE).name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
     else:
         (row,) = saved["results"]
         assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
