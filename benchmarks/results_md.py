@@ -16,7 +16,7 @@ HEADER = """# r3mem benchmark results
 
 Made by `bash benchmarks/run_all.sh` (do not edit by hand). Every method is an adapter
 trained by `r3mem train` from its own `configs/bench/NAME.toml` on the same frozen base
-model, the same books and the same budget: 200 steps × batch 8 × 2 segments of 64 tokens,
+model, the same books and the same budget: 150 steps × batch 8 × 2 segments of 64 tokens,
 smaller than the shipped default's 2000 steps. Baselines: `none` (the segment alone),
 `window2` / `window4` (full attention over the last 2 / 4 segments), `rmt`, `icae`,
 `autocompressor`; ablations of `r3mem`: `-separate` (no reversibility), `-nohier` (no L_doc,

@@ -63,8 +63,10 @@ def ratio_curve(rows: list[dict], png: str | Path) -> Path:
         ratios = [row["compression"] for row in points]
         accuracy.plot(ratios, [row["token_acc"] for row in points], marker="o", label=family)
         bleu.plot(ratios, [row["bleu"] for row in points], marker="o", label=family)
+    ticks = sorted({row["compression"] for row in rows})
     for axis, label in ((accuracy, "greedy token accuracy"), (bleu, "BLEU")):
         axis.set_xscale("log", base=2)
+        axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
         axis.set_xlabel("compression (segment tokens / memory tokens)")
         axis.set_ylabel(label)
     accuracy.legend(fontsize=8)
