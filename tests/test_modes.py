@@ -51,6 +51,25 @@ def test_window_keeps_only_the_last_segments():
     torch.testing.assert_close(state.memory[0], model.embed_tokens(segments[-1])[0])
 
 
+@pytest.mark.parametrize("mode", ["window", "accumulate"])
+def test_a_growing_memory_written_in_a_batch_matches_rows_alone(mode):
+    model = wrapped(memory_mode=mode, window_segments=3, **LM_ONLY)
+    randomize(model)
+    long, short = ids(1, 20, seed=1), ids(1, 5, seed=2)  # segments of 8: 3 chunks and 1
+    batch = torch.cat([long, torch.cat([short, torch.zeros(1, 15, dtype=torch.long)], 1)])
+    mask = torch.ones_like(batch)
+    mask[1, 5:] = 0
+    state = model.write(model.init_memory(2), batch, attention_mask=mask)
+    alone = [model.write(model.init_memory(1), row).memory[0] for row in (long, short)]
+    torch.testing.assert_close(state.memory[0], alone[0], atol=1e-5, rtol=1e-4)
+    if mode == "window":  # padding chunks leave a window as it was: 11 empty slots, 5 tokens
+        torch.testing.assert_close(state.memory[1, -5:], alone[1], atol=1e-5, rtol=1e-4)
+        assert (state.memory[1, :-5] == 0).all()
+    else:  # one summary per chunk in every row; the short row's first is its own
+        assert state.memory.shape == (2, 4 * 4, 32)
+        torch.testing.assert_close(state.memory[1, :8], alone[1], atol=1e-5, rtol=1e-4)
+
+
 def test_none_reads_each_segment_alone():
     base, model = make_base("llama"), wrapped(memory_mode="none", **LM_ONLY)
     state = model.init_memory(2)

@@ -281,9 +281,10 @@ class R3MemModel(nn.Module):
     ) -> MemoryState:
         """Forward invocation: absorb ``input_ids`` into ``state``, ``segment_length`` at a time.
 
-        In the recurrent mode, rows whose remaining tokens are all padding keep their memory
-        unchanged (the growing modes take every chunk). Gradients flow through (training uses
-        this); wrap in ``torch.no_grad()`` for inference.
+        Rows whose remaining tokens are all padding keep their memory unchanged (in the
+        accumulate mode they still add one summary, of the memory alone: every row grows
+        alike). Gradients flow through (training uses this); wrap in ``torch.no_grad()`` for
+        inference.
         """
         self._check_state(state)
         embeds, mask = self._embed(input_ids, None, attention_mask)
@@ -294,7 +295,8 @@ class R3MemModel(nn.Module):
         for start in range(0, embeds.shape[1], step):
             chunk_mask = mask[:, start : start + step]
             has_text = chunk_mask.sum(-1) > 0
-            chunk_mask = torch.where(has_text[:, None], chunk_mask, torch.ones_like(chunk_mask))
+            if keep:  # the row's output is thrown away: any mask will do, one with tokens is safe
+                chunk_mask = torch.where(has_text[:, None], chunk_mask, torch.ones_like(chunk_mask))
             _, new = self._cell(memory, embeds[:, start : start + step], chunk_mask)
             memory = torch.where(has_text[:, None, None], new, memory) if keep else new
         seen = seen + mask.sum(-1)
