@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,13 +10,17 @@ import torch.nn.functional as F
 
 from r3mem import R3MemConfig, R3MemModel
 from r3mem.assets import SAMPLE_TEXT, asset_path
+from r3mem.bench.baselines import Method, parse_methods
 from r3mem.bench.lm import stream_perplexity
+from r3mem.bench.reconstruct import exact_recall_cost
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
 
 from .conftest import make_base, randomize
+from .test_model import ids, wrapped
 
 SAMPLE = str(asset_path(SAMPLE_TEXT))
+ALICE = str(Path(__file__).with_name("fixtures") / "texts" / "alice.txt")
 
 
 @pytest.mark.parametrize("task", ["lm", "reconstruct"])
@@ -32,10 +37,15 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
         assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
         assert by_method["base"]["tokens_scored"] == by_method["none"]["tokens_scored"]
         assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
-        assert (tmp_path / "lm_position.png").read_bytes()[:4] == b"\x89PNG"
+        png = tmp_path / f"lm_position-{Path(SAMPLE).name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
     else:
         (row,) = saved["results"]
         assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
+        assert 0 <= row["doc_token_acc"] <= 1 and 0 <= row["doc_exact_match"] <= 1
+        assert 0 <= row["corrections_per_1k_tokens"] <= 1000
+        assert row["exact_bytes_per_1k_tokens"] > 0 and row["utf8_bytes_per_1k_tokens"] > 0
+        assert (tmp_path / "reconstruct_ratio.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_quick_cost_bench(adapter_dir, tmp_path):
@@ -50,6 +60,66 @@ def test_quick_cost_bench(adapter_dir, tmp_path):
     }
     assert all(r["s_per_token"] > 0 for r in timed)
     assert next(r for r in rows if r["method"] == "process")["peak_rss_mib"] > 0
+
+
+def test_lm_compares_trained_peers_on_identical_tokens(adapter_dir, tmp_path):
+    methods = [f"a={adapter_dir}", f"b={adapter_dir}", "none"]
+    data = f"{SAMPLE},{ALICE}"
+    report = run_bench("lm", model=str(adapter_dir), methods=methods, data=data, quick=True,
+                       out=str(tmp_path))  # fmt: skip
+    rows = {(row["method"], row["data"]): row for row in report["results"]}
+    assert set(rows) == {(m, Path(d).name) for m in ("a", "b", "none") for d in (SAMPLE, ALICE)}
+    for split in (Path(SAMPLE).name, Path(ALICE).name):
+        assert rows["a", split]["ppl"] == rows["b", split]["ppl"]  # the same model twice
+        assert rows["a", split]["ppl"] != rows["none", split]["ppl"]
+        assert rows["a", split]["tokens_scored"] == rows["none", split]["tokens_scored"] > 0
+        assert (tmp_path / f"lm_position-{split}.png").is_file()
+
+
+def test_streams_read_side_by_side_score_as_read_alone():
+    model = wrapped()
+    randomize(model)
+    # segment_length 8: ragged ends, and one-token last chunks that score nothing
+    streams = [ids(1, n, seed=n)[0] for n in (29, 17, 9)]
+    for use_memory in (True, False):
+        together = stream_perplexity(model, streams, use_memory)
+        alone = [stream_perplexity(model, [s], use_memory) for s in streams]
+        assert together["tokens_scored"] == sum(a["tokens_scored"] for a in alone) == 25 + 14 + 7
+        nll = sum(n for a in alone for n, _ in a["by_segment"])
+        assert sum(n for n, _ in together["by_segment"]) == pytest.approx(nll, rel=1e-5)
+
+
+def test_exact_recall_costs_memory_plus_one_correction_per_missed_token():
+    model = wrapped()
+    randomize(model)
+    text, mask = ids(3, 8), torch.ones(3, 8, dtype=torch.long)
+    mask[2, 5:] = 0
+    cost = exact_recall_cost(model, text, mask, decode=lambda row: "x" * len(row))
+    with torch.no_grad():
+        state = model.write(model.init_memory(3, "paragraph"), text, mask)
+        missed = (model.decode_logits(state, text).argmax(-1) != text) & (mask == 1)
+    tokens = int(mask.sum())
+    assert cost["corrections_per_1k_tokens"] == pytest.approx(1000 * int(missed.sum()) / tokens)
+    assert cost["utf8_bytes_per_1k_tokens"] == pytest.approx(1000)
+    assert cost["exact_bytes_per_1k_tokens"] > 1000 * state.nbytes() / tokens
+
+
+@pytest.mark.parametrize(
+    ("specs", "match"),
+    [
+        (["rmt"], "unknown method"),
+        (["=runs/x"], "must be NAME=DIR"),
+        (["a="], "must be NAME=DIR"),
+        (["a=x", "a=y"], "given twice"),
+    ],
+)
+def test_method_specs_are_checked(specs, match):
+    with pytest.raises(ValueError, match=match):
+        parse_methods(specs, "lm", ("r3mem", "none"))
+    assert parse_methods(["none", "rmt = runs/rmt"], "lm", ("r3mem", "none")) == [
+        Method("none", None, use_memory=False),
+        Method("rmt", "runs/rmt"),
+    ]
 
 
 def test_bad_requests(adapter_dir, tmp_path, capsys):
@@ -80,20 +150,20 @@ def test_training_curve_plot(tmp_path):
 
 def test_base_perplexity_is_the_frozen_base_on_the_same_tokens():
     base = make_base("llama")
-    ids = torch.randint(
+    tokens = torch.randint(
         0, base.config.vocab_size, (50,), generator=torch.Generator().manual_seed(0)
     )
     with torch.no_grad():  # the bare base, segment by segment, tokens 2..T of each
         nll = sum(
             F.cross_entropy(base(input_ids=c[None]).logits[0, :-1], c[1:], reduction="sum").item()
-            for c in ids.split(16)
+            for c in tokens.split(16)
         )
     model = R3MemModel.from_base(base, R3MemConfig(num_memory_tokens=4, segment_length=16))
     randomize(model)  # adapters that change the LM: "base" must switch them off
-    frozen = stream_perplexity(model, ids, use_memory=False, adapters=False)
-    adapted = stream_perplexity(model, ids, use_memory=False)
+    frozen = stream_perplexity(model, [tokens], use_memory=False, adapters=False)
+    adapted = stream_perplexity(model, [tokens], use_memory=False)
     assert frozen["tokens_scored"] == adapted["tokens_scored"] == 50 - 4
     assert frozen["ppl"] == pytest.approx(math.exp(nll / 46), rel=1e-5)
     assert adapted["ppl"] != pytest.approx(frozen["ppl"], rel=1e-3)
     with pytest.raises(ValueError, match="needs the adapters"):
-        stream_perplexity(model, ids, use_memory=True, adapters=False)
+        stream_perplexity(model, [tokens], use_memory=True, adapters=False)

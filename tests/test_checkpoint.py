@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import pytest
@@ -108,3 +109,33 @@ def test_failed_save_keeps_the_previous_adapter(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         model.save_pretrained(tmp_path)
     assert (tmp_path / WEIGHTS_NAME).read_bytes() == good
+
+
+def test_adapters_saved_before_the_memory_modes_load_as_they_were(tmp_path):
+    """adapter_config.json files written before memory_mode existed load as recurrent models,
+    and the default fingerprint is the one memories were stamped with then."""
+    model = trained()
+    model.save_pretrained(tmp_path)
+    meta = json.loads((tmp_path / CONFIG_NAME).read_text())
+    for name in ("memory_mode", "window_segments", "summary_segments"):
+        del meta["r3mem_config"][name]
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(meta))
+    loaded = R3MemModel.from_pretrained(tmp_path, base_model=make_base("llama"))
+    assert loaded.config.memory_mode == "recurrent"
+    for before, after in zip(outputs(model), outputs(loaded), strict=True):
+        assert torch.equal(before, after)
+    old = hashlib.sha256(json.dumps(model.spec, sort_keys=True).encode())
+    fields = {"num_memory_tokens": 4, "memory_form": "embedding", "reversible": True}
+    old.update(json.dumps(fields, sort_keys=True).encode())
+    old.update(model.embed_tokens.weight.detach()[:8].float().numpy().tobytes())
+    assert loaded.fingerprint == model.fingerprint == old.hexdigest()
+
+
+def test_a_memory_mode_is_saved_and_marks_its_memories(tmp_path):
+    model = trained(memory_mode="accumulate", summary_segments=3)
+    model.save_pretrained(tmp_path)
+    loaded = R3MemModel.from_pretrained(tmp_path, base_model=make_base("llama"))
+    assert loaded.config.memory_mode == "accumulate" and loaded.config.summary_segments == 3
+    for before, after in zip(outputs(model), outputs(loaded), strict=True):
+        assert torch.equal(before, after)
+    assert model.fingerprint != trained().fingerprint  # a recurrent model refuses its memories

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -34,6 +35,9 @@ def test_json_round_trip(tmp_path):
         ("lora_dropout", 1.0),
         ("lora_target_modules", []),
         ("doc_cue_length", -2),
+        ("memory_mode", "rolling"),
+        ("window_segments", 0),
+        ("summary_segments", 1.5),
     ],
 )
 def test_invalid_values_name_the_field(field, value):
@@ -45,6 +49,28 @@ def test_inverse_decoder_needs_reversible():
     with pytest.raises(ValueError, match="decoder='inverse'"):
         R3MemConfig(reversible=False)
     assert R3MemConfig(reversible=False, decoder="separate").decoder == "separate"
+
+
+LM_ONLY = dict(lambda_rec=0.0, lambda_doc=0.0, lambda_ent=0.0, lambda_cyc=0.0)
+
+
+@pytest.mark.parametrize("mode", ["window", "none"])
+@pytest.mark.parametrize("term", ["lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc"])
+def test_modes_without_a_written_memory_refuse_decoding_terms(mode, term):
+    with pytest.raises(
+        ValueError, match=re.escape(f"R3MemConfig.{term} must be 0 with memory_mode='{mode}'")
+    ):
+        R3MemConfig(memory_mode=mode, **{**LM_ONLY, term: 0.5})
+    assert R3MemConfig(memory_mode=mode, **LM_ONLY).memory_mode == mode
+    assert R3MemConfig(memory_mode="accumulate", **{**LM_ONLY, term: 0.5}).memory_mode
+
+
+@pytest.mark.parametrize("mode", ["accumulate", "window", "none"])
+def test_baseline_modes_need_the_embedding_form(mode):
+    with pytest.raises(
+        ValueError, match=re.escape("R3MemConfig.memory_form='kv' needs memory_mode")
+    ):
+        R3MemConfig(memory_mode=mode, memory_form="kv", **LM_ONLY)
 
 
 def test_unknown_key_refused(tmp_path):

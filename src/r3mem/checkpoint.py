@@ -5,6 +5,7 @@ Only the trainable weights are saved; the base model is named, checked, never co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from importlib.metadata import PackageNotFoundError, version
@@ -46,6 +47,19 @@ def base_spec(base_model: nn.Module) -> dict[str, Any]:
         "hidden_size": hidden_size,
         "num_layers": len(find_decoder_layers(base_model)[1]),
     }
+
+
+def fingerprint(spec: dict, config: R3MemConfig, embeddings: torch.Tensor) -> str:
+    """Hash of the base model's shape and a slice of its embedding weights, plus the config
+    fields that decide what a memory vector means (``memory_mode`` only when not the default,
+    so memories written before it existed keep their fingerprint)."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    fields = {k: getattr(config, k) for k in ("num_memory_tokens", "memory_form", "reversible")}
+    if config.memory_mode != "recurrent":
+        fields["memory_mode"] = config.memory_mode
+    digest.update(json.dumps(fields, sort_keys=True).encode())
+    digest.update(embeddings.detach()[:8].float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _package_version() -> str:

@@ -41,7 +41,8 @@ def _bench(args: argparse.Namespace) -> None:
 
     methods = args.methods.split(",") if args.methods else None
     report = run_bench(
-        args.task, args.model, methods, args.data, args.seed, args.quick, args.out, args.reader
+        args.task, args.model, methods, args.data, args.seed, args.quick, args.out,
+        args.book_tokens, args.reader,
     )
     print(markdown(report))
 
@@ -129,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure methods on one task; writes JSON + Markdown")
     bench.add_argument("task", help="lm, reconstruct, cost, rag or conv")
     bench.add_argument("--model", help="model directory (default: the shipped model)")
-    bench.add_argument("--methods", help="comma-separated subset of the task's methods")
-    bench.add_argument("--data", help="data file or directory (default: the task's shared data)")
+    bench.add_argument("--methods", help="comma-separated: the task's methods, or NAME=DIR")
+    bench.add_argument("--data", help="data path(s), comma-separated (default: the task's data)")
+    bench.add_argument("--book-tokens", type=int, help="lm: tokens per book (0: whole books)")
     bench.add_argument("--reader", help="rag, conv: causal LM directory (default: the model's)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--quick", action="store_true", help="a small slice, for a smoke run")

@@ -11,6 +11,13 @@ from typing import Any
 LEVELS = ("document", "paragraph", "entity")
 DECODERS = ("inverse", "separate", "frozen")
 MEMORY_FORMS = ("embedding", "kv")
+# What a segment reads before its text (DESIGN 4's baselines share the cell and the loop):
+# recurrent: m memory vectors rewritten every segment (R³Mem, RMT, ICAE);
+# accumulate: every segment's m summary vectors kept side by side (AutoCompressor);
+# window: the raw tokens of the previous segments, in full attention; none: nothing.
+MEMORY_MODES = ("recurrent", "accumulate", "window", "none")
+# Terms that read a memory back: they need a memory that holds vectors the model wrote.
+DECODING_TERMS = ("lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc")
 
 
 @dataclass
@@ -34,6 +41,9 @@ class R3MemConfig:
     reversible: bool = True
     decoder: str = "inverse"
     memory_form: str = "embedding"
+    memory_mode: str = "recurrent"
+    window_segments: int = 2  # window: segments in full attention, the current one included
+    summary_segments: int = 8  # accumulate: the most segments whose summaries are kept
     # LoRA on the attention and MLP projections (DESIGN 2.1: couplings alone are not enough).
     lora: bool = True
     lora_rank: int = 16
@@ -47,7 +57,14 @@ class R3MemConfig:
     )  # free-form notes (data, seed, ...), saved as-is
 
     def __post_init__(self) -> None:
-        for name in ("num_memory_tokens", "segment_length", "adapter_rank", "bptt_segments"):
+        for name in (
+            "num_memory_tokens",
+            "segment_length",
+            "adapter_rank",
+            "bptt_segments",
+            "window_segments",
+            "summary_segments",
+        ):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("doc_cue_length", self.doc_cue_length, minimum=0)
         if self.lora:
@@ -68,6 +85,8 @@ class R3MemConfig:
                 )
         _check_choice("decoder", self.decoder, DECODERS)
         _check_choice("memory_form", self.memory_form, MEMORY_FORMS)
+        _check_choice("memory_mode", self.memory_mode, MEMORY_MODES)
+        self._check_mode()
         if not self.reversible and self.decoder == "inverse":
             raise ValueError(
                 "R3MemConfig.decoder='inverse' needs reversible=True: plain residual adapters "
@@ -84,6 +103,24 @@ class R3MemConfig:
             )
         if not isinstance(self.extra, dict):
             raise ValueError(f"R3MemConfig.extra must be a dict, got {type(self.extra).__name__}")
+
+    def _check_mode(self) -> None:
+        """The baselines' modes hold no rewritten m-vector memory: no kv form for them, and no
+        decoding term where there is nothing the model wrote to decode."""
+        if self.memory_mode == "recurrent":
+            return
+        if self.memory_form != "embedding":
+            raise ValueError(
+                f"R3MemConfig.memory_form='{self.memory_form}' needs memory_mode='recurrent'; "
+                f"memory_mode='{self.memory_mode}' works on embeddings"
+            )
+        if self.memory_mode in ("window", "none"):
+            for name in DECODING_TERMS:
+                if getattr(self, name) > 0:
+                    raise ValueError(
+                        f"R3MemConfig.{name} must be 0 with memory_mode='{self.memory_mode}': "
+                        "it keeps no written memory to decode"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

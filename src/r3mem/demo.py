@@ -67,8 +67,8 @@ def run_demo(
 
     scores = reconstruction_scores(restored, batch, mask)
     stream = ids[0]
-    with_memory = stream_perplexity(r3, stream, use_memory=True)
-    without = stream_perplexity(r3, stream, use_memory=False)
+    with_memory = stream_perplexity(r3, [stream], use_memory=True)
+    without = stream_perplexity(r3, [stream], use_memory=False)
     show(
         f"\nperplexity over the text ({with_memory['tokens_scored']:,} tokens scored): "
         f"{with_memory['ppl']:.2f} with memory, {without['ppl']:.2f} without"

@@ -8,7 +8,18 @@ for multi-head attention, and can be stored, batched and compared the same way.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import DynamicCache, PretrainedConfig
+
+
+def heads(base_model: nn.Module) -> int:
+    """Key/value heads per layer, read off one cached step (no per-architecture table)."""
+    device = base_model.get_input_embeddings().weight.device
+    with torch.no_grad():
+        cache = base_model(
+            input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)
+        ).past_key_values
+    return cache.layers[0].keys.shape[1]
 
 
 def pack(cache: DynamicCache, slots: int) -> torch.Tensor:

@@ -4,15 +4,14 @@ One segment is one call of the memory cell (:meth:`R3MemModel.forward`):
 
     [M_{t-1}] ⊕ embed(x_t) ⊕ [W_1..W_m]  --couplings forward-->  logits for x_t, M_t
 
-where M_t is the last hidden state at the write positions, rescaled to the embedding norm.
+where M_t is the last hidden state at the write positions, rescaled to the embedding norm
+(the baselines' memory modes renew M otherwise: :mod:`r3mem.modes`).
 :meth:`write` loops the cell over segments; :meth:`reconstruct` reads ``[M] ⊕ [level tag]``
 with every coupling inverted and generates the text back (DESIGN 2.2, 2.3).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from . import kv
-from .checkpoint import base_spec, load_adapter, read_adapter_config, save_adapter
+from . import kv, modes
+from .checkpoint import base_spec, fingerprint, load_adapter, read_adapter_config, save_adapter
 from .config import LEVELS, R3MemConfig
 from .coupling import CouplingStack, find_decoder_layers
 from .generation import Sampling, generate
@@ -60,7 +59,7 @@ class R3MemModel(nn.Module):
         self.spec = base_spec(base_model)
         embeddings = base_model.get_input_embeddings().weight
         hidden = self.spec["hidden_size"]
-        self.kv_heads = _kv_heads(base_model) if config.memory_form == "kv" else 0
+        self.kv_heads = kv.heads(base_model) if config.memory_form == "kv" else 0
         if config.lora:
             targets = projection_names(self.layers_name, layers, config.lora_target_modules)
             inject_lora(base_model, config, targets)
@@ -81,7 +80,7 @@ class R3MemModel(nn.Module):
         self.register_buffer(
             "embed_norm", embeddings.detach().float().norm(dim=-1).mean(), persistent=False
         )
-        self.fingerprint = _fingerprint(self.spec, config, embeddings)
+        self.fingerprint = fingerprint(self.spec, config, embeddings)
         # Adapters take the base model's device and dtype, so a bf16 base stays bf16 end to end.
         for name, param in self.named_parameters():
             if not name.startswith("base."):
@@ -118,7 +117,7 @@ class R3MemModel(nn.Module):
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        memory = self.initial_memory.unsqueeze(0).expand(batch_size, -1, -1)
+        memory = modes.initial(self.config, self.initial_memory, batch_size)
         if self.kv_heads:
             with self._path("write"):
                 out = self.base.base_model(inputs_embeds=memory, use_cache=True)
@@ -170,11 +169,12 @@ class R3MemModel(nn.Module):
         """One segment through the encoder: ``[M] ⊕ x ⊕ [W]``; ``kv``: ``[tag] ⊕ x ⊕ [W]`` over M.
 
         Returns the hidden states from the position before the text to its last token
-        (``[B, 1 + T, d]``; ``[B, T, d]`` without memory) and the new memory ``[B, m, width]``.
+        (``[B, 1 + T, d]``; ``[B, T, d]`` with nothing before the text) and the new memory
+        (``[B, m, width]`` in the recurrent mode).
         """
         batch, length, _ = inputs_embeds.shape
-        m = self.config.num_memory_tokens
-        write = self.write_embeddings.unsqueeze(0).expand(batch, -1, -1)
+        m = self.config.num_memory_tokens if modes.writes(self.config) else 0
+        write = self.write_embeddings[:m].unsqueeze(0).expand(batch, -1, -1)
         ones = attention_mask.new_ones(batch, m)
         parts, masks, past = [inputs_embeds, write], [attention_mask, ones], None
         if memory is not None and self.kv_heads:
@@ -183,7 +183,7 @@ class R3MemModel(nn.Module):
             masks = [ones, ones[:, :1], *masks]
         elif memory is not None:
             parts.insert(0, memory.to(inputs_embeds.dtype))
-            masks.insert(0, ones)
+            masks.insert(0, modes.slot_mask(memory))
         embeds, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # [B, prefix + T + m, d]
         # Write tokens follow the last real token even when the text is right-padded.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1] :]
@@ -199,8 +199,11 @@ class R3MemModel(nn.Module):
         text = out.last_hidden_state[:, max(prefix - 1, 0) : prefix + length]
         if self.kv_heads:
             return text, kv.pack(out.past_key_values, m)
-        new_memory = F.normalize(out.last_hidden_state[:, -m:].float(), dim=-1) * self.embed_norm
-        return text, new_memory.to(inputs_embeds.dtype)
+        written = out.last_hidden_state[:, prefix + length :].float()  # [B, m, d]
+        written = (F.normalize(written, dim=-1) * self.embed_norm).to(inputs_embeds.dtype)
+        if memory is None:
+            memory = written[:, :0]  # nothing was read before the text
+        return text, modes.renew(self.config, memory, written, inputs_embeds, attention_mask)
 
     def forward(
         self,
@@ -212,8 +215,8 @@ class R3MemModel(nn.Module):
     ) -> R3MemOutput:
         """One segment on the LM path: read ``memory`` (None: no memory), score the text, write.
 
-        With memory, the first token is scored from the memory's last slot, so no token of a
-        stream goes unscored at a segment boundary.
+        With memory, the first token is scored from the memory's last slot (a window's last
+        past token), so no token of a stream goes unscored at a segment boundary.
         """
         embeds, mask = self._embed(input_ids, inputs_embeds, attention_mask)
         if memory is not None:
@@ -221,14 +224,15 @@ class R3MemModel(nn.Module):
             _check_batch(memory, embeds.shape[0])
         hidden, new_memory = self._cell(None if memory is None else memory.memory, embeds, mask)
         logits = self.base.get_output_embeddings()(hidden)
+        first_scored = hidden.shape[1] > embeds.shape[1]  # something was read before the text
         loss = None
         if labels is not None:
-            if memory is not None:
+            if first_scored:
                 ignore = labels.new_full((labels.shape[0], 1), -100)
                 loss = lm_loss(logits, torch.cat([ignore, labels], dim=1))
             else:
                 loss = lm_loss(logits, labels)
-        if memory is not None:
+        if first_scored:
             logits = logits[:, 1:]
         previous = memory if memory is not None else self.init_memory(embeds.shape[0])
         state = MemoryState(
@@ -285,20 +289,24 @@ class R3MemModel(nn.Module):
     ) -> MemoryState:
         """Forward invocation: absorb ``input_ids`` into ``state``, ``segment_length`` at a time.
 
-        Rows whose remaining tokens are all padding keep their memory unchanged. Gradients flow
-        through (training uses this); wrap in ``torch.no_grad()`` for inference.
+        Rows whose remaining tokens are all padding keep their memory unchanged (in the
+        accumulate mode they still add one summary, of the memory alone: every row grows
+        alike). Gradients flow through (training uses this); wrap in ``torch.no_grad()`` for
+        inference.
         """
         self._check_state(state)
         embeds, mask = self._embed(input_ids, None, attention_mask)
         _check_batch(state, embeds.shape[0])
         step = self.config.segment_length
         memory, seen = state.memory, state.tokens_seen
+        keep = self.config.memory_mode == "recurrent"
         for start in range(0, embeds.shape[1], step):
             chunk_mask = mask[:, start : start + step]
             has_text = chunk_mask.sum(-1) > 0
-            chunk_mask = torch.where(has_text[:, None], chunk_mask, torch.ones_like(chunk_mask))
+            if keep:  # the row's output is thrown away: any mask will do, one with tokens is safe
+                chunk_mask = torch.where(has_text[:, None], chunk_mask, torch.ones_like(chunk_mask))
             _, new = self._cell(memory, embeds[:, start : start + step], chunk_mask)
-            memory = torch.where(has_text[:, None, None], new, memory)
+            memory = torch.where(has_text[:, None, None], new, memory) if keep else new
         seen = seen + mask.sum(-1)
         return MemoryState(memory, state.level, seen, self.fingerprint)
 
@@ -308,6 +316,10 @@ class R3MemModel(nn.Module):
         """What the decoder reads before the text: ``[M] ⊕ [level tag] ⊕ embed(cue)`` as
         embeddings, or in the ``kv`` form ``[level tag] ⊕ embed(cue)`` over a cache holding M."""
         self._check_state(state)
+        if not modes.writes(self.config):
+            raise ValueError(
+                f"memory_mode='{self.config.memory_mode}' keeps no written memory to read back"
+            )
         if level not in LEVELS:
             raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         batch = state.batch_size
@@ -398,23 +410,3 @@ def _checkpointing(base_model: nn.Module) -> bool:
     """Whether activation (gradient) checkpointing is on; transformers 5 renamed the flag."""
     flag = getattr(base_model, "is_activation_checkpointing", None)
     return bool(getattr(base_model, "is_gradient_checkpointing", False) if flag is None else flag)
-
-
-def _kv_heads(base_model: nn.Module) -> int:
-    """Key/value heads per layer, read off one cached step (no per-architecture table)."""
-    device = base_model.get_input_embeddings().weight.device
-    with torch.no_grad():
-        cache = base_model(
-            input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)
-        ).past_key_values
-    return cache.layers[0].keys.shape[1]
-
-
-def _fingerprint(spec: dict, config: R3MemConfig, embeddings: torch.Tensor) -> str:
-    """Hash of the base model's shape and a slice of its embedding weights, plus the config
-    fields that decide what a memory vector means."""
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
-    fields = {k: getattr(config, k) for k in ("num_memory_tokens", "memory_form", "reversible")}
-    digest.update(json.dumps(fields, sort_keys=True).encode())
-    digest.update(embeddings.detach()[:8].float().cpu().numpy().tobytes())
-    return digest.hexdigest()

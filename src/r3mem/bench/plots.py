@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -44,6 +45,31 @@ def position_curve(curves: dict[str, list[tuple[int, float]]], png: str | Path) 
     axis.set_xlabel("segment index in the book (bucket start)")
     axis.set_ylabel("perplexity")
     axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    return Path(png)
+
+
+def ratio_curve(rows: list[dict], png: str | Path) -> Path:
+    """Greedy reconstruction (token accuracy, BLEU) against compression ratio, one line per
+    method family: methods named ``NAME-mN`` are NAME at m = N memory tokens."""
+    families: dict[str, list[dict]] = {}
+    for row in rows:
+        families.setdefault(re.sub(r"-m\d+$", "", row["method"]), []).append(row)
+    figure, (accuracy, bleu) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for family, points in families.items():
+        points = sorted(points, key=lambda row: row["compression"])
+        ratios = [row["compression"] for row in points]
+        accuracy.plot(ratios, [row["token_acc"] for row in points], marker="o", label=family)
+        bleu.plot(ratios, [row["bleu"] for row in points], marker="o", label=family)
+    ticks = sorted({row["compression"] for row in rows})
+    for axis, label in ((accuracy, "greedy token accuracy"), (bleu, "BLEU")):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+        axis.set_xlabel("compression (segment tokens / memory tokens)")
+        axis.set_ylabel(label)
+    accuracy.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)

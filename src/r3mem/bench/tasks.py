@@ -1,9 +1,10 @@
 """``r3mem bench TASK``: each task measures every method it knows on the same tokens.
 
-lm:          perplexity of whole books streamed segment by segment; ``r3mem`` carries the
-             recurrent memory across the book, ``none`` reads each segment alone, ``base``
-             reads each segment alone with the frozen base model (adapters off).
-reconstruct: paragraph segments written alone into memory and decoded back greedily.
+lm:          perplexity of books (validation and test) streamed segment by segment, each
+             method carrying its own memory across the book; ``none`` reads each segment
+             alone, ``base`` reads it alone with the frozen base model (adapters off).
+reconstruct: paragraph segments written alone into memory and decoded back greedily, against
+             compression ratio; document-level recall; the cost of exact recall.
 cost:        throughput, bytes per 1k history tokens, peak RSS, and seconds per token as the
              history grows, R³Mem beside full attention (ratios to 1k history lead).
 rag:         QA passages written into memory; recall of the gold passage, answer
@@ -25,17 +26,24 @@ from ..data import load_segments
 from ..memory import Memory
 from ..reader import Reader
 from ..readers import read_texts
+from .baselines import Method, load_methods, parse_methods
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
 from .lm import stream_perplexity
-from .plots import position_curve
+from .plots import position_curve, ratio_curve
 from .rag import bench_rag
-from .reconstruct import reconstruct_segments, reconstruction_scores
+from .reconstruct import (
+    document_recall,
+    exact_recall_cost,
+    reconstruct_segments,
+    reconstruction_scores,
+)
 from .report import write_report
 
+BOOKS = "../shared/data/books"
 DEFAULT_DATA = {
-    "lm": "../shared/data/books/validation",
-    "reconstruct": "../shared/data/books/validation",
+    "lm": f"{BOOKS}/validation,{BOOKS}/test",
+    "reconstruct": f"{BOOKS}/validation",
     "rag": "../shared/data/qa",
     "conv": "../shared/data/convmem/locomo/locomo7.json.gz",
 }
@@ -46,50 +54,94 @@ METHODS = {
     "rag": ("r3mem", "bm25", "dense"),
     "conv": ("r3mem", "bm25", "dense"),
 }
+# lm reads this many tokens of each book unless told otherwise (book_tokens=0: whole books):
+# whole books for every baseline and ablation take hours on a 2-core CPU.
+BOOK_TOKENS = 16_384
 
 
-def bench_lm(memory: Memory, data: str, methods: list[str], quick: bool, out: Path) -> list[dict]:
-    """Whole books streamed; also perplexity by position (segment index buckets 1, 2-3, 4-7,
-    ...), plotted to ``out/lm_position.png``."""
-    books = list(read_texts(data))[: 2 if quick else None]
-    totals = {method: [0.0, 0] for method in methods}  # summed NLL, tokens scored
-    buckets: dict[str, dict[int, list[float]]] = {method: {} for method in methods}
-    for _, text in tqdm(books, desc="lm: books"):
-        ids = memory.encode(text)[0][: 2048 if quick else None]
-        for method in methods:
-            use_memory, adapters = method == "r3mem", method != "base"
-            scored = stream_perplexity(memory.model, ids, use_memory, adapters)
-            for index, (nll, count) in enumerate(scored["by_segment"]):
-                bucket = buckets[method].setdefault(2 ** int(np.log2(index + 1)), [0.0, 0])
-                bucket[0] += nll
-                bucket[1] += count
-                totals[method][0] += nll
-                totals[method][1] += count
-    curves = {
-        method: [(start, float(np.exp(nll / n))) for start, (nll, n) in sorted(b.items())]
-        for method, b in buckets.items()
-    }
-    position_curve(curves, out / "lm_position.png")
-    return [
-        {"method": m, "ppl": float(np.exp(nll / n)), "tokens_scored": n, "books": len(books)}
-        for m, (nll, n) in totals.items()
-    ]
+def bench_lm(
+    methods: list[Method],
+    model: str | None,
+    data: list[str],
+    quick: bool,
+    book_tokens: int,
+    out: Path,
+) -> list[dict]:
+    """Books streamed, one row per method and split; also perplexity by position (segment
+    index buckets 1, 2-3, 4-7, ...), plotted to ``out/lm_position-SPLIT.png``."""
+    splits = {Path(path).name: [text for _, text in read_texts(path)] for path in data}
+    splits = {split: books[: 2 if quick else None] for split, books in splits.items()}
+    limit = 2048 if quick else book_tokens or None
+    rows, curves = [], {split: {} for split in splits}
+    for method, memory in tqdm(load_methods(methods, model), total=len(methods), desc="lm"):
+        for split, books in splits.items():
+            streams = [memory.encode(text)[0][:limit].cpu() for text in books]
+            scored = stream_perplexity(memory.model, streams, method.use_memory, method.adapters)
+            curves[split][method.name] = _by_position(scored["by_segment"])
+            rows.append(
+                {
+                    "method": method.name,
+                    "data": split,
+                    "ppl": scored["ppl"],
+                    "tokens_scored": scored["tokens_scored"],
+                    "books": len(books),
+                }
+            )
+    for split, curve in curves.items():
+        position_curve(curve, out / f"lm_position-{split}.png")
+    return rows
+
+
+def _by_position(by_segment: list[tuple[float, int]]) -> list[tuple[int, float]]:
+    """(bucket start, perplexity) over segment index buckets 1, 2-3, 4-7, ..."""
+    buckets: dict[int, list[float]] = {}
+    for index, (nll, count) in enumerate(by_segment):
+        bucket = buckets.setdefault(2 ** int(np.log2(index + 1)), [0.0, 0])
+        bucket[0] += nll
+        bucket[1] += count
+    return [(start, float(np.exp(nll / n))) for start, (nll, n) in sorted(buckets.items())]
 
 
 def bench_reconstruct(
-    memory: Memory, data: str, methods: list[str], quick: bool, seed: int, cache_dir: str
+    methods: list[Method],
+    model: str | None,
+    data: str,
+    quick: bool,
+    seed: int,
+    cache_dir: str,
+    out: Path,
 ) -> list[dict]:
-    config = memory.model.config
-    segments = load_segments(data, memory.tokenizer, config.segment_length, 24, cache_dir)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(
-        rng.choice(len(segments), size=min(32 if quick else 256, len(segments)), replace=False)
-    )
-    batch = segments.batch(rows)
-    restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"])
-    scores = reconstruction_scores(restored, batch["ids"], batch["mask"], memory.tokenizer.decode)
-    ratio = config.segment_length / config.num_memory_tokens
-    return [{"method": "r3mem", "compression": ratio, "segments": len(rows), **scores}]
+    """Per method: paragraphs (greedy exact match, token accuracy, BLEU) at its compression
+    ratio, document-level recall and the bytes of exact recall, on the same segments; the
+    ratio curve goes to ``out/reconstruct_ratio.png``."""
+    rows = []
+    for method, memory in load_methods(methods, model):
+        config = memory.model.config
+        segments = load_segments(data, memory.tokenizer, config.segment_length, 24, cache_dir)
+        rng = np.random.default_rng(seed)
+        count = 32 if quick else 256
+        picked = np.sort(rng.choice(len(segments), size=min(count, len(segments)), replace=False))
+        batch = segments.batch(picked)
+        restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"])
+        decode = memory.tokenizer.decode
+        scores = reconstruction_scores(restored, batch["ids"], batch["mask"], decode)
+        starts = segments.window_starts(2)
+        starts = starts[segments.lengths[starts] > config.doc_cue_length]
+        starts = np.sort(rng.choice(starts, size=min(count, len(starts)), replace=False))
+        recall = document_recall(memory.model, segments, starts)
+        rows.append(
+            {
+                "method": method.name,
+                "compression": config.segment_length / config.num_memory_tokens,
+                "segments": len(picked),
+                **scores,
+                "doc_token_acc": recall["token_acc"],
+                "doc_exact_match": recall["exact_match"],
+                **exact_recall_cost(memory.model, batch["ids"], batch["mask"], decode),
+            }
+        )
+    ratio_curve(rows, out / "reconstruct_ratio.png")
+    return rows
 
 
 def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int) -> list[dict]:
@@ -126,30 +178,39 @@ def run_bench(
     seed: int = 0,
     quick: bool = False,
     out: str = "benchmarks/results",
+    book_tokens: int | None = None,
     reader: str | None = None,
 ) -> dict[str, Any]:
-    """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``reader`` (rag, conv):
-    the causal LM directory that answers from what was retrieved; default the memory's own."""
+    """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``methods``: names or
+    ``NAME=DIR`` specs (:mod:`r3mem.bench.baselines`); ``data``: comma-separated paths;
+    ``book_tokens``: lm's tokens per book (None: BOOK_TOKENS, 0: whole books); ``reader``
+    (rag, conv): the causal LM directory that answers from what was retrieved (default: the
+    memory's own base model)."""
     if task not in METHODS:
         raise ValueError(f"unknown bench task {task!r}; choose from {', '.join(METHODS)}")
-    methods = methods or list(METHODS[task])
-    unknown = sorted(set(methods) - set(METHODS[task]))
-    if unknown:
-        raise ValueError(f"bench {task}: unknown method(s) {', '.join(unknown)}")
-    data = data or DEFAULT_DATA.get(task, "")
-    if task != "cost" and not Path(data).exists():
-        raise FileNotFoundError(f"{data}: no such data file or directory")
+    parsed = parse_methods(methods, task, METHODS[task])
+    paths = (data or DEFAULT_DATA.get(task, "")).split(",")
+    if task not in ("lm", "reconstruct") and any(method.model for method in parsed):
+        raise ValueError(f"bench {task} measures --model only; NAME=DIR is for lm, reconstruct")
+    if task != "lm" and len(paths) > 1:
+        raise ValueError(f"bench {task} reads one data path")
+    for path in paths if task != "cost" else []:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such data file or directory")
     torch.manual_seed(seed)
-    memory = Memory.load(model)
-    if task == "lm":
+    if task in ("lm", "reconstruct"):  # their plots go there; bad input leaves no folder
         Path(out).mkdir(parents=True, exist_ok=True)
-        results = bench_lm(memory, data, methods, quick, Path(out))
+    if task == "lm":
+        tokens = BOOK_TOKENS if book_tokens is None else book_tokens
+        results = bench_lm(parsed, model, paths, quick, tokens, Path(out))
     elif task == "cost":
-        results = bench_cost(memory, methods, quick, seed)
+        results = bench_cost(Memory.load(model), [m.name for m in parsed], quick, seed)
     elif task in ("rag", "conv"):
+        memory = Memory.load(model)
         answerer = Reader.of_memory(memory) if reader is None else Reader.load(reader)
         bench = bench_rag if task == "rag" else bench_conv
-        results = bench(memory, data, methods, quick, seed, answerer)
+        results = bench(memory, paths[0], [m.name for m in parsed], quick, seed, answerer)
     else:
-        results = bench_reconstruct(memory, data, methods, quick, seed, str(Path(out) / "cache"))
+        cache = str(Path(out) / "cache")
+        results = bench_reconstruct(parsed, model, paths[0], quick, seed, cache, Path(out))
     return write_report(out, task, seed, results)

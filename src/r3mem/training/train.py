@@ -4,8 +4,10 @@ Each sample is a window of ``bptt_segments`` consecutive segments of one documen
 segment: the LM loss given the recurrent document memory (L_lm), and the segment's own
 paragraph memory decoded back to its text (L_rec), to its entity list (L_ent) and
 re-compressed from the soft reconstruction (L_cyc). After the window: the document memory
-plus a cue recalls the rest of the first segment (L_doc). Gradients are averaged across
-processes by ``accelerate``, so one process or many train the same model.
+plus a cue recalls the rest of the first segment (L_doc). A term whose λ is 0 is not computed,
+so the baselines of ``configs/bench/`` (LM-only, other memory modes) train through the same
+loop. Gradients are averaged across processes by ``accelerate``, so one process or many train
+the same model.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def window_loss(
         out = model(input_ids=segment, memory=document, labels=labels, attention_mask=segment_mask)
         add("lm", out.loss)
         document = out.memory
+        if not (config.lambda_rec or config.lambda_ent or config.lambda_cyc):
+            continue  # the LM-only baselines: no paragraph memory to write
         paragraph = model.write(model.init_memory(size, "paragraph"), segment, segment_mask)
         if config.lambda_rec > 0:
             add("rec", reconstruction_loss(model, paragraph, segment, segment_mask))
@@ -181,7 +185,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         record = {"step": step, **{f"loss_{k}": v for k, v in terms.items()}}
         record |= {"lr": schedule.get_last_lr()[0], "tokens": step * tokens_per_step}
         record["tokens_per_s"] = record["tokens"] / elapsed
-        if step % config.eval_every == 0 or step == config.steps:
+        evaluating = step % config.eval_every == 0 or step == config.steps
+        if evaluating and model_config.lambda_rec > 0:  # nothing else was taught to reconstruct
             record |= evaluate(model, valid_set, config.eval_segments)
         progress.update(1)
         progress.set_postfix(lm=f"{terms.get('lm', 0):.3f}", rec=f"{terms.get('rec', 0):.3f}")

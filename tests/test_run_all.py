@@ -1,0 +1,76 @@
+"""benchmarks/run_all.sh --quick: every bench config trains, every task runs, RESULTS.md is
+assembled; on the tiny fixtures, nothing from shared data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from r3mem.training.common import load_config
+from r3mem.training.train import TrainConfig
+
+from .test_train_base import SAMPLE
+
+ROOT = Path(__file__).resolve().parents[1]
+ALICE = str(ROOT / "tests" / "fixtures" / "texts" / "alice.txt")
+CONFIGS = sorted((ROOT / "configs" / "bench").glob("*.toml"))
+
+
+def test_bench_configs_are_valid_and_share_one_budget():
+    configs = {path.stem: load_config(TrainConfig, path, {}) for path in CONFIGS}
+    assert {"none", "window2", "window4", "rmt", "icae", "autocompressor", "r3mem"} <= set(configs)
+    shared = ("steps", "batch_size", "grad_accum", "lr", "warmup", "seed", "train_data")
+    for key in shared:
+        assert len({repr(getattr(config, key)) for config in configs.values()}) == 1, key
+    model_configs = {name: config.model_config for name, config in configs.items()}
+    assert {(c.segment_length, c.bptt_segments) for c in model_configs.values()} == {(64, 2)}
+    assert configs["r3mem"].steps < 2000
+    modes = {name: c.memory_mode for name, c in model_configs.items()}
+    assert modes["none"] == "none" and modes["autocompressor"] == "accumulate"
+    assert [model_configs[f"window{k}"].window_segments for k in (2, 4)] == [2, 4]
+    assert model_configs["icae"].decoder == "separate" and not model_configs["rmt"].reversible
+
+
+def test_quick_run_all_regenerates_the_results_page(base_dir, tmp_path):
+    runs = tmp_path / "runs"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OMP_NUM_THREADS": "1",
+        "R3MEM": f"{sys.executable} -m r3mem.cli",
+        "PYTHON": sys.executable,
+        "BASE": base_dir,
+        "TRAIN": SAMPLE,
+        "VALID": SAMPLE,
+        "TEST": ALICE,
+        "RUNS": str(runs),
+        "CACHE": str(tmp_path / "cache"),
+    }
+    script = str(ROOT / "benchmarks" / "run_all.sh")
+    subprocess.run(["bash", script, "--quick"], env=env, check=True, timeout=1200)
+    names = [path.stem for path in CONFIGS]
+    for name in names:  # each trained for the quick 2 steps
+        metrics = (runs / name / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in metrics] == [1, 2], name
+    results = runs / "results"
+    lm = json.loads((results / "lm.json").read_text())
+    assert set(lm) == {"task", "git_rev", "seed", "command", "hardware", "results"}
+    assert {(row["method"], row["data"]) for row in lm["results"]} == {
+        (name, Path(split).name) for name in names for split in (SAMPLE, ALICE)
+    }
+    for split in (SAMPLE, ALICE):  # identical tokens for every method
+        scored = {r["tokens_scored"] for r in lm["results"] if r["data"] == Path(split).name}
+        assert len(scored) == 1 and scored.pop() > 0
+    rec = json.loads((results / "reconstruct.json").read_text())
+    assert {row["method"] for row in rec["results"]} == {
+        n for n in names if n.startswith(("r3mem", "icae"))
+    }
+    assert {row["compression"] for row in rec["results"]} == {4.0, 8.0, 16.0}
+    page = (runs / "RESULTS.md").read_text()
+    for task in ("lm", "reconstruct", "cost"):
+        report = json.loads((results / f"{task}.json").read_text())
+        assert f"### {task}" in page and f"rev {report['git_rev']}" in page
+        assert f"`{report['command']}` — seed {report['seed']}" in page
+    for png in ("lm_position-alice.txt", "reconstruct_ratio"):
+        assert f"({os.path.relpath(results / png, runs)}.png)" in page
