@@ -35,10 +35,11 @@ def runs(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
     lm = [
-        {"method": "r3mem", "ppl": 90.0, "tokens_scored": 1000},
-        {"method": "none", "ppl": 100.0, "tokens_scored": 1000},
-        {"method": "base", "ppl": 110.0, "tokens_scored": 1000},
+        {"method": m, "data": split, "ppl": ppl * (1 if split == "validation" else 2)}
+        for split in ("validation", "test")
+        for m, ppl in (("r3mem", 90.0), ("none", 100.0), ("base", 110.0))
     ]
+    lm = [row | {"tokens_scored": 1000} for row in lm]
     _report(results / "lm.json", "lm", lm)
     rec = [{"method": "r3mem", "compression": 8.0, "segments": 256, "token_acc": 0.25}]
     rec[0] |= {"exact_match": 0.01, "bleu": 12.5}
@@ -56,10 +57,19 @@ def test_card_reports_measured_figures_and_judges_targets(runs):
     assert "token accuracy 25.0% (target ≥ 90%: **missed**)" in text
     assert "BLEU 12.5" in text and "210 tokens/s" in text and "2.00 h" in text
     assert (out / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| r3mem | 90 | 1000 |" in text  # the bench tables, as the bench wrote them
+    assert "| r3mem | test | 180 | 1000 |" in text  # the bench tables, as the bench wrote them
 
 
 def test_card_names_a_missing_result(runs):
     (runs / "results" / "lm.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"lm\.json: missing"):
+        model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
+
+
+def test_card_needs_the_validation_rows(runs):
+    path = runs / "results" / "lm.json"
+    report = json.loads(path.read_text())
+    report["results"] = [r for r in report["results"] if r["data"] == "test"]
+    path.write_text(json.dumps(report))
+    with pytest.raises(ValueError, match="needs r3mem, none and base on validation"):
         model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")

@@ -51,7 +51,9 @@ def model_card(
     base_last, adapter_last = base_rows[-1], adapter_rows[-1]
     curve = training_curve(adapter_run / "metrics.jsonl", out / "training_curve.png")
 
-    ppl = {row["method"]: row for row in lm["results"]}
+    ppl = {row["method"]: row for row in lm["results"] if row.get("data") == "validation"}
+    if not {"r3mem", "none", "base"} <= ppl.keys():
+        raise ValueError(f"{results / 'lm.json'}: needs r3mem, none and base on validation")
     gain = 1 - ppl["r3mem"]["ppl"] / ppl["none"]["ppl"]
     (reconstruction,) = [row for row in rec["results"] if row["method"] == "r3mem"]
     base_config, adapter_config = base_state["config"], adapter_state["config"]
