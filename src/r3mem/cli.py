@@ -41,8 +41,15 @@ def _bench(args: argparse.Namespace) -> None:
 
     methods = args.methods.split(",") if args.methods else None
     report = run_bench(
-        args.task, args.model, methods, args.data, args.seed, args.quick, args.out,
-        args.book_tokens, args.reader,
+        args.task,
+        args.model,
+        methods,
+        args.data,
+        args.seed,
+        args.quick,
+        args.out,
+        args.book_tokens,
+        args.reader,
     )
     print(markdown(report))
 
