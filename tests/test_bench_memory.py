@@ -4,6 +4,8 @@ rows per dataset and category. The tiny models are untrained: behaviour, not qua
 import json
 from pathlib import Path
 
+import pytest
+
 from r3mem.bench.retrieval import find_dense_model
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
@@ -45,6 +47,23 @@ def test_rag_with_a_reader_and_a_method_subset(adapter_dir, base_dir, tmp_path):
     report = run_bench("rag", str(adapter_dir), ["bm25"], data, out=str(tmp_path), reader=base_dir)
     (row,) = report["results"]
     assert row["method"] == "bm25" and row["dataset"] == "nq" and row["questions"] == 3
+
+
+def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_path):
+    data = str(FIXTURES / "qa" / "squad_mini.json")
+    args = ("rag", str(adapter_dir), ["bm25"], data, 0)
+    (row,) = run_bench(*args, out=str(tmp_path), questions=2)["results"]
+    assert row["questions"] == 2 and row["passages"] == 4  # the pool is left whole
+    assert run_bench(*args, out=str(tmp_path), questions=2)["results"] == [row]
+    (whole,) = run_bench(*args, out=str(tmp_path), questions=99)["results"]
+    assert whole["questions"] == 4
+
+
+@pytest.mark.parametrize(("task", "count"), [("rag", 0), ("lm", 5)])
+def test_questions_is_a_positive_count_for_rag_and_conv(task, count, tmp_path):
+    with pytest.raises(ValueError, match="--questions is a positive count"):
+        run_bench(task, out=str(tmp_path / "out"), questions=count)
+    assert not (tmp_path / "out").exists()
 
 
 def test_conv_locomo_per_category_and_overall(wide_adapter_dir, tmp_path):

@@ -50,6 +50,7 @@ def _bench(args: argparse.Namespace) -> None:
         args.out,
         args.book_tokens,
         args.reader,
+        args.questions,
     )
     print(markdown(report))
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", help="data path(s), comma-separated (default: the task's data)")
     bench.add_argument("--book-tokens", type=int, help="lm: tokens per book (0: whole books)")
     bench.add_argument("--reader", help="rag, conv: causal LM directory (default: the model's)")
+    bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--quick", action="store_true", help="a small slice, for a smoke run")
     bench.add_argument("--out", default="benchmarks/results", help="output directory")

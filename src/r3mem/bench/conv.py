@@ -23,8 +23,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..memory import Memory
 from ..reader import Reader
 from ..readers import (
@@ -35,7 +33,15 @@ from ..readers import (
     read_locomo,
     read_memorybank,
 )
-from .retrieval import Question, R3MemIndex, Unit, baselines, score_questions, summarize
+from .retrieval import (
+    Question,
+    R3MemIndex,
+    Unit,
+    baselines,
+    draw,
+    score_questions,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -124,9 +130,16 @@ def _r3mem(memory: Memory, conversation: Conversation) -> R3MemIndex:
 
 
 def bench_conv(
-    memory: Memory, data: str, methods: list[str], quick: bool, seed: int, reader: Reader
+    memory: Memory,
+    data: str,
+    methods: list[str],
+    quick: bool,
+    seed: int,
+    reader: Reader,
+    questions_each: int | None = None,
 ) -> list[dict]:
-    """Rows per method: one per category, then ``overall`` (category 5 left out)."""
+    """Rows per method: one per category, then ``overall`` (category 5 left out).
+    ``questions_each``: a seeded draw of at most that many per conversation."""
     scored: dict[str, list[tuple[str, dict]]] = {}
     stored: dict[str, int] = {}
     limit = memory.model.config.segment_length
@@ -135,10 +148,8 @@ def bench_conv(
         conversation = _spoken(conversation, QUICK_SESSIONS if quick else None)
         if quick:
             turns = {t.turn_id for s in conversation.sessions for t in s.turns}
-            questions = [q for q in questions if set(q.gold) <= turns]
-            rng = np.random.default_rng(seed)
-            size = min(QUICK_QUESTIONS, len(questions))
-            questions = [questions[i] for i in sorted(rng.choice(len(questions), size, False))]
+            questions = draw([q for q in questions if set(q.gold) <= turns], QUICK_QUESTIONS, seed)
+        questions = draw(questions, questions_each, seed)
         document = conversation_to_document(
             conversation, limit, memory.count_tokens, memory.extractor
         )

@@ -18,13 +18,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..hierarchy import split_paragraphs
 from ..memory import Memory
 from ..reader import Reader
 from ..readers import DataError, _load_json, _read_jsonl
-from .retrieval import Question, R3MemIndex, Unit, baselines, score_questions, summarize
+from .retrieval import (
+    Question,
+    R3MemIndex,
+    Unit,
+    baselines,
+    draw,
+    score_questions,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -113,20 +119,26 @@ def take(qa: QASet, passages: int, questions: int, seed: int) -> QASet:
     """The first ``passages`` passages, and up to ``questions`` (a seeded draw) of the
     questions whose gold passages all lie among them."""
     kept = [q for q in qa.questions if all(int(g) < passages for g in q.gold)]
-    rng = np.random.default_rng(seed)
-    chosen = sorted(rng.choice(len(kept), size=min(questions, len(kept)), replace=False))
-    return replace(qa, passages=qa.passages[:passages], questions=[kept[i] for i in chosen])
+    return replace(qa, passages=qa.passages[:passages], questions=draw(kept, questions, seed))
 
 
 def bench_rag(
-    memory: Memory, data: str, methods: list[str], quick: bool, seed: int, reader: Reader
+    memory: Memory,
+    data: str,
+    methods: list[str],
+    quick: bool,
+    seed: int,
+    reader: Reader,
+    questions: int | None = None,
 ) -> list[dict]:
-    """One row per dataset and method (dense absent when its model is not installed)."""
+    """One row per dataset and method (dense absent when its model is not installed).
+    ``questions``: a seeded draw of at most that many per dataset, over every passage."""
     rows = []
     limit = memory.model.config.segment_length
     for qa in read_qa(data):
         if quick:
             qa = take(qa, QUICK_PASSAGES, QUICK_QUESTIONS, seed)
+        qa = replace(qa, questions=draw(qa.questions, questions, seed))
         units = [
             Unit(segment, [str(pid)])
             for pid, text in enumerate(qa.passages)

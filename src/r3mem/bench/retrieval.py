@@ -90,6 +90,14 @@ def recall_at(units: Sequence[Unit], gold: Sequence[str], k: int) -> float:
     return len(found & set(gold)) / len(set(gold))
 
 
+def draw(questions: Sequence[Question], size: int | None, seed: int) -> list[Question]:
+    """A seeded draw of at most ``size`` questions, in their original order (None: all)."""
+    if size is None or size >= len(questions):
+        return list(questions)
+    rng = np.random.default_rng(seed)
+    return [questions[i] for i in sorted(rng.choice(len(questions), size, replace=False))]
+
+
 def mean(values: Sequence[float | None]) -> float | None:
     """Mean of the values that apply (not None); None when none does."""
     kept = [value for value in values if value is not None]
