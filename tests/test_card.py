@@ -53,11 +53,21 @@ def test_card_reports_measured_figures_and_judges_targets(runs):
     card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", out, "r3mem x")
     text = card.read_text()
     assert "r3mem x" in text and "5,000,000 parameters" in text and "40,960 training tokens" in text
-    assert "90.00 vs 100.00 (+10.0% lower; target ≥ 5%: met)" in text
+    assert "90.00 vs 100.00 (10.0% lower; target ≥ 5%: met)" in text
     assert "token accuracy 25.0% (target ≥ 90%: **missed**)" in text
     assert "BLEU 12.5" in text and "210 tokens/s" in text and "2.00 h" in text
     assert (out / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "| r3mem | test | 180 | 1000 |" in text  # the bench tables, as the bench wrote them
+
+
+def test_card_says_when_memory_raises_perplexity(runs):
+    path = runs / "results" / "lm.json"
+    report = json.loads(path.read_text())
+    for row in report["results"]:
+        row["ppl"] = 105.0 if row["method"] == "r3mem" else row["ppl"]
+    path.write_text(json.dumps(report))
+    card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
+    assert "105.00 vs 100.00 (5.0% higher; target ≥ 5%: **missed**)" in card.read_text()
 
 
 def test_card_names_a_missing_result(runs):

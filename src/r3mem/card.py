@@ -55,6 +55,7 @@ def model_card(
     if not {"r3mem", "none", "base"} <= ppl.keys():
         raise ValueError(f"{results / 'lm.json'}: needs r3mem, none and base on validation")
     gain = 1 - ppl["r3mem"]["ppl"] / ppl["none"]["ppl"]
+    change = f"{abs(gain):.1%} {'lower' if gain >= 0 else 'higher'}"
     (reconstruction,) = [row for row in rec["results"] if row["method"] == "r3mem"]
     base_config, adapter_config = base_state["config"], adapter_state["config"]
     lines = [
@@ -100,7 +101,7 @@ def model_card(
         f"- base model perplexity at its training length ({base_config['seq_len']} tokens): "
         f"{base_eval['valid_ppl']:.2f}; at segment length, alone: {ppl['base']['ppl']:.2f}",
         f"- recurrent memory vs none, same model, same {ppl['r3mem']['tokens_scored']:,} tokens: "
-        f"{ppl['r3mem']['ppl']:.2f} vs {ppl['none']['ppl']:.2f} ({gain:+.1%} lower; "
+        f"{ppl['r3mem']['ppl']:.2f} vs {ppl['none']['ppl']:.2f} ({change}; "
         f"target ≥ {PPL_TARGET:.0%}: {_verdict(gain, PPL_TARGET)})",
         f"- paragraph reconstruction at {reconstruction['compression']:g}x, greedy, "
         f"{reconstruction['segments']} segments: token accuracy "

@@ -1,4 +1,4 @@
-"""Files shipped inside the package: a public-domain sample text (and, later, the default model)."""
+"""Files shipped inside the package: a public-domain sample text and the default model."""
 
 from importlib.resources import files
 from pathlib import Path
