@@ -11,44 +11,68 @@ import json
 import os
 from pathlib import Path
 
-ORDER = ("lm", "reconstruct", "cost")  # then any other task, by name
+ORDER = ("lm", "reconstruct", "cost", "rag", "conv")  # then any other task, by name
 HEADER = """# r3mem benchmark results
 
 Made by `bash benchmarks/run_all.sh` (do not edit by hand). Every method is an adapter
 trained by `r3mem train` from its own `configs/bench/NAME.toml` on the same frozen base
 model, the same books and the same budget: 150 steps × batch 8 × 2 segments of 64 tokens,
-smaller than the shipped default's 2000 steps. Baselines: `none` (the segment alone),
+smaller than the shipped default's 800 steps. Baselines: `none` (the segment alone),
 `window2` / `window4` (full attention over the last 2 / 4 segments), `rmt`, `icae`,
 `autocompressor`; ablations of `r3mem`: `-separate` (no reversibility), `-nohier` (no L_doc,
 L_ent), `-nocycle`, `-m4` / `-m16` (memory tokens; m = 8 otherwise), `-kv` (memory form).
+Retrieval (`rag`) and conversations (`conv`) are measured with the shipped default.
 
 - **lm**: perplexity of the books of each split, streamed 64 tokens at a time with each
   method's memory carried across the book (the first 16,384 tokens of each book unless
-  `--book-tokens 0`); every method scores the same tokens (`tokens_scored`).
+  `--book-tokens 0`); every method scores the same tokens (`tokens_scored`); `base` is the
+  frozen base model alone.
 - **reconstruct**: paragraphs written alone and decoded back greedily (`token_acc`,
   `exact_match`, `bleu`) at compression = segment tokens ÷ memory tokens; `doc_*`: the rest
   of a segment recalled from the document memory written over it and the next one, given
   its first 8 tokens; `exact_bytes_per_1k_tokens`: memory + corrections for lossless recall
   (DESIGN 2.6) beside the text as UTF-8.
 - **cost**: throughput, bytes of memory, peak RSS and seconds per token against history.
+- **rag** / **conv**: `recall@k` / `evidence_recall@k` are the fraction of gold passages /
+  evidence dialog ids covered by the top k retrieved units (the memory's segments, the same
+  for every method); `answer_contains@5`: a reference answer, SQuAD-normalised, occurs in
+  the top 5 units (reconstructed for `r3mem`, raw text for `bm25` and `dense`); `em` / `f1`:
+  SQuAD exact match and token F1 of the reader's greedy answer; `stored_bytes`: what each
+  method keeps (R³Mem: its memory file, no raw text). LoCoMo categories: 1 multi-hop,
+  2 temporal, 3 open-domain, 4 single-hop, 5 adversarial (apart, out of `overall`).
 """
+# Reports in a subdirectory of the results get a section of their own.
+SECTIONS = {
+    "default": "The shipped default, r3mem-tiny-books (800 steps, DESIGN's full objective)",
+    "memorybank": "Conversations: MemoryBank (probing questions carry no references)",
+}
 
 
-def assemble(results: Path, page: Path) -> str:
-    """The page's Markdown: the header, then each task's table and plots."""
+def _reports(results: Path, page: Path) -> list[str]:
+    """Each task's table, then its plots, for the ``TASK.json`` reports in one directory."""
     reports = {}
     for path in sorted(results.glob("*.json")):
         report = json.loads(path.read_text(encoding="utf-8"))
         if isinstance(report, dict) and report.get("task") == path.stem:
             reports[path.stem] = report
-    if not reports:
-        raise SystemExit(f"{results}: no bench reports (TASK.json) to assemble")
     tasks = sorted(reports, key=lambda task: (ORDER.index(task) if task in ORDER else 99, task))
-    parts = [HEADER]
+    parts = []
     for task in tasks:
         parts.append((results / f"{task}.md").read_text(encoding="utf-8"))
         for png in sorted(results.glob(f"{task}_*.png")):
             parts.append(f"![{png.stem}]({os.path.relpath(png, page.parent)})\n")
+    return parts
+
+
+def assemble(results: Path, page: Path) -> str:
+    """The page's Markdown: the header, the bench-budget tables, then one section per
+    subdirectory holding reports (the shipped default's, MemoryBank's)."""
+    parts = [HEADER, *_reports(results, page)]
+    for sub in sorted(p for p in results.iterdir() if p.is_dir()):
+        if found := _reports(sub, page):
+            parts += [f"## {SECTIONS.get(sub.name, sub.name)}\n", *found]
+    if len(parts) == 1:
+        raise SystemExit(f"{results}: no bench reports (TASK.json) to assemble")
     return "\n".join(parts)
 
 

@@ -1,11 +1,14 @@
 """benchmarks/run_all.sh --quick: every bench config trains, every task runs, RESULTS.md is
 assembled; on the tiny fixtures, nothing from shared data."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from r3mem.training.common import load_config
 from r3mem.training.train import TrainConfig
@@ -25,7 +28,8 @@ def test_bench_configs_are_valid_and_share_one_budget():
         assert len({repr(getattr(config, key)) for config in configs.values()}) == 1, key
     model_configs = {name: config.model_config for name, config in configs.items()}
     assert {(c.segment_length, c.bptt_segments) for c in model_configs.values()} == {(64, 2)}
-    assert configs["r3mem"].steps < 2000
+    shipped = load_config(TrainConfig, ROOT / "configs" / "r3mem-tiny-books.toml", {})
+    assert configs["r3mem"].steps < shipped.steps
     modes = {name: c.memory_mode for name, c in model_configs.items()}
     assert modes["none"] == "none" and modes["autocompressor"] == "accumulate"
     assert [model_configs[f"window{k}"].window_segments for k in (2, 4)] == [2, 4]
@@ -74,3 +78,33 @@ def test_quick_run_all_regenerates_the_results_page(base_dir, tmp_path):
         assert f"`{report['command']}` — seed {report['seed']}" in page
     for png in ("lm_position-alice.txt", "reconstruct_ratio"):
         assert f"({os.path.relpath(results / png, runs)}.png)" in page
+
+
+def _results_md():
+    spec = importlib.util.spec_from_file_location("results_md", ROOT / "benchmarks/results_md.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_page_gives_each_subdirectory_of_reports_a_section(tmp_path):
+    results_md = _results_md()
+    results, default = tmp_path / "results", tmp_path / "results" / "default"
+    default.mkdir(parents=True)
+    for folder, table in ((results, "### lm budget"), (default, "### lm shipped")):
+        (folder / "lm.json").write_text(json.dumps({"task": "lm"}))
+        (folder / "lm.md").write_text(f"{table}\n")
+    (default / "lm_position-test.png").write_bytes(b"png")
+    (results / "notes.json").write_text("[]")  # not a report: left out
+    page = results_md.assemble(results, tmp_path / "RESULTS.md")
+    order = [
+        "# r3mem benchmark results",
+        "### lm budget",
+        "## The shipped default, r3mem-tiny-books",
+        "### lm shipped",
+        "![lm_position-test](results/default/lm_position-test.png)",
+    ]
+    assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no bench reports"):
+        results_md.assemble(tmp_path / "empty", tmp_path / "RESULTS.md")
