@@ -57,12 +57,23 @@ def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_pat
     assert run_bench(*args, out=str(tmp_path), questions=2)["results"] == [row]
     (whole,) = run_bench(*args, out=str(tmp_path), questions=99)["results"]
     assert whole["questions"] == 4
+    # a smaller pool keeps the questions its passages answer
+    (small,) = run_bench(*args, out=str(tmp_path), passages=2)["results"]
+    assert small["passages"] == 2 and 0 < small["questions"] < 4
 
 
-@pytest.mark.parametrize(("task", "count"), [("rag", 0), ("lm", 5)])
-def test_questions_is_a_positive_count_for_rag_and_conv(task, count, tmp_path):
-    with pytest.raises(ValueError, match="--questions is a positive count"):
-        run_bench(task, out=str(tmp_path / "out"), questions=count)
+@pytest.mark.parametrize(
+    ("task", "option", "count"),
+    [
+        ("rag", "questions", 0),
+        ("lm", "questions", 5),
+        ("rag", "passages", -1),
+        ("conv", "passages", 3),
+    ],
+)
+def test_sample_sizes_are_positive_counts_for_their_tasks(task, option, count, tmp_path):
+    with pytest.raises(ValueError, match=f"--{option} is a positive count"):
+        run_bench(task, out=str(tmp_path / "out"), **{option: count})
     assert not (tmp_path / "out").exists()
 
 

@@ -51,6 +51,7 @@ def _bench(args: argparse.Namespace) -> None:
         args.book_tokens,
         args.reader,
         args.questions,
+        args.passages,
     )
     print(markdown(report))
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--book-tokens", type=int, help="lm: tokens per book (0: whole books)")
     bench.add_argument("--reader", help="rag, conv: causal LM directory (default: the model's)")
     bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
+    bench.add_argument("--passages", type=int, help="rag: the first N passages of each dataset")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--quick", action="store_true", help="a small slice, for a smoke run")
     bench.add_argument("--out", default="benchmarks/results", help="output directory")

@@ -23,6 +23,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..memory import Memory
 from ..reader import Reader
 from ..readers import (
@@ -119,7 +121,7 @@ def _r3mem(memory: Memory, conversation: Conversation) -> R3MemIndex:
     """A fresh memory holding every session in order; hits map back to dialog ids."""
     fresh = memory.fresh()
     dialog: dict[tuple[str, str], str] = {}
-    for session in conversation.sessions:
+    for session in tqdm(conversation.sessions, desc=f"conv {conversation.conv_id}: writing"):
         messages = [
             {"speaker": t.speaker, "text": t.text, "time": session.time} for t in session.turns
         ]

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from ..hierarchy import split_paragraphs
 from ..memory import Memory
 from ..reader import Reader
@@ -115,9 +117,10 @@ def read_qa(path: str | Path) -> list[QASet]:
     return sets
 
 
-def take(qa: QASet, passages: int, questions: int, seed: int) -> QASet:
+def take(qa: QASet, passages: int | None, questions: int | None, seed: int) -> QASet:
     """The first ``passages`` passages, and up to ``questions`` (a seeded draw) of the
     questions whose gold passages all lie among them."""
+    passages = len(qa.passages) if passages is None else passages
     kept = [q for q in qa.questions if all(int(g) < passages for g in q.gold)]
     return replace(qa, passages=qa.passages[:passages], questions=draw(kept, questions, seed))
 
@@ -130,15 +133,17 @@ def bench_rag(
     seed: int,
     reader: Reader,
     questions: int | None = None,
+    passages: int | None = None,
 ) -> list[dict]:
     """One row per dataset and method (dense absent when its model is not installed).
-    ``questions``: a seeded draw of at most that many per dataset, over every passage."""
+    Per dataset, the first ``passages`` passages (None: all) and a seeded draw of at most
+    ``questions`` of the questions whose gold passages lie among them."""
+    if quick:
+        passages, questions = QUICK_PASSAGES, QUICK_QUESTIONS
     rows = []
     limit = memory.model.config.segment_length
     for qa in read_qa(data):
-        if quick:
-            qa = take(qa, QUICK_PASSAGES, QUICK_QUESTIONS, seed)
-        qa = replace(qa, questions=draw(qa.questions, questions, seed))
+        qa = take(qa, passages, questions, seed)
         units = [
             Unit(segment, [str(pid)])
             for pid, text in enumerate(qa.passages)
@@ -147,7 +152,7 @@ def bench_rag(
         indexes = baselines(methods, units)
         if "r3mem" in methods:
             fresh = memory.fresh()
-            for pid, text in enumerate(qa.passages):
+            for pid, text in enumerate(tqdm(qa.passages, desc=f"rag {qa.name} r3mem: writing")):
                 fresh.remember(text, source=str(pid))
             indexes = {"r3mem": R3MemIndex(fresh, lambda meta: [meta["source"]]), **indexes}
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)

@@ -165,7 +165,8 @@ class DenseIndex:
         self.vectors = self._embed([u.text for u in self.units])  # [N, dim]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts, normalize_embeddings=True, show_progress_bar=False)
+        many = len(texts) > 1000  # indexing a whole pool, not a query
+        return self.encoder.encode(texts, normalize_embeddings=True, show_progress_bar=many)
 
     def search(self, query: str, k: int) -> list[Unit]:
         scores = self.vectors @ self._embed([query])[0]

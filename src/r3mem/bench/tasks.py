@@ -181,21 +181,25 @@ def run_bench(
     book_tokens: int | None = None,
     reader: str | None = None,
     questions: int | None = None,
+    passages: int | None = None,
 ) -> dict[str, Any]:
     """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``methods``: names or
     ``NAME=DIR`` specs (:mod:`r3mem.bench.baselines`); ``data``: comma-separated paths;
     ``book_tokens``: lm's tokens per book (None: BOOK_TOKENS, 0: whole books); ``reader``
     (rag, conv): the causal LM directory that answers from what was retrieved (default: the
     memory's own base model); ``questions`` (rag, conv): a seeded draw of at most that many
-    questions per dataset or conversation (None: all)."""
+    questions per dataset or conversation (None: all); ``passages`` (rag): the first that
+    many passages of each dataset (None: all)."""
     if task not in METHODS:
         raise ValueError(f"unknown bench task {task!r}; choose from {', '.join(METHODS)}")
     parsed = parse_methods(methods, task, METHODS[task])
     paths = (data or DEFAULT_DATA.get(task, "")).split(",")
     if task not in ("lm", "reconstruct") and any(method.model for method in parsed):
         raise ValueError(f"bench {task} measures --model only; NAME=DIR is for lm, reconstruct")
-    if questions is not None and (task not in ("rag", "conv") or questions < 1):
-        raise ValueError(f"--questions is a positive count, for rag and conv (got {questions})")
+    sizes = (("questions", questions, "rag conv"), ("passages", passages, "rag"))
+    for option, value, tasks in sizes:
+        if value is not None and (task not in tasks.split() or value < 1):
+            raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
     if task != "lm" and len(paths) > 1:
         raise ValueError(f"bench {task} reads one data path")
     for path in paths if task != "cost" else []:
@@ -212,9 +216,11 @@ def run_bench(
     elif task in ("rag", "conv"):
         memory = Memory.load(model)
         answerer = Reader.of_memory(memory) if reader is None else Reader.load(reader)
-        bench = bench_rag if task == "rag" else bench_conv
         names = [m.name for m in parsed]
-        results = bench(memory, paths[0], names, quick, seed, answerer, questions)
+        if task == "rag":
+            results = bench_rag(memory, paths[0], names, quick, seed, answerer, questions, passages)
+        else:
+            results = bench_conv(memory, paths[0], names, quick, seed, answerer, questions)
     else:
         cache = str(Path(out) / "cache")
         results = bench_reconstruct(parsed, model, paths[0], quick, seed, cache, Path(out))
