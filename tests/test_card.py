@@ -58,6 +58,14 @@ def test_card_reports_measured_figures_and_judges_targets(runs):
     assert "BLEU 12.5" in text and "210 tokens/s" in text and "2.00 h" in text
     assert (out / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert "| r3mem | test | 180 | 1000 |" in text  # the bench tables, as the bench wrote them
+    assert "## What limits it" not in text
+
+
+def test_card_copies_the_notes_beside_the_results(runs):
+    (runs / "results" / "NOTES.md").write_text("## What limits it\n\nThe budget.\n")
+    card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
+    text = card.read_text()
+    assert text.index("## What limits it\n\nThe budget.") < text.index("### lm")
 
 
 def test_card_says_when_memory_raises_perplexity(runs):

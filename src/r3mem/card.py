@@ -40,10 +40,17 @@ def _verdict(value: float, target: float, higher_is_better: bool = True) -> str:
     return "met" if met else "**missed**"
 
 
+def _notes(results: Path) -> list[str]:
+    """``results/NOTES.md``, the reading of the figures by whoever ran them, if written."""
+    path = results / "NOTES.md"
+    return [path.read_text(encoding="utf-8"), ""] if path.is_file() else []
+
+
 def model_card(
     name: str, base_run: Path, adapter_run: Path, results: Path, out: Path, commands: str
 ) -> Path:
-    """Write ``out/MODEL_CARD.md`` and ``out/training_curve.png``; returns the card's path."""
+    """Write ``out/MODEL_CARD.md`` and ``out/training_curve.png``; returns the card's path.
+    ``results`` holds the bench reports (and optionally NOTES.md, copied in as written)."""
     base_state, base_rows = _run(base_run)
     adapter_state, adapter_rows = _run(adapter_run)
     lm, rec = _json(results / "lm.json"), _json(results / "reconstruct.json")
@@ -111,6 +118,7 @@ def model_card(
         "",
         f"![greedy reconstruction against training tokens]({curve.name})",
         "",
+        *_notes(results),
         markdown(lm),
         markdown(rec),
     ]

@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("base_dir")
     parser.add_argument("adapter_dir")
     parser.add_argument("out")
-    parser.add_argument("--card", type=Path, help="bench results (lm.json, reconstruct.json)")
+    parser.add_argument("--card", type=Path, help="bench results dir (+ NOTES.md)")
     parser.add_argument("--commands", type=Path, help="the script of commands that made it")
     args = parser.parse_args()
     if args.card and not args.commands:
