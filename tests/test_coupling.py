@@ -24,15 +24,37 @@ def test_identity_at_init():
 @given(
     half=st.integers(1, 24),
     rank=st.integers(1, 8),
-    scale=st.floats(0.01, 2.0),
+    scale=st.floats(0.01, 4.0),
+    seed=st.integers(0, 2**16),
+)
+def test_inversion_is_exact_up_to_rounding(half, rank, scale, seed):
+    """In float64 the inverse gives the input back to rounding, however strong the coupling:
+    the algorithm is exact, whatever float32 makes of a badly conditioned one."""
+    coupling = Coupling(2 * half, rank).double()
+    randomize(coupling, scale=scale, seed=seed)
+    h = torch.randn(2, 7, 2 * half, generator=torch.Generator().manual_seed(seed)).double() * 3
+    out = coupling(h)
+    assert not torch.allclose(out, h)  # the randomised coupling really transforms
+    assert relative_error(coupling.inverse(out), h) <= 1e-12
+    assert relative_error(coupling(coupling.inverse(h)), h) <= 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    half=st.integers(1, 24),
+    rank=st.integers(1, 8),
+    scale=st.floats(0.01, 1.0),
     seed=st.integers(0, 2**16),
 )
 def test_exact_inversion_of_one_coupling(half, rank, scale, seed):
+    """float32, weights up to the size that keeps a layer's output the size of its input (a
+    trained layer's, roughly): 1.4e-7 at worst over 1,500 random draws, bound 1e-5. Larger
+    weights (2/sqrt(fan_in) with a rank-1 bottleneck) reached 1.1e-5 in float32."""
     coupling = Coupling(2 * half, rank)
     randomize(coupling, scale=scale, seed=seed)
     h = torch.randn(2, 7, 2 * half, generator=torch.Generator().manual_seed(seed)) * 3
     out = coupling(h)
-    assert not torch.allclose(out, h)  # the randomised coupling really transforms
+    assert not torch.allclose(out, h)
     assert relative_error(coupling.inverse(out), h) <= 1e-5
     assert relative_error(coupling(coupling.inverse(h)), h) <= 1e-5
 
