@@ -7,9 +7,10 @@ to the entries that mention them.
 No raw text is kept. An entry holds its memory vectors and the few *corrections* that make
 exact recall possible: the paragraph is decoded greedily from its memory, one token at a
 time, and wherever the model's choice differs from the original token the correction
-``(position, token)`` is fed instead (:func:`guided_decode`). Remembering runs that decode
-against the original tokens to find the corrections; exact recall replays it. The
-number of corrections is an honest measure of what the memory lost.
+``(position, token)`` is fed instead (:func:`guided_decode`). Remembering finds the
+corrections in one teacher-forced pass (the corrected prefix is always the original);
+exact recall replays the decode step by step at the same width. The number of
+corrections is an honest measure of what the memory lost.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
     return MemoryState(memory, "paragraph", seen, model.fingerprint)
 
 
+def _greedy_after(model: R3MemModel, state: MemoryState, prefixes: torch.Tensor) -> torch.Tensor:
+    """``[rows, width]``: the greedy token after each prefix ``prefixes[:, :i]``, all read in
+    one teacher-forced pass at the fixed width of the rows."""
+    return model.decode_logits(state, prefixes, level=state.level).argmax(-1)
+
+
+def _width(model: R3MemModel, lengths: Sequence[int]) -> int:
+    """Every decode of an entry runs at this width, so a position's logits come from the
+    same computation at remembering and at recall (later positions are masked, not absent)."""
+    return max([model.config.segment_length, *lengths])
+
+
 @torch.no_grad()
 def guided_decode(
     model: R3MemModel,
@@ -73,11 +86,12 @@ def guided_decode(
 ) -> list[list[int]]:
     """Decode each row of ``state`` for ``lengths[row]`` tokens, one token per step.
 
-    At step ``i`` the model reads the memory and the ``i`` tokens chosen so far (the cue) and
-    predicts the next greedily; ``choose(row, i, predicted)`` returns the token to keep.
-    Every step re-reads its whole cue, so remembering and recalling run the very same
-    computation whatever the batch around a row.
+    At step ``i`` the model reads the memory and the ``i`` tokens chosen so far (padded to
+    the fixed width, which causal attention never reads) and predicts the next greedily;
+    ``choose(row, i, predicted)`` returns the token to keep.
     """
+    width = _width(model, lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long, device=model.device)
     tokens: list[list[int]] = [[] for _ in lengths]
     for i in range(max(lengths, default=0)):
         rows = [row for row, length in enumerate(lengths) if length > i]
@@ -85,27 +99,32 @@ def guided_decode(
         sub = MemoryState(
             state.memory[index], state.level, state.tokens_seen[index], state.fingerprint
         )
-        cue = torch.tensor([tokens[row] for row in rows], device=model.device) if i else None
-        predicted = model.reconstruct(sub, max_new_tokens=1, cue_ids=cue)[:, 0].tolist()
+        predicted = _greedy_after(model, sub, ids[index])[:, i].tolist()
         for row, token in zip(rows, predicted, strict=True):
             tokens[row].append(choose(row, i, token))
+            ids[row, i] = tokens[row][-1]
     return tokens
 
 
+@torch.no_grad()
 def find_corrections(
     model: R3MemModel, state: MemoryState, targets: Sequence[Sequence[int]]
 ) -> list[list[tuple[int, int]]]:
-    """For each row, where guided greedy decoding of its memory misses ``targets[row]``."""
-    corrections: list[list[tuple[int, int]]] = [[] for _ in targets]
+    """For each row, where guided greedy decoding of its memory misses ``targets[row]``.
 
-    def choose(row: int, i: int, predicted: int) -> int:
-        target = int(targets[row][i])
-        if predicted != target:
-            corrections[row].append((i, target))
-        return target
-
-    guided_decode(model, state, [len(t) for t in targets], choose)
-    return corrections
+    Guided decoding feeds the original token wherever it corrects one, so its prefix is
+    always the original's: every step of it is one position of a single teacher-forced pass
+    over the targets, the same computation :func:`guided_decode` replays step by step.
+    """
+    width = _width(model, [len(t) for t in targets])
+    ids = torch.zeros(len(targets), width, dtype=torch.long, device=model.device)
+    for row, target in enumerate(targets):
+        ids[row, : len(target)] = torch.tensor(list(target), dtype=torch.long)
+    predicted = _greedy_after(model, state, ids).tolist()
+    return [
+        [(i, int(t)) for i, t in enumerate(target) if predicted[row][i] != int(t)]
+        for row, target in enumerate(targets)
+    ]
 
 
 def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]:
