@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -51,6 +52,28 @@ def test_corpus_cache_is_reused(tmp_path):
     assert sorted((tmp_path / "cache").iterdir()) == cached
     assert (first.tokens == again.tokens).all() and len(first.doc_ids) == 1
     assert first.windows(8, 3, seed=0, draw=5).tolist() == again.windows(8, 3, 0, 5).tolist()
+
+
+def test_corpus_cache_follows_content_not_place_or_mtime(tmp_path):
+    config = tiny_config(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(train_base(config))
+    original = tmp_path / "books" / "a.txt"
+    original.parent.mkdir()
+    original.write_text("It was the best of times, it was the worst of times.")
+    load_corpus(original.parent, tokenizer, tmp_path / "c")
+    cached = sorted((tmp_path / "c").iterdir())
+    # The same files copied elsewhere, with new mtimes: the cache is served as is.
+    copy = tmp_path / "remounted" / "books" / "a.txt"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(original.read_bytes())
+    os.utime(copy, (1, 1))
+    load_corpus(copy.parent, tokenizer, tmp_path / "c")
+    assert sorted((tmp_path / "c").iterdir()) == cached
+    # Same size, one byte changed: never served stale.
+    copy.write_text("It was the best of times, it was the worst of timez.")
+    changed = load_corpus(copy.parent, tokenizer, tmp_path / "c")
+    assert len(list((tmp_path / "c").iterdir())) == len(cached) + 2
+    assert tokenizer.decode(changed.tokens[:-1].tolist()).endswith("timez.")
 
 
 def test_bad_input_fails_with_one_clear_message(tmp_path, capsys):

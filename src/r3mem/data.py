@@ -2,8 +2,9 @@
 
 A corpus is the token ids of its documents laid end to end, each followed by EOS, in a
 ``uint16``/``uint32`` file beside a JSON index of where each document starts. The cache key
-hashes the tokenizer and the source files (path, size, mtime), so a second run starts at once
-and a changed file or tokenizer is never served stale.
+hashes the tokenizer and the source files' names and contents (not their mtimes: a copied or
+remounted dataset keeps its cache), so a second run starts at once and a changed file or
+tokenizer is never served stale.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def _fingerprint(source: Path, tokenizer: PreTrainedTokenizerFast) -> str:
     digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        name = path.name if path == source else path.relative_to(source).as_posix()
+        digest.update(f"{name}:{path.stat().st_size}:".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]
 
 
