@@ -6,6 +6,7 @@ exact-recall corrections must make recall lossless whatever the model has learne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -156,6 +157,41 @@ def test_save_and_open_round_trip(full, tmp_path):
     assert Memory.open(path, model_dir=full.model_dir).recall("bees", k=1)
 
 
+def test_entries_are_kept_in_their_dtype_and_exact_recall_survives_the_rounding(
+    adapter_dir, tmp_path
+):
+    sizes = {}
+    for dtype in ("float16", "bfloat16", "float32"):
+        memory = Memory.load(adapter_dir, entry_dtype=dtype)
+        memory.remember(TEXT)
+        assert {e.memory.dtype for e in memory.bank.entries.values()} == {getattr(torch, dtype)}
+        path = tmp_path / f"{dtype}.r3mem"
+        memory.save(path)
+        sizes[dtype] = load_file(str(path))["entries"].nbytes
+        opened = Memory.open(path)
+        assert opened.bank.entry_dtype == dtype and opened.fresh().bank.entry_dtype == dtype
+        texts = [r.text for r in opened.recall("bees", k=len(opened.bank), exact=True)]
+        assert sorted(texts) == sorted(paragraphs(memory))
+    assert sizes["float16"] == sizes["bfloat16"] == sizes["float32"] // 2
+    with pytest.raises(ValueError, match="entry_dtype must be one of"):
+        Memory.load(adapter_dir, entry_dtype="float64")
+
+
+def test_memory_that_overflows_its_entry_dtype_is_refused(memory, monkeypatch):
+    memory.remember("A first paragraph.")
+    before = snapshot(memory)
+    write = memory._write_batch
+
+    def huge(ids):
+        state = write(ids)
+        return dataclasses.replace(state, memory=state.memory * 1e9)
+
+    monkeypatch.setattr(memory, "_write_batch", huge)
+    with pytest.raises(ValueError, match="overflow float16 entries; use entry_dtype='float32'"):
+        memory.remember(TEXT)
+    assert_same(memory, before)
+
+
 def test_empty_memory_round_trips_and_recalls_nothing(memory, tmp_path):
     memory.save(tmp_path / "empty.r3mem")
     opened = Memory.open(tmp_path / "empty.r3mem")
@@ -176,7 +212,9 @@ def test_memory_from_another_model_is_refused(full, tmp_path):
         Memory.open(tmp_path / "b.r3mem")
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "no_metadata", "entries"])
+@pytest.mark.parametrize(
+    "damage", ["garbage", "truncated", "no_metadata", "entries", "dtype", "unknown_dtype"]
+)
 def test_corrupt_file_is_one_clear_error(full, tmp_path, damage):
     good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
     full.save(good)
@@ -186,8 +224,10 @@ def test_corrupt_file_is_one_clear_error(full, tmp_path, damage):
         bad.write_bytes(good.read_bytes()[:-40])
     elif damage == "no_metadata":
         save_file(load_file(str(good)), str(bad))
-    else:
+    elif damage == "entries":
         rewrite(good, bad, entries=[])
+    else:  # the records name another dtype than the tensors hold, or none we know
+        rewrite(good, bad, entry_dtype="float32" if damage == "dtype" else "float8")
     with pytest.raises(ValueError, match=r"bad\.r3mem: not a valid r3mem memory file"):
         Memory.open(bad)
     with pytest.raises(FileNotFoundError, match="missing"):

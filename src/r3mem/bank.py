@@ -11,13 +11,16 @@ time, and wherever the model's choice differs from the original token the correc
 corrections in one teacher-forced pass (the corrected prefix is always the original);
 exact recall replays the decode step by step at the same width. The number of
 corrections is an honest measure of what the memory lost.
+
+Entries are kept in ``float16`` by default, half the bytes of ``float32``; the corrections
+are found from the rounded memory, so exact recall stays exact at any storage dtype.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,12 +35,15 @@ FORMAT = "r3mem.Memory/1"
 # much as a quarter of the cosine range.
 ENTITY_WEIGHT = 0.5
 
+ENTRY_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
 
 @dataclass
 class Entry:
     """One paragraph-level memory entry.
 
-    memory:      ``[m, width]`` the paragraph compressed alone (forward invocation).
+    memory:      ``[m, width]`` the paragraph compressed alone (forward invocation), in
+                 the bank's entry dtype.
     tokens:      how many tokens the paragraph had: the length to reconstruct.
     entities:    what the entity extractor found in the paragraph.
     corrections: ``(position, token)`` where guided greedy decoding missed the original.
@@ -60,7 +66,8 @@ def checksum(ids: Sequence[int]) -> int:
 
 def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
     """The entries' memories as one paragraph-level batch ``[len(entries), m, width]``."""
-    memory = torch.stack([entry.memory for entry in entries]).to(model.device)
+    dtype = model.write_embeddings.dtype
+    memory = torch.stack([entry.memory for entry in entries]).to(model.device, dtype)
     seen = torch.tensor([entry.tokens for entry in entries], device=model.device)
     return MemoryState(memory, "paragraph", seen, model.fingerprint)
 
@@ -156,12 +163,25 @@ class MemoryBank:
     ones it evicts into the document memory instead of dropping them.
     """
 
-    def __init__(self, document: MemoryState, budget_entries: int | None = None) -> None:
+    def __init__(
+        self, document: MemoryState, budget_entries: int | None = None, entry_dtype: str = "float16"
+    ) -> None:
         self.document = document
         self.entries: dict[int, Entry] = {}
         self.entity_index: dict[str, set[int]] = {}
         self.next_id = 0
         self.budget_entries = check_budget(budget_entries)
+        self.entry_dtype = check_entry_dtype(entry_dtype)
+
+    def rounded(self, state: MemoryState) -> MemoryState:
+        """``state`` as the entries will keep it (rounded to the entry dtype), back in the
+        model's dtype: corrections found from it hold for the stored memory."""
+        stored = state.memory.to(ENTRY_DTYPES[self.entry_dtype])
+        if not torch.isfinite(stored).all():
+            raise ValueError(
+                f"memory values overflow {self.entry_dtype} entries; use entry_dtype='float32'"
+            )
+        return replace(state, memory=stored.to(state.memory.dtype))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -217,6 +237,7 @@ class MemoryBank:
             "format": FORMAT,
             "fingerprint": self.document.fingerprint,
             "budget_entries": self.budget_entries,
+            "entry_dtype": self.entry_dtype,
             "next_id": self.next_id,
             "entries": [
                 {
@@ -246,12 +267,15 @@ class MemoryBank:
             tensors["document_tokens_seen"].to(model.device, torch.long),
             meta["fingerprint"],
         )
-        bank = cls(document, meta["budget_entries"])
+        bank = cls(document, meta["budget_entries"], meta["entry_dtype"])
         records = meta["entries"]
+        entry_dtype = ENTRY_DTYPES[bank.entry_dtype]
         stacked = tensors.get("entries", torch.empty(0, *document.memory.shape[1:]))
         if stacked.shape[0] != len(records) or stacked.shape[1:] != document.memory.shape[1:]:
             raise ValueError("entry tensors do not match the entry records")
-        for record, memory in zip(records, stacked.to(model.device, dtype), strict=True):
+        if records and stacked.dtype != entry_dtype:
+            raise ValueError(f"entries are {stacked.dtype}, the records say {bank.entry_dtype}")
+        for record, memory in zip(records, stacked.to(model.device), strict=True):
             entry = Entry(
                 memory=memory,
                 tokens=int(record["tokens"]),
@@ -274,3 +298,9 @@ def check_budget(budget: int | None) -> int | None:
     if budget < 1:
         raise ValueError(f"budget_entries must be at least 1, got {budget}")
     return budget
+
+
+def check_entry_dtype(name: str) -> str:
+    if name not in ENTRY_DTYPES:
+        raise ValueError(f"entry_dtype must be one of {', '.join(ENTRY_DTYPES)}, got {name!r}")
+    return name

@@ -21,9 +21,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .assets import DEFAULT_MODEL, asset_path
 from .bank import (
+    ENTRY_DTYPES,
     Entry,
     MemoryBank,
     check_budget,
+    check_entry_dtype,
     checksum,
     entry_states,
     exact_tokens,
@@ -74,20 +76,29 @@ class Memory:
         tokenizer: PreTrainedTokenizerBase,
         model_dir: str | Path | None = None,
         budget_entries: int | None = None,
+        entry_dtype: str = "float16",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_dir = None if model_dir is None else Path(model_dir).resolve()
         with torch.no_grad():
             document = model.init_memory(1, "document").detach()
-        self.bank = MemoryBank(document, budget_entries)
+        self.bank = MemoryBank(document, budget_entries, entry_dtype)
         self._extractor: EntityExtractor | None = None
 
     @classmethod
-    def load(cls, path: str | Path | None = None, *, budget_entries: int | None = None) -> Memory:
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        budget_entries: int | None = None,
+        entry_dtype: str = "float16",
+    ) -> Memory:
         """Open a model directory holding ``base/`` and ``adapter/`` (the layout of the shipped
         default, used when ``path`` is None), or an adapter directory whose config names its
-        base. Nothing is downloaded for a local path."""
+        base. Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph
+        entries are kept and saved in (``float16``, ``bfloat16`` or ``float32``)."""
+        check_entry_dtype(entry_dtype)  # before the model is loaded, not after
         root = default_model_path() if path is None else Path(path)
         if (root / "adapter" / CONFIG_NAME).is_file():
             base_dir, adapter_dir = root / "base", root / "adapter"
@@ -100,12 +111,14 @@ class Memory:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
-        return cls(model, tokenizer, model_dir=root, budget_entries=budget_entries)
+        return cls(model, tokenizer, root, budget_entries, entry_dtype)
 
     def fresh(self) -> Memory:
         """An empty memory on the same model, tokenizer and entity extractor: one per
         document set or conversation in a benchmark, or a chat's memory cleared."""
-        memory = Memory(self.model, self.tokenizer, self.model_dir, self.budget_entries)
+        memory = Memory(
+            self.model, self.tokenizer, self.model_dir, self.budget_entries, self.bank.entry_dtype
+        )
         memory._extractor = self._extractor
         return memory
 
@@ -162,12 +175,12 @@ class Memory:
             document = self.bank.document
             for row in ids:
                 document = self.model.write(document, torch.tensor([row], device=self.model.device))
-            states = self._write_batch(ids)
+            states = self.bank.rounded(self._write_batch(ids))
             corrections = find_corrections(self.model, states, ids)
         entries = []
         for row, (paragraph, tokens) in enumerate(zip(paragraphs, ids, strict=True)):
             meta = {**paragraph.meta, **({"source": source} if source is not None else {})}
-            memory = states.memory[row].detach().clone()  # not a view of the whole batch
+            memory = states.memory[row].to(ENTRY_DTYPES[self.bank.entry_dtype], copy=True)
             entity_list = list(paragraph.entities)
             entries.append(
                 Entry(memory, len(tokens), entity_list, corrections[row], checksum(tokens), meta)
