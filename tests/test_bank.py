@@ -212,6 +212,17 @@ def test_memory_from_another_model_is_refused(full, tmp_path):
         Memory.open(tmp_path / "b.r3mem")
 
 
+def test_memory_from_other_adapter_weights_is_refused(full, tmp_path):
+    full.save(tmp_path / "a.r3mem")
+    other = Memory.load(full.model_dir)
+    with torch.no_grad():
+        next(iter(other.model.trainable_parameters().values())).add_(1e-3)
+    other.model.save_pretrained(tmp_path / "other")
+    with pytest.raises(ValueError, match=r"a\.r3mem: .*other adapter weights"):
+        Memory.open(tmp_path / "a.r3mem", model_dir=tmp_path / "other")
+    assert len(Memory.open(tmp_path / "a.r3mem", model_dir=full.model_dir).bank) == len(full.bank)
+
+
 @pytest.mark.parametrize(
     "damage", ["garbage", "truncated", "no_metadata", "entries", "dtype", "unknown_dtype"]
 )

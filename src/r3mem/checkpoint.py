@@ -62,6 +62,16 @@ def fingerprint(spec: dict, config: R3MemConfig, embeddings: torch.Tensor) -> st
     return digest.hexdigest()
 
 
+def adapter_digest(model: R3MemModel) -> str:
+    """Hash of the adapter weights: a memory written through one adapter means nothing to
+    another on the same base (the fingerprint covers only the base and the config)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.trainable_parameters().items()):
+        digest.update(name.encode())
+        digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _package_version() -> str:
     try:
         return version("r3mem")

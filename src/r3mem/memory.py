@@ -31,7 +31,7 @@ from .bank import (
     exact_tokens,
     find_corrections,
 )
-from .checkpoint import CONFIG_NAME, load_base
+from .checkpoint import CONFIG_NAME, adapter_digest, load_base
 from .data import pad_rows
 from .hierarchy import EntityExtractor, Paragraph, build_document, default_entity_extractor
 from .model import R3MemModel
@@ -280,6 +280,7 @@ class Memory:
         path = Path(path)
         tensors, meta = self.bank.to_file_parts()
         meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
+        meta["adapter_digest"] = adapter_digest(self.model)
         tmp = path.with_name(path.name + ".tmp")
         try:
             save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
@@ -291,7 +292,7 @@ class Memory:
     def open(cls, path: str | Path, model_dir: str | Path | None = None) -> Memory:
         """Open a memory saved by :meth:`save`, with the model it recorded (or ``model_dir``).
 
-        A memory written by another base model or config is refused (ValueError)."""
+        A memory written by another base model, config or adapter is refused (ValueError)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such memory file")
@@ -300,6 +301,7 @@ class Memory:
                 meta = json.loads(handle.metadata()["r3mem"])
             tensors = load_file(str(path))
             fingerprint, recorded = meta["fingerprint"], meta["model_dir"]
+            digest = str(meta["adapter_digest"])
         except (SafetensorError, KeyError, TypeError, json.JSONDecodeError, OSError) as err:
             raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
         if model_dir is None and recorded is None:
@@ -309,6 +311,11 @@ class Memory:
             raise ValueError(
                 f"{path}: this memory was written by another base model or config "
                 f"(fingerprint {str(fingerprint)[:12]} != {memory.model.fingerprint[:12]})"
+            )
+        if digest != adapter_digest(memory.model):
+            raise ValueError(
+                f"{path}: this memory was written through other adapter weights than "
+                f"{memory.model_dir}'s; open it with the model that wrote it"
             )
         try:
             memory.bank = MemoryBank.from_file_parts(tensors, meta, memory.model)
