@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from r3mem import R3MemConfig, R3MemModel
 from r3mem.assets import SAMPLE_TEXT, asset_path
+from r3mem.bank import round_state
 from r3mem.bench.baselines import Method, parse_methods
 from r3mem.bench.lm import stream_perplexity
 from r3mem.bench.reconstruct import exact_recall_cost
@@ -89,19 +90,22 @@ def test_streams_read_side_by_side_score_as_read_alone():
         assert sum(n for n, _ in together["by_segment"]) == pytest.approx(nll, rel=1e-5)
 
 
-def test_exact_recall_costs_memory_plus_one_correction_per_missed_token():
+@pytest.mark.parametrize(("entry_dtype", "itemsize"), [("float16", 2), ("float32", 4)])
+def test_exact_recall_costs_memory_plus_one_correction_per_missed_token(entry_dtype, itemsize):
     model = wrapped()
     randomize(model)
     text, mask = ids(3, 8), torch.ones(3, 8, dtype=torch.long)
     mask[2, 5:] = 0
-    cost = exact_recall_cost(model, text, mask, decode=lambda row: "x" * len(row))
-    with torch.no_grad():
-        state = model.write(model.init_memory(3, "paragraph"), text, mask)
+    cost = exact_recall_cost(model, text, mask, lambda row: "x" * len(row), entry_dtype=entry_dtype)
+    with torch.no_grad():  # the corrections are those of the memory as the bank stores it
+        state = round_state(model.write(model.init_memory(3, "paragraph"), text, mask), entry_dtype)
         missed = (model.decode_logits(state, text).argmax(-1) != text) & (mask == 1)
     tokens = int(mask.sum())
+    fixes = [[[i, int(text[r, i])] for i in range(8) if missed[r, i]] for r in range(3)]
+    stored = state.memory.numel() * itemsize + sum(len(json.dumps(f)) for f in fixes)
     assert cost["corrections_per_1k_tokens"] == pytest.approx(1000 * int(missed.sum()) / tokens)
     assert cost["utf8_bytes_per_1k_tokens"] == pytest.approx(1000)
-    assert cost["exact_bytes_per_1k_tokens"] > 1000 * state.nbytes() / tokens
+    assert cost["exact_bytes_per_1k_tokens"] == pytest.approx(1000 * stored / tokens)
 
 
 @pytest.mark.parametrize(

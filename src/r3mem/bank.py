@@ -150,6 +150,15 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
     return tokens
 
 
+def round_state(state: MemoryState, entry_dtype: str) -> MemoryState:
+    """``state`` as entries keep it (rounded to ``entry_dtype``), back in its own dtype:
+    corrections found from it hold for the stored memory."""
+    stored = state.memory.to(ENTRY_DTYPES[entry_dtype])
+    if not torch.isfinite(stored).all():
+        raise ValueError(f"memory values overflow {entry_dtype} entries; use entry_dtype='float32'")
+    return replace(state, memory=stored.to(state.memory.dtype))
+
+
 def pooled(memory: torch.Tensor) -> torch.Tensor:
     """Mean over the memory slots, in float32: ``[..., m, width] -> [..., width]``."""
     return memory.float().mean(dim=-2)
@@ -172,16 +181,6 @@ class MemoryBank:
         self.next_id = 0
         self.budget_entries = check_budget(budget_entries)
         self.entry_dtype = check_entry_dtype(entry_dtype)
-
-    def rounded(self, state: MemoryState) -> MemoryState:
-        """``state`` as the entries will keep it (rounded to the entry dtype), back in the
-        model's dtype: corrections found from it hold for the stored memory."""
-        stored = state.memory.to(ENTRY_DTYPES[self.entry_dtype])
-        if not torch.isfinite(stored).all():
-            raise ValueError(
-                f"memory values overflow {self.entry_dtype} entries; use entry_dtype='float32'"
-            )
-        return replace(state, memory=stored.to(state.memory.dtype))
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -30,6 +30,7 @@ from .bank import (
     entry_states,
     exact_tokens,
     find_corrections,
+    round_state,
 )
 from .checkpoint import CONFIG_NAME, adapter_digest, load_base
 from .data import pad_rows
@@ -175,7 +176,7 @@ class Memory:
             document = self.bank.document
             for row in ids:
                 document = self.model.write(document, torch.tensor([row], device=self.model.device))
-            states = self.bank.rounded(self._write_batch(ids))
+            states = round_state(self._write_batch(ids), self.bank.entry_dtype)
             corrections = find_corrections(self.model, states, ids)
         entries = []
         for row, (paragraph, tokens) in enumerate(zip(paragraphs, ids, strict=True)):

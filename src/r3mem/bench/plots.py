@@ -37,14 +37,27 @@ def training_curve(metrics: str | Path, png: str | Path) -> Path:
 
 
 def position_curve(curves: dict[str, list[tuple[int, float]]], png: str | Path) -> Path:
-    """Perplexity by position in the book (segment index, log scale), one line per method."""
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for method, points in curves.items():
-        axis.plot([p for p, _ in points], [v for _, v in points], marker="o", label=method)
-    axis.set_xscale("log")
-    axis.set_xlabel("segment index in the book (bucket start)")
-    axis.set_ylabel("perplexity")
-    axis.legend(fontsize=8)
+    """Perplexity by position in the book (segment index, log scale), one line per method;
+    beside it, each method's perplexity over ``none``'s (below 1: its memory helps there)."""
+    relative = "none" in curves
+    figure, axes = plt.subplots(1, 2 if relative else 1, figsize=(11 if relative else 7, 4))
+    axes = list(axes) if relative else [axes]
+    colors = plt.get_cmap("tab20")
+    for index, (method, points) in enumerate(curves.items()):
+        style = dict(color=colors(index % 20), marker="os^D"[index // 20 % 4], label=method)
+        axes[0].plot([p for p, _ in points], [v for _, v in points], **style)
+        if relative:
+            none = dict(curves["none"])
+            ratio = [(p, v / none[p]) for p, v in points if p in none]
+            axes[1].plot([p for p, _ in ratio], [v for _, v in ratio], **style)
+    axes[0].set_ylabel("perplexity")
+    if relative:
+        axes[1].axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+        axes[1].set_ylabel("perplexity / none's")
+    for axis in axes:
+        axis.set_xscale("log")
+        axis.set_xlabel("segment index in the book (bucket start)")
+    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)

@@ -10,7 +10,7 @@ import numpy as np
 import sacrebleu
 import torch
 
-from ..bank import find_corrections
+from ..bank import ENTRY_DTYPES, find_corrections, round_state
 from ..data import Segments
 from ..model import R3MemModel
 
@@ -77,23 +77,27 @@ def exact_recall_cost(
     mask: torch.Tensor,
     decode: Callable[[list[int]], str],
     batch_size: int = 64,
+    entry_dtype: str = "float16",
 ) -> dict[str, float]:
-    """DESIGN 2.6: lossless recall stores each paragraph's memory plus the corrections
-    (position, token) that guided greedy decoding needs, as the memory bank does (the
-    corrections as JSON); per 1k tokens, beside the same text as UTF-8."""
+    """DESIGN 2.6: lossless recall stores each paragraph's memory (in the memory bank's
+    entry dtype) plus the corrections (position, token) that guided greedy decoding needs,
+    as the memory bank does (the corrections as JSON); per 1k tokens, beside the same text
+    as UTF-8."""
     stored = corrections = tokens = utf8 = 0
     for start in range(0, len(ids), batch_size):
         rows, rows_mask = ids[start : start + batch_size], mask[start : start + batch_size]
         targets = [
             row[:n].tolist() for row, n in zip(rows, rows_mask.sum(-1).tolist(), strict=True)
         ]
-        state = model.write(
+        written = model.write(
             model.init_memory(len(rows), "paragraph"),
             rows.to(model.device),
             rows_mask.to(model.device),
         )
+        state = round_state(written, entry_dtype)
         fixes = find_corrections(model, state, targets)
-        stored += state.nbytes() + sum(len(json.dumps(fix)) for fix in fixes)
+        entry_bytes = state.memory.numel() * ENTRY_DTYPES[entry_dtype].itemsize
+        stored += entry_bytes + sum(len(json.dumps(fix)) for fix in fixes)
         corrections += sum(map(len, fixes))
         tokens += sum(map(len, targets))
         utf8 += sum(len(decode(target).encode("utf-8")) for target in targets)
