@@ -10,11 +10,14 @@ import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 from ..model import R3MemModel
 
 # Full attention stops being measured once its KV cache would pass this size.
 FULL_ATTENTION_CACHE_LIMIT = 2 * 2**30
+# The history is written this many segments per call.
+WRITE_SEGMENTS = 256
 
 
 def _timed(fn, repeat: int = 1) -> float:
@@ -70,10 +73,14 @@ def time_per_token(
     rows = []
     state = model.init_memory(1)
     written = 0
+    progress = tqdm(total=histories[-1], desc="cost: history", unit="tok", unit_scale=True)
     for history in histories:
-        chunk = torch.randint(0, vocab, (1, history - written), generator=generator)
-        state = model.write(state, chunk.to(model.device))
-        written = history
+        while written < history:  # in pieces, so the bar moves through a million tokens
+            n = min(WRITE_SEGMENTS * length, history - written)
+            chunk = torch.randint(0, vocab, (1, n), generator=generator)
+            state = model.write(state, chunk.to(model.device))
+            written += n
+            progress.update(n)
         r3mem = _timed(lambda memory=state: model(input_ids=segment, memory=memory), 5) / length
         rows.append({"method": "r3mem", "history_tokens": history, "s_per_token": r3mem})
         full = _full_attention(model, segment, history, generator) if full_attention else None
@@ -81,6 +88,7 @@ def time_per_token(
             rows.append(
                 {"method": "full_attention", "history_tokens": history, "s_per_token": full}
             )
+    progress.close()
     return rows
 
 
