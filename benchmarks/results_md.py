@@ -26,13 +26,17 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
 - **lm**: perplexity of the books of each split, streamed 64 tokens at a time with each
   method's memory carried across the book (the first 16,384 tokens of each book unless
   `--book-tokens 0`); every method scores the same tokens (`tokens_scored`); `base` is the
-  frozen base model alone.
+  frozen base model they all share, alone (adapters off).
 - **reconstruct**: paragraphs written alone and decoded back greedily (`token_acc`,
   `exact_match`, `bleu`) at compression = segment tokens ÷ memory tokens; `doc_*`: the rest
   of a segment recalled from the document memory written over it and the next one, given
   its first 8 tokens; `exact_bytes_per_1k_tokens`: memory + corrections for lossless recall
   (DESIGN 2.6) beside the text as UTF-8.
-- **cost**: throughput, bytes of memory, peak RSS and seconds per token against history.
+- **cost**: seconds per token of one more segment against history, led by ratios
+  (`vs_1k_history`: to the method's own time at 1k tokens; `full_attention_over_r3mem`:
+  full attention's time over R³Mem's at the same history); then write / reconstruct
+  throughput, bytes per 1k history tokens (the document memory at 1M tokens, the bank's
+  float16 entries, full attention's KV cache) and peak RSS.
 - **rag** / **conv**: `recall@k` / `evidence_recall@k` are the fraction of gold passages /
   evidence dialog ids covered by the top k retrieved units (the memory's segments, the same
   for every method); `answer_contains@5`: a reference answer, SQuAD-normalised, occurs in

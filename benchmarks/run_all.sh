@@ -2,7 +2,8 @@
 # Regenerates benchmarks/RESULTS.md: trains every configs/bench/*.toml on the same base, data
 # and budget, then runs every bench task over all of them. Resumable: run it again after an
 # interruption and each training continues from its checkpoint.
-#   bash benchmarks/run_all.sh            # full: about 90 min of a 2-core CPU
+#   bash benchmarks/run_all.sh            # full: ~3 h of a 2-core CPU from scratch (~2 h of it
+#                                         # training), ~45 min once the adapters exist
 #   bash benchmarks/run_all.sh --quick    # smoke: 2 steps per method, small slices, < 5 min
 # Needs the base model first (scripts/train_default.sh, step 1). Environment overrides, all
 # optional: BASE (base model dir), BOOKS (books dir) or TRAIN / VALID / TEST (its splits),
@@ -37,6 +38,12 @@ else
     STEPS=()
 fi
 mkdir -p "$RUNS"
+timed() {  # run a step and say how long it took (the whole run's budget is the sum)
+    local name=$1 start=$SECONDS
+    shift
+    "$@"
+    echo "[run_all] $name: $((SECONDS - start)) s (total $SECONDS s)" >&2
+}
 
 # 1. One adapter per method: configs/bench/NAME.toml, with this run's paths.
 all=() decoders=()
@@ -46,17 +53,20 @@ for config in configs/bench/*.toml; do
         -e "s#^train_data = .*#train_data = \"$TRAIN\"#" \
         -e "s#^valid_data = .*#valid_data = \"$VALID\"#" \
         -e "s#^cache_dir = .*#cache_dir = \"$CACHE\"#" "$config" > "$RUNS/$name.toml"
-    $R3MEM train --config "$RUNS/$name.toml" --out "$RUNS/$name" "${STEPS[@]}" --resume
+    timed "train $name" $R3MEM train --config "$RUNS/$name.toml" --out "$RUNS/$name" \
+        "${STEPS[@]}" --resume
     all+=("$name=$RUNS/$name/adapter")
     case $name in r3mem* | icae*) decoders+=("$name=$RUNS/$name/adapter") ;; esac
 done
 join() { local IFS=,; echo "$*"; }
 
-# 2. Every task (the adapters that were taught to decode are the ones reconstruct measures).
-$R3MEM bench lm --methods "$(join "${all[@]}")" --data "$VALID,$TEST" "${QUICK[@]}" --out "$OUT"
-$R3MEM bench reconstruct --methods "$(join "${decoders[@]}")" --data "$VALID" "${QUICK[@]}" \
-    --out "$OUT"
-$R3MEM bench cost --model "$RUNS/r3mem/adapter" "${QUICK[@]}" --out "$OUT"
+# 2. Every task (the adapters that were taught to decode are the ones reconstruct measures;
+#    lm's `base` is the frozen base they all share, adapters off).
+timed "bench lm" $R3MEM bench lm --model "$RUNS/r3mem/adapter" --methods "base,$(join "${all[@]}")" \
+    --data "$VALID,$TEST" "${QUICK[@]}" --out "$OUT"
+timed "bench reconstruct" $R3MEM bench reconstruct --methods "$(join "${decoders[@]}")" \
+    --data "$VALID" "${QUICK[@]}" --out "$OUT"
+timed "bench cost" $R3MEM bench cost --model "$RUNS/r3mem/adapter" "${QUICK[@]}" --out "$OUT"
 
 # 3. The page.
 $PYTHON benchmarks/results_md.py "$OUT" "$RESULTS"

@@ -55,11 +55,22 @@ def test_quick_cost_bench(adapter_dir, tmp_path):
     (summary,) = [r for r in rows if "write_tokens_per_s" in r]
     assert summary["write_tokens_per_s"] > 0 and summary["reconstruct_tokens_per_s"] > 0
     assert summary["bank_bytes_per_1k_tokens"] > summary["document_bytes_per_1k_tokens"]
+    assert summary["full_attention_bytes_per_1k_tokens"] > summary["document_bytes_per_1k_tokens"]
     timed = [r for r in rows if "s_per_token" in r]
+    assert rows[: len(timed)] == timed  # the table leads with the timings and their ratios
     assert {(r["method"], r["history_tokens"]) for r in timed} == {
         (m, h) for m in ("r3mem", "full_attention") for h in (1_000, 10_000)
     }
     assert all(r["s_per_token"] > 0 for r in timed)
+    seconds = {(r["method"], r["history_tokens"]): r["s_per_token"] for r in timed}
+    for row in timed:
+        method, history = row["method"], row["history_tokens"]
+        own = seconds[method, history] / seconds[method, 1000]
+        assert row["vs_1k_history"] == pytest.approx(own)
+        if method == "r3mem":
+            full = seconds["full_attention", history]
+            assert row["full_attention_over_r3mem"] == pytest.approx(full / row["s_per_token"])
+    assert (tmp_path / "cost_history.png").stat().st_size > 0
     assert next(r for r in rows if r["method"] == "process")["peak_rss_mib"] > 0
 
 

@@ -61,7 +61,7 @@ def test_quick_run_all_regenerates_the_results_page(base_dir, tmp_path):
     lm = json.loads((results / "lm.json").read_text())
     assert set(lm) == {"task", "git_rev", "seed", "command", "hardware", "results"}
     assert {(row["method"], row["data"]) for row in lm["results"]} == {
-        (name, Path(split).name) for name in names for split in (SAMPLE, ALICE)
+        (name, Path(split).name) for name in ["base", *names] for split in (SAMPLE, ALICE)
     }
     for split in (SAMPLE, ALICE):  # identical tokens for every method
         scored = {r["tokens_scored"] for r in lm["results"] if r["data"] == Path(split).name}
@@ -76,7 +76,7 @@ def test_quick_run_all_regenerates_the_results_page(base_dir, tmp_path):
         report = json.loads((results / f"{task}.json").read_text())
         assert f"### {task}" in page and f"rev {report['git_rev']}" in page
         assert f"`{report['command']}` — seed {report['seed']}" in page
-    for png in ("lm_position-alice.txt", "reconstruct_ratio"):
+    for png in ("lm_position-alice.txt", "reconstruct_ratio", "cost_history"):
         assert f"({os.path.relpath(results / png, runs)}.png)" in page
 
 

@@ -12,6 +12,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from ..bank import ENTRY_DTYPES
 from ..model import R3MemModel
 
 # Full attention stops being measured once its KV cache would pass this size.
@@ -49,12 +50,18 @@ def throughput(model: R3MemModel, tokens: int, seed: int) -> dict[str, float]:
     return {"write_tokens_per_s": tokens / write_s, "reconstruct_tokens_per_s": 8 * length / read_s}
 
 
-def memory_bytes_per_1k(model: R3MemModel, history: int) -> dict[str, float]:
-    """Document memory is constant; the paragraph bank holds one entry per segment."""
-    size = model.init_memory(1).nbytes()  # one memory: the document's, or one bank entry's
+@torch.no_grad()
+def memory_bytes_per_1k(model: R3MemModel, history: int, entry_dtype: str) -> dict[str, float]:
+    """Document memory is constant; the paragraph bank holds one entry per segment (in
+    ``entry_dtype``); full attention keeps every past token's keys and values."""
+    size = model.init_memory(1).nbytes()  # the document memory, in the model's dtype
+    entry = model.init_memory(1).memory.numel() * ENTRY_DTYPES[entry_dtype].itemsize
+    with model.bare():
+        cache = _cache_bytes_per_token(model.base, model.device)
     return {
         "document_bytes_per_1k_tokens": size / (history / 1000),
-        "bank_bytes_per_1k_tokens": size * 1000 / model.config.segment_length,
+        "bank_bytes_per_1k_tokens": entry * 1000 / model.config.segment_length,
+        "full_attention_bytes_per_1k_tokens": cache * 1000,
     }
 
 

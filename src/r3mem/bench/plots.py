@@ -87,3 +87,20 @@ def ratio_curve(rows: list[dict], png: str | Path) -> Path:
     figure.savefig(png, dpi=120)
     plt.close(figure)
     return Path(png)
+
+
+def history_curve(rows: list[dict], png: str | Path) -> Path:
+    """Seconds per token against history length (log-log), one line per method."""
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for method in dict.fromkeys(row["method"] for row in rows):
+        points = [(r["history_tokens"], r["s_per_token"]) for r in rows if r["method"] == method]
+        axis.plot([h for h, _ in points], [t for _, t in points], marker="o", label=method)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("history tokens")
+    axis.set_ylabel("seconds per token of one more segment")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    return Path(png)

@@ -30,7 +30,7 @@ from .baselines import Method, load_methods, parse_methods
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
 from .lm import stream_perplexity
-from .plots import position_curve, ratio_curve
+from .plots import history_curve, position_curve, ratio_curve
 from .rag import bench_rag
 from .reconstruct import (
     document_recall,
@@ -144,28 +144,33 @@ def bench_reconstruct(
     return rows
 
 
-def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int) -> list[dict]:
-    """Throughput and bytes for R³Mem, then seconds per token against history length for
-    each method (full attention until its KV cache passes the limit of bench.cost)."""
+def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int, out: Path) -> list[dict]:
+    """Seconds per token against history length for each method (full attention until its
+    KV cache passes the limit of bench.cost), led by ratios: to the method's own time at 1k
+    tokens of history and, for R³Mem, full attention's time over its own at the same
+    history; then R³Mem's throughput and bytes. The curve goes to ``out/cost_history.png``."""
     model = memory.model
     histories = [1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
-    rows = [
+    timings = time_per_token(model, histories, seed, "full_attention" in methods)
+    timings = [row for row in timings if row["method"] in methods]
+    seconds = {(row["method"], row["history_tokens"]): row["s_per_token"] for row in timings}
+    rows = []
+    for row in timings:
+        method, history = row["method"], row["history_tokens"]
+        ratios = {"vs_1k_history": row["s_per_token"] / seconds[method, histories[0]]}
+        if method == "r3mem" and ("full_attention", history) in seconds:
+            ratios["full_attention_over_r3mem"] = (
+                seconds["full_attention", history] / row["s_per_token"]
+            )
+        rows.append({"method": method, "history_tokens": history, **ratios, **row})
+    history_curve(timings, out / "cost_history.png")
+    rows.append(
         {
             "method": "r3mem",
             **throughput(model, 1_000 if quick else 10_000, seed),
-            **memory_bytes_per_1k(model, histories[-1]),
+            **memory_bytes_per_1k(model, histories[-1], memory.bank.entry_dtype),
         }
-    ]
-    timings = time_per_token(model, histories, seed, "full_attention" in methods)
-    timings = [row for row in timings if row["method"] in methods]
-    first = {
-        row["method"]: row["s_per_token"]
-        for row in timings
-        if row["history_tokens"] == histories[0]
-    }
-    for row in timings:
-        row["vs_1k_history"] = row["s_per_token"] / first[row["method"]]
-    rows += timings
+    )
     rows.append({"method": "process", "peak_rss_mib": peak_rss_mib()})
     return rows
 
@@ -212,7 +217,7 @@ def run_bench(
         tokens = BOOK_TOKENS if book_tokens is None else book_tokens
         results = bench_lm(parsed, model, paths, quick, tokens, Path(out))
     elif task == "cost":
-        results = bench_cost(Memory.load(model), [m.name for m in parsed], quick, seed)
+        results = bench_cost(Memory.load(model), [m.name for m in parsed], quick, seed, Path(out))
     elif task in ("rag", "conv"):
         memory = Memory.load(model)
         answerer = Reader.of_memory(memory) if reader is None else Reader.load(reader)
