@@ -2,8 +2,8 @@
 # Regenerates benchmarks/RESULTS.md: trains every configs/bench/*.toml on the same base, data
 # and budget, then runs every bench task over all of them. Resumable: run it again after an
 # interruption and each training continues from its checkpoint.
-#   bash benchmarks/run_all.sh            # full: ~3 h of a 2-core CPU from scratch (~2 h of it
-#                                         # training), ~45 min once the adapters exist
+#   bash benchmarks/run_all.sh            # full: ~2 h of a 2-core CPU from scratch (~80 min of
+#                                         # it training), ~45 min once the adapters exist
 #   bash benchmarks/run_all.sh --quick    # smoke: 2 steps per method, small slices, < 5 min
 # Needs the base model first (scripts/train_default.sh, step 1). Environment overrides, all
 # optional: BASE (base model dir), BOOKS (books dir) or TRAIN / VALID / TEST (its splits),
