@@ -159,6 +159,11 @@ def round_state(state: MemoryState, entry_dtype: str) -> MemoryState:
     return replace(state, memory=stored.to(state.memory.dtype))
 
 
+def entry_nbytes(memory: torch.Tensor, entry_dtype: str) -> int:
+    """Bytes ``memory`` takes once kept as entries in ``entry_dtype``."""
+    return memory.numel() * ENTRY_DTYPES[entry_dtype].itemsize
+
+
 def pooled(memory: torch.Tensor) -> torch.Tensor:
     """Mean over the memory slots, in float32: ``[..., m, width] -> [..., width]``."""
     return memory.float().mean(dim=-2)

@@ -12,7 +12,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from ..bank import ENTRY_DTYPES
+from ..bank import entry_nbytes
 from ..model import R3MemModel
 
 # Full attention stops being measured once its KV cache would pass this size.
@@ -54,8 +54,8 @@ def throughput(model: R3MemModel, tokens: int, seed: int) -> dict[str, float]:
 def memory_bytes_per_1k(model: R3MemModel, history: int, entry_dtype: str) -> dict[str, float]:
     """Document memory is constant; the paragraph bank holds one entry per segment (in
     ``entry_dtype``); full attention keeps every past token's keys and values."""
-    size = model.init_memory(1).nbytes()  # the document memory, in the model's dtype
-    entry = model.init_memory(1).memory.numel() * ENTRY_DTYPES[entry_dtype].itemsize
+    memory = model.init_memory(1)  # the document memory, in the model's dtype
+    size, entry = memory.nbytes(), entry_nbytes(memory.memory, entry_dtype)
     with model.bare():
         cache = _cache_bytes_per_token(model.base, model.device)
     return {

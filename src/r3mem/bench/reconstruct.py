@@ -10,7 +10,7 @@ import numpy as np
 import sacrebleu
 import torch
 
-from ..bank import ENTRY_DTYPES, find_corrections, round_state
+from ..bank import entry_nbytes, find_corrections, round_state
 from ..data import Segments
 from ..model import R3MemModel
 
@@ -96,8 +96,8 @@ def exact_recall_cost(
         )
         state = round_state(written, entry_dtype)
         fixes = find_corrections(model, state, targets)
-        entry_bytes = state.memory.numel() * ENTRY_DTYPES[entry_dtype].itemsize
-        stored += entry_bytes + sum(len(json.dumps(fix)) for fix in fixes)
+        stored += entry_nbytes(state.memory, entry_dtype)
+        stored += sum(len(json.dumps(fix)) for fix in fixes)
         corrections += sum(map(len, fixes))
         tokens += sum(map(len, targets))
         utf8 += sum(len(decode(target).encode("utf-8")) for target in targets)
