@@ -12,10 +12,11 @@ from r3mem import R3MemConfig, R3MemModel
 from r3mem.assets import SAMPLE_TEXT, asset_path
 from r3mem.bank import round_state
 from r3mem.bench.baselines import Method, parse_methods
-from r3mem.bench.lm import stream_perplexity
+from r3mem.bench.lm import book_segments, stream_perplexity
 from r3mem.bench.reconstruct import exact_recall_cost
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
+from r3mem.memory import Memory
 
 from .conftest import make_base, randomize
 from .test_model import ids, wrapped
@@ -88,17 +89,42 @@ def test_lm_compares_trained_peers_on_identical_tokens(adapter_dir, tmp_path):
         assert (tmp_path / f"lm_position-{split}.png").is_file()
 
 
-def test_streams_read_side_by_side_score_as_read_alone():
+def test_books_read_side_by_side_score_as_read_alone():
     model = wrapped()
     randomize(model)
-    # segment_length 8: ragged ends, and one-token last chunks that score nothing
-    streams = [ids(1, n, seed=n)[0] for n in (29, 17, 9)]
+    # segment_length 8: segments of any length up to 8, one-token ones that score nothing
+    books = [list(ids(1, n, seed=n)[0].split(size)) for n, size in ((29, 8), (17, 5), (9, 1))]
     for use_memory in (True, False):
-        together = stream_perplexity(model, streams, use_memory)
-        alone = [stream_perplexity(model, [s], use_memory) for s in streams]
-        assert together["tokens_scored"] == sum(a["tokens_scored"] for a in alone) == 25 + 14 + 7
+        together = stream_perplexity(model, books, use_memory)
+        alone = [stream_perplexity(model, [book], use_memory) for book in books[:2]]
+        assert together["tokens_scored"] == sum(a["tokens_scored"] for a in alone) == 25 + 13
         nll = sum(n for a in alone for n, _ in a["by_segment"])
         assert sum(n for n, _ in together["by_segment"]) == pytest.approx(nll, rel=1e-5)
+    with pytest.raises(ValueError, match="1 to 8 token ids"):
+        stream_perplexity(model, [[ids(1, 9)[0]]], use_memory=True)
+    with pytest.raises(ValueError, match="1 to 8 token ids"):
+        stream_perplexity(model, [[]], use_memory=True)
+    with pytest.raises(ValueError, match="no token to score"):
+        stream_perplexity(model, [books[2]], use_memory=True)
+
+
+def test_books_are_cut_where_remember_cuts_them(adapter_dir):
+    memory = Memory.load(adapter_dir)
+    text = asset_path(SAMPLE_TEXT).read_text(encoding="utf-8")
+    whole = book_segments(memory, text)
+    remembered = [memory.encode(p.text)[0].cpu() for p in memory._paragraphs(text)]
+    assert len(whole) == len(remembered) > 1  # the paragraphs remember writes, not chunks
+    assert all(torch.equal(a, b) for a, b in zip(whole, remembered, strict=True))
+    assert len({len(s) for s in whole}) > 1
+    for tokens in (1, 100, 1000):  # a prefix is segmented, with the whole text's segments
+        prefix = book_segments(memory, text, tokens)
+        assert sum(map(len, prefix)) == tokens
+        assert all(torch.equal(a, b) for a, b in zip(prefix[:-1], whole, strict=False))
+        assert torch.equal(prefix[-1], whole[len(prefix) - 1][: len(prefix[-1])])
+    everything = sum(map(len, whole))
+    assert sum(map(len, book_segments(memory, text, 10 * everything))) == everything
+    with pytest.raises(ValueError, match="at least 1"):
+        book_segments(memory, text, 0)
 
 
 @pytest.mark.parametrize(("entry_dtype", "itemsize"), [("float16", 2), ("float32", 4)])
@@ -175,10 +201,11 @@ def test_base_perplexity_is_the_frozen_base_on_the_same_tokens():
         )
     model = R3MemModel.from_base(base, R3MemConfig(num_memory_tokens=4, segment_length=16))
     randomize(model)  # adapters that change the LM: "base" must switch them off
-    frozen = stream_perplexity(model, [tokens], use_memory=False, adapters=False)
-    adapted = stream_perplexity(model, [tokens], use_memory=False)
+    book = list(tokens.split(16))
+    frozen = stream_perplexity(model, [book], use_memory=False, adapters=False)
+    adapted = stream_perplexity(model, [book], use_memory=False)
     assert frozen["tokens_scored"] == adapted["tokens_scored"] == 50 - 4
     assert frozen["ppl"] == pytest.approx(math.exp(nll / 46), rel=1e-5)
     assert adapted["ppl"] != pytest.approx(frozen["ppl"], rel=1e-3)
     with pytest.raises(ValueError, match="needs the adapters"):
-        stream_perplexity(model, [tokens], use_memory=True, adapters=False)
+        stream_perplexity(model, [book], use_memory=True, adapters=False)

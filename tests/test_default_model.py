@@ -3,7 +3,7 @@
 from transformers import AutoModelForCausalLM
 
 from r3mem.assets import DEFAULT_MODEL, SAMPLE_TEXT, asset_path
-from r3mem.bench.lm import stream_perplexity
+from r3mem.bench.lm import book_segments, stream_perplexity
 from r3mem.demo import run_demo
 from r3mem.memory import Memory
 from r3mem.model import R3MemModel
@@ -32,6 +32,6 @@ def test_memory_load_with_no_argument_opens_the_default_and_the_demo_runs():
     # (That memory does not yet beat no memory is in the model card: target missed.)
     base = AutoModelForCausalLM.from_pretrained(asset_path(DEFAULT_MODEL) / "base")
     fresh = R3MemModel.from_base(base, config)
-    stream = memory.encode(asset_path(SAMPLE_TEXT).read_text(encoding="utf-8"))[0]
-    untrained = stream_perplexity(fresh, [stream], use_memory=True)["ppl"]
+    segments = book_segments(memory, asset_path(SAMPLE_TEXT).read_text(encoding="utf-8"))
+    untrained = stream_perplexity(fresh, [segments], use_memory=True)["ppl"]
     assert figures["ppl_memory"] < 0.8 * untrained

@@ -11,7 +11,9 @@ from r3mem.losses import (
     reconstruction_loss,
     token_loss,
 )
+from r3mem.training.train import window_loss
 
+from .conftest import randomize
 from .test_model import ids, wrapped
 
 
@@ -37,7 +39,7 @@ def _term(model, text, name):
         return reconstruction_loss(model, paragraph, text)
     if name == "ent":
         return entity_loss(model, paragraph, text[:, :4])
-    return cycle_loss(model, paragraph, text)
+    return cycle_loss(model, paragraph, model.decode_logits(paragraph, text))
 
 
 @pytest.mark.parametrize("form", ["embedding", "kv"])
@@ -60,3 +62,28 @@ def test_cue_must_leave_something_to_recall():
     text = ids(1, 4)
     with pytest.raises(ValueError, match="cue_length"):
         document_recall_loss(model, model.init_memory(1), text, cue_length=4)
+
+
+def test_training_objective_is_the_terms_defined_here():
+    """window_loss shares one decoder pass between L_rec and L_cyc: the values must be the
+    terms as defined one by one, with padding masked."""
+    torch.manual_seed(0)
+    model = wrapped(doc_cue_length=3)
+    randomize(model)
+    text, entities = ids(2, 8), ids(2, 5, seed=1)
+    mask = torch.ones_like(text)
+    mask[1, 6:] = 0
+    batch = {"ids": text[:, None], "mask": mask[:, None]}
+    batch |= {"entities": entities[:, None], "entity_mask": torch.ones_like(entities)[:, None]}
+    with torch.no_grad():
+        _, terms = window_loss(model, batch, model.config)
+        paragraph = model.write(model.init_memory(2, level="paragraph"), text, mask)
+        logits = model.decode_logits(paragraph, text)
+        expected = {
+            "rec": reconstruction_loss(model, paragraph, text, mask),
+            "cyc": cycle_loss(model, paragraph, logits, mask),
+            "ent": entity_loss(model, paragraph, entities),
+        }
+    assert set(terms) == {"lm", "rec", "cyc", "ent"}  # one segment: no L_doc
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value.item(), rel=1e-5), name

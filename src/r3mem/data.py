@@ -112,11 +112,11 @@ def _build_cache(
         pieces.append(np.asarray(ids, dtype=dtype))
         total += len(ids)
     index_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tokens_path.with_suffix(".bin.tmp")
+    tmp = tokens_path.with_suffix(f".bin.{os.getpid()}.tmp")  # two runs may build one cache
     np.concatenate(pieces).tofile(tmp)
     os.replace(tmp, tokens_path)
     index = {"dtype": np.dtype(dtype).name, "doc_ids": doc_ids, "starts": starts, "tokens": total}
-    tmp = index_path.with_suffix(".json.tmp")
+    tmp = index_path.with_suffix(f".json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(index), encoding="utf-8")
     os.replace(tmp, index_path)  # the index last: its presence means the cache is whole
 
@@ -207,7 +207,7 @@ def load_segments(
         "entity_lengths": np.array([len(r) for r in entity_rows], dtype=np.int64),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # two runs may build one cache
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
     return Segments(**arrays)

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .assets import SAMPLE_TEXT, asset_path
-from .bench.lm import stream_perplexity
+from .bench.lm import book_segments, stream_perplexity
 from .bench.reconstruct import reconstruct_segments, reconstruction_scores
 from .data import pad_rows
 from .hierarchy import split_paragraphs
@@ -39,13 +39,14 @@ def run_demo(
     tokenizer, r3 = memory.tokenizer, memory.model
     source = Path(text) if text is not None else asset_path(SAMPLE_TEXT)
     (_, document), *_ = read_texts(source)
-    ids = memory.encode(document)
+    segments = book_segments(memory, document)  # the paragraphs remember() would write
     m, length = r3.config.num_memory_tokens, r3.config.segment_length
-    show(f"text: {source.name}, {len(document.encode()):,} bytes of UTF-8, {ids.shape[1]:,} tokens")
+    tokens = sum(map(len, segments))
+    show(f"text: {source.name}, {len(document.encode()):,} bytes of UTF-8, {tokens:,} tokens")
 
     state = r3.init_memory(1)
-    for start in tqdm(range(0, ids.shape[1], length), desc="writing", unit="segment"):
-        state = r3.write(state, ids[:, start : start + length])
+    for segment in tqdm(segments, desc="writing", unit="segment"):
+        state = r3.write(state, segment[None].to(r3.device))
     show(
         f"document memory: {m} slots x {state.memory.shape[-1]} values = {state.nbytes():,} bytes "
         f"({r3.config.memory_form} form), after absorbing {int(state.tokens_seen[0]):,} tokens"
@@ -66,9 +67,8 @@ def run_demo(
         show(_side_by_side(tokenizer.decode(row), tokenizer.decode(restored[i, : len(row)])))
 
     scores = reconstruction_scores(restored, batch, mask)
-    stream = ids[0]
-    with_memory = stream_perplexity(r3, [stream], use_memory=True)
-    without = stream_perplexity(r3, [stream], use_memory=False)
+    with_memory = stream_perplexity(r3, [segments], use_memory=True)
+    without = stream_perplexity(r3, [segments], use_memory=False)
     show(
         f"\nperplexity over the text ({with_memory['tokens_scored']:,} tokens scored): "
         f"{with_memory['ppl']:.2f} with memory, {without['ppl']:.2f} without"

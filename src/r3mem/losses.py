@@ -81,17 +81,18 @@ def entity_loss(
 def cycle_loss(
     model: R3MemModel,
     memory: MemoryState,
-    target_ids: torch.Tensor,
+    logits: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     level: str = "paragraph",
 ) -> torch.Tensor:
     """L_cyc: re-compress the decoder's soft reconstruction and match the memory it came from.
 
-    The soft reconstruction is each position's predicted distribution times the embedding table,
-    so the gradient reaches the decoder; the target memory is held fixed (stop-gradient), so the
-    term cannot be met by collapsing both sides. Returns mean (1 - cosine similarity).
+    ``logits`` are the decoder's teacher-forced logits over the text (``model.decode_logits``,
+    the same pass L_rec scores, so training runs it once). The soft reconstruction is each
+    position's predicted distribution times the embedding table, so the gradient reaches the
+    decoder; the target memory is held fixed (stop-gradient), so the term cannot be met by
+    collapsing both sides. Returns mean (1 - cosine similarity).
     """
-    logits = model.decode_logits(memory, target_ids, level=level)
     table = model.embed_tokens.weight
     soft = logits.float().softmax(-1).to(table.dtype) @ table  # [B, T, d]
     start = model.init_memory(memory.batch_size, level=level)

@@ -1,48 +1,94 @@
-"""Long-context language modelling: perplexity of streams read segment by segment."""
+"""Long-context language modelling: perplexity of books read segment by segment.
+
+A book is read in the segments the hierarchy cuts (paragraphs of at most ``segment_length``
+tokens, as ``Memory.remember`` writes them and as training reads them), not in fixed chunks
+that start mid-sentence: the adapters learn on paragraph segments, and on fixed chunks they
+are measured off the distribution they were trained on.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..data import pad_rows
+from ..hierarchy import split_paragraphs
 from ..losses import IGNORE
 from ..model import R3MemModel
+
+if TYPE_CHECKING:
+    from ..memory import Memory
+
+# Characters of a book segmented per token asked for at first; doubled until enough.
+_CHARS_PER_TOKEN = 8
+
+
+def book_segments(memory: Memory, text: str, tokens: int | None = None) -> list[torch.Tensor]:
+    """The first ``tokens`` tokens of ``text`` (None: all) as the segments ``remember`` writes,
+    the last one cut to make the count exact.
+
+    Only a prefix is segmented (sentence splitting a whole book takes a minute): the hierarchy
+    packs blank-line paragraphs greedily from the start, so a prefix cut at a blank line gives
+    the same segments except its last, which is never used.
+    """
+    if tokens is not None and tokens < 1:
+        raise ValueError(f"tokens must be None (the whole text) or at least 1, got {tokens}")
+    limit = memory.model.config.segment_length
+    size = (tokens or 0) * _CHARS_PER_TOKEN
+    while True:
+        cut = text.find("\n\n", size) if tokens else -1
+        pieces = split_paragraphs(text if cut < 0 else text[:cut], limit, memory.count_tokens)
+        segments = [memory.encode(piece)[0].cpu() for piece in pieces]
+        if cut >= 0:
+            segments = segments[:-1]  # the prefix's last segment may differ from the book's
+        if tokens is None or cut < 0 or sum(map(len, segments)) >= tokens:
+            break
+        size *= 2
+    out, total = [], 0
+    for segment in segments:
+        if tokens is not None and total + len(segment) >= tokens:
+            out.append(segment[: tokens - total])
+            break
+        out.append(segment)
+        total += len(segment)
+    return out
 
 
 @torch.no_grad()
 def stream_perplexity(
-    model: R3MemModel, streams: list[torch.Tensor], use_memory: bool, adapters: bool = True
+    model: R3MemModel, books: list[list[torch.Tensor]], use_memory: bool, adapters: bool = True
 ) -> dict[str, float]:
-    """Perplexity of token ``streams`` (1-D each) read side by side, ``segment_length`` tokens
-    at a time, one batch row per stream.
+    """Perplexity of ``books`` (each a list of 1-D segments of at most ``segment_length``
+    tokens) read side by side, one segment per step, one batch row per book.
 
-    With memory, each row carries the model's memory across its stream (whatever its
+    With memory, each row carries the model's memory across its book (whatever its
     ``memory_mode`` keeps); without, each segment is read alone. Every method scores the same
     tokens (all but the first of each segment), so the figures compare like with like.
     ``adapters=False`` scores them with the frozen base alone (LoRA and couplings off), which
     is what the adapters are measured against. ``by_segment`` holds (summed NLL, tokens) per
-    segment index, summed over the streams.
+    segment index, summed over the books.
     """
-    if not streams or any(s.dim() != 1 or len(s) < 2 for s in streams):
-        raise ValueError("stream_perplexity needs 1-D tensors of at least 2 token ids each")
+    width = model.config.segment_length
+    for segments in books:
+        if not segments or any(s.dim() != 1 or not 0 < len(s) <= width for s in segments):
+            raise ValueError(
+                f"stream_perplexity needs books of 1-D segments of 1 to {width} token ids"
+            )
+    if sum(len(s) - 1 for segments in books for s in segments) < 1:
+        raise ValueError("stream_perplexity has no token to score (every segment is 1 token)")
     if use_memory and not adapters:
         raise ValueError("the memory needs the adapters: use_memory=True with adapters=False")
-    streams = sorted(streams, key=len, reverse=True)  # the rows still reading are a prefix
-    ids, mask = pad_rows([s.tolist() for s in streams])
-    step = model.config.segment_length
-    state = model.init_memory(len(streams)) if use_memory else None
+    books = sorted(books, key=len, reverse=True)  # the rows still reading are a prefix
+    state = model.init_memory(len(books)) if use_memory else None
     by_segment = []
-    for start in range(0, ids.shape[1], step):
-        chunk_mask = mask[:, start : start + step]
-        rows = int((chunk_mask.sum(-1) >= 2).sum())  # a one-token chunk scores nothing
-        if rows == 0:
-            break
-        chunk = ids[:rows, start : start + step].to(model.device)
-        chunk_mask = chunk_mask[:rows].to(model.device)
+    for index in range(len(books[0])):
+        rows = sum(len(segments) > index for segments in books)
+        chunk, chunk_mask = pad_rows([b[index].tolist() for b in books[:rows]], width=width)
+        chunk, chunk_mask = chunk.to(model.device), chunk_mask.to(model.device)
         if state is not None:
             state = replace(state, memory=state.memory[:rows], tokens_seen=state.tokens_seen[:rows])
         if adapters:

@@ -1,6 +1,7 @@
 """``r3mem bench TASK``: each task measures every method it knows on the same tokens.
 
-lm:          perplexity of books (validation and test) streamed segment by segment, each
+lm:          perplexity of books (validation and test) streamed in the paragraph segments
+             the hierarchy cuts (as ``remember`` writes them), each
              method carrying its own memory across the book; ``none`` reads each segment
              alone, ``base`` reads it alone with the frozen base model (adapters off).
 reconstruct: paragraph segments written alone into memory and decoded back greedily, against
@@ -29,7 +30,7 @@ from ..readers import read_texts
 from .baselines import Method, load_methods, parse_methods
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
-from .lm import stream_perplexity
+from .lm import book_segments, stream_perplexity
 from .plots import history_curve, position_curve, ratio_curve
 from .rag import bench_rag
 from .reconstruct import (
@@ -67,16 +68,24 @@ def bench_lm(
     book_tokens: int,
     out: Path,
 ) -> list[dict]:
-    """Books streamed, one row per method and split; also perplexity by position (segment
-    index buckets 1, 2-3, 4-7, ...), plotted to ``out/lm_position-SPLIT.png``."""
-    splits = {Path(path).name: [text for _, text in read_texts(path)] for path in data}
-    splits = {split: books[: 2 if quick else None] for split, books in splits.items()}
+    """Books streamed in their hierarchy segments, one row per method and split; also
+    perplexity by position (segment index buckets 1, 2-3, 4-7, ...), plotted to
+    ``out/lm_position-SPLIT.png``."""
+    texts = {Path(path).name: [text for _, text in read_texts(path)] for path in data}
+    texts = {split: books[: 2 if quick else None] for split, books in texts.items()}
     limit = 2048 if quick else book_tokens or None
-    rows, curves = [], {split: {} for split in splits}
+    splits: dict[str, list[list[torch.Tensor]]] = {}  # cut once, by the first method's memory
+    vocab = None
+    rows, curves = [], {split: {} for split in texts}
     for method, memory in tqdm(load_methods(methods, model), total=len(methods), desc="lm"):
+        if vocab is None:
+            vocab = memory.tokenizer.get_vocab()
+            for split, books in texts.items():
+                splits[split] = [book_segments(memory, text, limit) for text in books]
+        elif memory.tokenizer.get_vocab() != vocab:
+            raise ValueError(f"{method.name}: another tokenizer; lm compares identical tokens")
         for split, books in splits.items():
-            streams = [memory.encode(text)[0][:limit].cpu() for text in books]
-            scored = stream_perplexity(memory.model, streams, method.use_memory, method.adapters)
+            scored = stream_perplexity(memory.model, books, method.use_memory, method.adapters)
             curves[split][method.name] = _by_position(scored["by_segment"])
             rows.append(
                 {
@@ -84,6 +93,7 @@ def bench_lm(
                     "data": split,
                     "ppl": scored["ppl"],
                     "tokens_scored": scored["tokens_scored"],
+                    "segments": sum(map(len, books)),
                     "books": len(books),
                 }
             )

@@ -27,7 +27,7 @@ from ..checkpoint import load_base, load_trainable
 from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
 from ..data import Segments, load_segments
-from ..losses import cycle_loss, document_recall_loss, entity_loss, reconstruction_loss
+from ..losses import cycle_loss, document_recall_loss, entity_loss, token_loss
 from ..model import R3MemModel
 from .common import (
     Checkpoint,
@@ -85,15 +85,17 @@ def window_loss(
         if not (config.lambda_rec or config.lambda_ent or config.lambda_cyc):
             continue  # the LM-only baselines: no paragraph memory to write
         paragraph = model.write(model.init_memory(size, "paragraph"), segment, segment_mask)
-        if config.lambda_rec > 0:
-            add("rec", reconstruction_loss(model, paragraph, segment, segment_mask))
+        if config.lambda_rec > 0 or config.lambda_cyc > 0:
+            logits = model.decode_logits(paragraph, segment)  # one pass for L_rec and L_cyc
+            if config.lambda_rec > 0:
+                add("rec", token_loss(logits, labels))
+            if config.lambda_cyc > 0:
+                add("cyc", cycle_loss(model, paragraph, logits, segment_mask))
         if config.lambda_ent > 0:
             add(
                 "ent",
                 entity_loss(model, paragraph, batch["entities"][:, t], batch["entity_mask"][:, t]),
             )
-        if config.lambda_cyc > 0:
-            add("cyc", cycle_loss(model, paragraph, segment, segment_mask))
     cue = config.doc_cue_length
     if config.lambda_doc > 0 and span > 1 and 0 < cue < ids.shape[2]:
         terms["doc"] = document_recall_loss(model, document, ids[:, 0], cue, mask[:, 0])
