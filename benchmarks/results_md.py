@@ -23,10 +23,12 @@ smaller than the shipped default's 800 steps. Baselines: `none` (the segment alo
 L_ent), `-nocycle`, `-m4` / `-m16` (memory tokens; m = 8 otherwise), `-kv` (memory form).
 Retrieval (`rag`) and conversations (`conv`) are measured with the shipped default.
 
-- **lm**: perplexity of the books of each split, streamed 64 tokens at a time with each
-  method's memory carried across the book (the first 16,384 tokens of each book unless
-  `--book-tokens 0`); every method scores the same tokens (`tokens_scored`); `base` is the
-  frozen base model they all share, alone (adapters off).
+- **lm**: perplexity of the books of each split, read in the segments the hierarchy cuts
+  (paragraphs of at most 64 tokens, as `remember` writes them and training reads them; not
+  fixed chunks that start mid-sentence) with each method's memory carried across the book
+  (the first 16,384 tokens of each book unless `--book-tokens 0`); every method scores the
+  same tokens (`tokens_scored`: all but the first of each segment); `base` is the frozen
+  base model they all share, alone (adapters off).
 - **reconstruct**: paragraphs written alone and decoded back greedily (`token_acc`,
   `exact_match`, `bleu`) at compression = segment tokens ÷ memory tokens; `doc_*`: the rest
   of a segment recalled from the document memory written over it and the next one, given
