@@ -82,7 +82,7 @@ for config in configs/bench/*.toml; do
     case $name in r3mem* | icae*) decoders+=("$name") ;; *) others+=("$name") ;; esac
 done
 for name in "${decoders[@]}" "${others[@]}"; do
-    job "train $name" $R3MEM train --config "$RUNS/$name.toml" --out "$RUNS/$name" \
+    job "train-$name" $R3MEM train --config "$RUNS/$name.toml" --out "$RUNS/$name" \
         "${STEPS[@]}" --resume
 done
 drain
@@ -92,14 +92,16 @@ specs() {  # specs NAME...: "NAME=RUNS/NAME/adapter,..."
     echo "${out[*]}"
 }
 
-# 2. Every task, lm (the longest) first (the adapters that were taught to decode are the ones
-#    reconstruct measures; lm's `base` is the frozen base they all share, adapters off).
-job "bench lm" $R3MEM bench lm --model "$RUNS/r3mem/adapter" \
+# 2. Every task: lm beside reconstruct, then cost alone (the adapters that were taught to
+#    decode are the ones reconstruct measures; lm's `base` is the frozen base they all share).
+job bench-lm $R3MEM bench lm --model "$RUNS/r3mem/adapter" \
     --methods "base,$(specs "${decoders[@]}" "${others[@]}")" --data "$VALID,$TEST" "${QUICK[@]}" \
     --out "$OUT"
-job "bench reconstruct" $R3MEM bench reconstruct --methods "$(specs "${decoders[@]}")" \
+job bench-reconstruct $R3MEM bench reconstruct --methods "$(specs "${decoders[@]}")" \
     --data "$VALID" "${QUICK[@]}" --out "$OUT"
-job "bench cost" $R3MEM bench cost --model "$RUNS/r3mem/adapter" "${QUICK[@]}" --out "$OUT"
+drain
+THREADS=$(nproc)  # cost times itself: alone, on every core
+job bench-cost $R3MEM bench cost --model "$RUNS/r3mem/adapter" "${QUICK[@]}" --out "$OUT"
 drain
 
 # 3. The page.

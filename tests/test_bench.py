@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from r3mem.bank import round_state
 from r3mem.bench.baselines import Method, parse_methods
 from r3mem.bench.lm import book_segments, stream_perplexity
 from r3mem.bench.reconstruct import exact_recall_cost
+from r3mem.bench.report import git_revision
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
 from r3mem.memory import Memory
@@ -209,3 +211,23 @@ def test_base_perplexity_is_the_frozen_base_on_the_same_tokens():
     assert adapted["ppl"] != pytest.approx(frozen["ppl"], rel=1e-3)
     with pytest.raises(ValueError, match="needs the adapters"):
         stream_perplexity(model, [book], use_memory=True, adapters=False)
+
+
+def test_reports_written_beside_a_run_do_not_make_it_dirty(tmp_path, monkeypatch):
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("code.py", "results/lm.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("0")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    monkeypatch.chdir(tmp_path)
+    clean = git_revision(tmp_path / "results")
+    assert len(clean) >= 7 and "dirty" not in clean
+    (tmp_path / "results" / "lm.json").write_text("1")  # another bench job's report
+    assert git_revision("results") == clean
+    assert git_revision() == clean + "+dirty"
+    (tmp_path / "code.py").write_text("1")
+    assert git_revision("results") == clean + "+dirty"

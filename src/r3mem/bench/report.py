@@ -14,18 +14,31 @@ from typing import Any
 import torch
 
 
-def git_revision() -> str:
-    """The checkout's short revision, with ``+dirty`` when it has uncommitted changes."""
+def git_revision(results: str | Path | None = None) -> str:
+    """The checkout's short revision, with ``+dirty`` when a tracked file has uncommitted
+    changes; files under ``results`` do not count (reports that bench jobs beside this one
+    have just written there change no code)."""
     try:
+        git = ["git", "-C", str(Path.cwd())]
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        top = subprocess.run(
+            [*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return rev + ("+dirty" if dirty else "")
+    changed = [Path(top, line[3:].split(" -> ")[-1]).resolve() for line in status]
+    if results is not None:
+        results = Path(results).resolve()
+        changed = [path for path in changed if not path.is_relative_to(results)]
+    return rev + ("+dirty" if changed else "")
 
 
 def hardware() -> str:
@@ -40,7 +53,7 @@ def write_report(
     """Write ``out/TASK.json`` and ``out/TASK.md``; returns the JSON object."""
     report = {
         "task": task,
-        "git_rev": git_revision(),
+        "git_rev": git_revision(out),
         "seed": seed,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "hardware": hardware(),
