@@ -14,7 +14,6 @@ from .assets import SAMPLE_TEXT, asset_path
 from .bench.lm import book_segments, stream_perplexity
 from .bench.reconstruct import reconstruct_segments, reconstruction_scores
 from .data import pad_rows
-from .hierarchy import split_paragraphs
 from .memory import Memory
 from .readers import read_texts
 
@@ -52,10 +51,7 @@ def run_demo(
         f"({r3.config.memory_form} form), after absorbing {int(state.tokens_seen[0]):,} tokens"
     )
 
-    count = memory.count_tokens
-    paragraphs = [p for p in split_paragraphs(document, length, count) if count(p) >= length // 2]
-    chosen = paragraphs[:3]
-    rows = [tokenizer(p, add_special_tokens=False).input_ids[:length] for p in chosen]
+    rows = [s.tolist() for s in segments if len(s) >= length // 2][:3]  # the longer paragraphs
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch, mask = pad_rows(rows, pad, width=length)
     restored = reconstruct_segments(r3, batch, mask)

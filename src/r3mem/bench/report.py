@@ -19,15 +19,14 @@ def git_revision(results: str | Path | None = None) -> str:
     changes; files under ``results`` do not count (reports that bench jobs beside this one
     have just written there change no code)."""
     try:
-        git = ["git", "-C", str(Path.cwd())]
         rev = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
         top = subprocess.run(
-            [*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no"],
             capture_output=True,
             text=True,
             check=True,
