@@ -13,7 +13,7 @@ from r3mem import R3MemConfig, R3MemModel
 from r3mem.assets import SAMPLE_TEXT, asset_path
 from r3mem.bank import round_state
 from r3mem.bench.baselines import Method, parse_methods
-from r3mem.bench.lm import book_segments, stream_perplexity
+from r3mem.bench.lm import book_chunks, book_segments, read_book, stream_perplexity
 from r3mem.bench.reconstruct import exact_recall_cost
 from r3mem.bench.report import git_revision
 from r3mem.bench.tasks import run_bench
@@ -37,12 +37,15 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
     for row in saved["results"]:
         assert f"| {row['method']} |" in table
     if task == "lm":
-        by_method = {row["method"]: row for row in saved["results"]}
-        assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
-        assert by_method["base"]["tokens_scored"] == by_method["none"]["tokens_scored"]
-        assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
-        png = tmp_path / f"lm_position-{Path(SAMPLE).name}.png"
-        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert {row["reading"] for row in saved["results"]} == {"paragraphs", "chunks"}
+        for reading, suffix in (("paragraphs", ""), ("chunks", "-chunks")):
+            rows = [row for row in saved["results"] if row["reading"] == reading]
+            by_method = {row["method"]: row for row in rows}
+            assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
+            assert by_method["base"]["tokens_scored"] == by_method["none"]["tokens_scored"]
+            assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
+            png = tmp_path / f"lm_position-{Path(SAMPLE).name}{suffix}.png"
+            assert png.read_bytes()[:4] == b"\x89PNG"
     else:
         (row,) = saved["results"]
         assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
@@ -82,7 +85,8 @@ def test_lm_compares_trained_peers_on_identical_tokens(adapter_dir, tmp_path):
     data = f"{SAMPLE},{ALICE}"
     report = run_bench("lm", model=str(adapter_dir), methods=methods, data=data, quick=True,
                        out=str(tmp_path))  # fmt: skip
-    rows = {(row["method"], row["data"]): row for row in report["results"]}
+    rows = {(row["method"], row["data"]): row for row in report["results"]
+            if row["reading"] == "paragraphs"}  # fmt: skip
     assert set(rows) == {(m, Path(d).name) for m in ("a", "b", "none") for d in (SAMPLE, ALICE)}
     for split in (Path(SAMPLE).name, Path(ALICE).name):
         assert rows["a", split]["ppl"] == rows["b", split]["ppl"]  # the same model twice
@@ -127,6 +131,22 @@ def test_books_are_cut_where_remember_cuts_them(adapter_dir):
     assert sum(map(len, book_segments(memory, text, 10 * everything))) == everything
     with pytest.raises(ValueError, match="at least 1"):
         book_segments(memory, text, 0)
+
+
+def test_books_are_read_in_chunks_as_a_stream(adapter_dir):
+    memory = Memory.load(adapter_dir)
+    text = asset_path(SAMPLE_TEXT).read_text(encoding="utf-8")
+    stream = memory.encode(text)[0].cpu()
+    width = memory.model.config.segment_length
+    for tokens in (1, 100, 1000, None):
+        chunks = book_chunks(memory, text, tokens)
+        assert torch.equal(torch.cat(chunks), stream[:tokens])  # a prefix of the whole stream
+        assert all(len(c) == width for c in chunks[:-1]) and 0 < len(chunks[-1]) <= width
+    assert read_book(memory, text, "chunks", 100)[0].tolist() == stream[:width].tolist()
+    with pytest.raises(ValueError, match="reading must be one of"):
+        read_book(memory, text, "sentences", 100)
+    with pytest.raises(ValueError, match="at least 1"):
+        book_chunks(memory, text, 0)
 
 
 @pytest.mark.parametrize(("entry_dtype", "itemsize"), [("float16", 2), ("float32", 4)])

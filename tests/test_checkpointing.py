@@ -6,6 +6,7 @@ import torch
 
 from r3mem import R3MemConfig, R3MemModel
 from r3mem.checkpointing import enable_gradient_checkpointing
+from r3mem.training.stages import objective
 from r3mem.training.train import window_loss
 
 from .conftest import VOCAB, make_base, randomize
@@ -33,7 +34,7 @@ def gradients(config: R3MemConfig, checkpoint: str) -> dict[str, torch.Tensor]:
     elif checkpoint == "plain":  # what a user enabling it on the base would get
         model.base.activation_checkpointing_enable()
     model.train()
-    loss, _ = window_loss(model, batch(), config)
+    loss, _ = window_loss(model, batch(), objective(config))
     loss.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 

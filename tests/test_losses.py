@@ -11,6 +11,7 @@ from r3mem.losses import (
     reconstruction_loss,
     token_loss,
 )
+from r3mem.training.stages import objective
 from r3mem.training.train import window_loss
 
 from .conftest import randomize
@@ -76,7 +77,7 @@ def test_training_objective_is_the_terms_defined_here():
     batch = {"ids": text[:, None], "mask": mask[:, None]}
     batch |= {"entities": entities[:, None], "entity_mask": torch.ones_like(entities)[:, None]}
     with torch.no_grad():
-        _, terms = window_loss(model, batch, model.config)
+        _, terms = window_loss(model, batch, objective(model.config))
         paragraph = model.write(model.init_memory(2, level="paragraph"), text, mask)
         logits = model.decode_logits(paragraph, text)
         expected = {

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from r3mem.losses import lm_loss
+from r3mem.training.stages import objective
 from r3mem.training.train import window_loss
 
 from .conftest import make_base, randomize
@@ -137,7 +138,7 @@ def test_a_training_step_reaches_what_the_mode_uses(mode, trained):
         "entities": ids(2, 8, seed=4).view(2, 2, 4),
         "entity_mask": torch.ones(2, 2, 4, dtype=torch.long),
     }
-    loss, terms = window_loss(model, batch, model.config)
+    loss, terms = window_loss(model, batch, objective(model.config))
     assert set(terms) == ({"lm"} if overrides else {"lm", "rec", "ent", "cyc", "doc"})
     loss.backward()
     reached = {
@@ -154,6 +155,6 @@ def test_a_training_step_reaches_what_the_mode_uses(mode, trained):
     for _ in range(5):
         optimizer.step()
         optimizer.zero_grad()
-        loss, _ = window_loss(model, batch, model.config)
+        loss, _ = window_loss(model, batch, objective(model.config))
         loss.backward()
     assert loss.item() < before

@@ -1,5 +1,6 @@
 """r3mem train: the full objective runs, resumes exactly, and two processes stay in step."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def test_resume_continues_the_loss_curve_exactly(base_dir, tmp_path):
 def test_two_processes_keep_identical_parameters(base_dir, tmp_path):
     config = adapter_config(base_dir, tmp_path / "ddp", steps=3)
     (tmp_path / "ddp").mkdir()
-    fields = {k: v for k, v in vars(config).items() if k != "model_config"}
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     # accelerate's multi-process launcher; on a machine without a GPU it runs MULTI_CPU (gloo).
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
     launch += ["--num_processes=2", "--num_machines=1", "--num_cpu_threads_per_process=1"]

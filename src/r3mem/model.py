@@ -185,8 +185,17 @@ class R3MemModel(nn.Module):
             parts.insert(0, memory.to(inputs_embeds.dtype))
             masks.insert(0, modes.slot_mask(memory))
         embeds, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # [B, prefix + T + m, d]
-        # Write tokens follow the last real token even when the text is right-padded.
+        # Text positions count real tokens; the write tokens sit at fixed positions after the
+        # text's start (segment_length + j), however long the text: each slot then sees the
+        # text, and the decoder sees each slot, at the same relative offsets (RoPE) in every
+        # segment. Measured on the shipped base (16 -> 8 autoencoding, 750 steps): greedy
+        # 0.91 against 0.80 when the write tokens followed the last real token.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1] :]
+        if m:
+            text_start = positions[:, -(length + m), None]  # [B, 1]
+            offset = max(self.config.segment_length, length)
+            slots = torch.arange(m, device=positions.device) + offset
+            positions = torch.cat([positions[:, :-m], text_start + slots], dim=1)
         with self._path("write"):
             out = self.base.base_model(
                 inputs_embeds=embeds,

@@ -1,9 +1,9 @@
 """Long-context language modelling: perplexity of books read segment by segment.
 
-A book is read in the segments the hierarchy cuts (paragraphs of at most ``segment_length``
-tokens, as ``Memory.remember`` writes them and as training reads them), not in fixed chunks
-that start mid-sentence: the adapters learn on paragraph segments, and on fixed chunks they
-are measured off the distribution they were trained on.
+A book is read two ways (``READINGS``): in the segments the hierarchy cuts (paragraphs of at
+most ``segment_length`` tokens, as ``Memory.remember`` writes them), and in fixed chunks of
+``segment_length`` tokens that start wherever the last one stopped, mid-sentence, as a user
+streams text as it comes.
 """
 
 from __future__ import annotations
@@ -25,6 +25,34 @@ if TYPE_CHECKING:
 
 # Characters of a book segmented per token asked for at first; doubled until enough.
 _CHARS_PER_TOKEN = 8
+READINGS = ("paragraphs", "chunks")
+
+
+def read_book(memory: Memory, text: str, reading: str, tokens: int | None = None):
+    """The first ``tokens`` tokens of ``text`` (None: all) as 1-D segments, cut as
+    ``reading`` says: ``paragraphs`` (:func:`book_segments`) or ``chunks``."""
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {', '.join(READINGS)}; got {reading!r}")
+    if reading == "paragraphs":
+        return book_segments(memory, text, tokens)
+    return book_chunks(memory, text, tokens)
+
+
+def book_chunks(memory: Memory, text: str, tokens: int | None = None) -> list[torch.Tensor]:
+    """The first ``tokens`` tokens of ``text`` (None: all) in chunks of ``segment_length``.
+
+    Only a prefix is tokenised, long enough to hold one token more than asked for, so the
+    last token kept is never one that the cut split."""
+    if tokens is not None and tokens < 1:
+        raise ValueError(f"tokens must be None (the whole text) or at least 1, got {tokens}")
+    size = (tokens or 0) * _CHARS_PER_TOKEN
+    while True:
+        whole = tokens is None or size >= len(text)
+        ids = memory.encode(text if whole else text[:size])[0].cpu()
+        if whole or len(ids) > tokens:
+            break
+        size *= 2
+    return list(ids[:tokens].split(memory.model.config.segment_length))
 
 
 def book_segments(memory: Memory, text: str, tokens: int | None = None) -> list[torch.Tensor]:

@@ -1,9 +1,10 @@
 """``r3mem bench TASK``: each task measures every method it knows on the same tokens.
 
 lm:          perplexity of books (validation and test) streamed in the paragraph segments
-             the hierarchy cuts (as ``remember`` writes them), each
-             method carrying its own memory across the book; ``none`` reads each segment
-             alone, ``base`` reads it alone with the frozen base model (adapters off).
+             the hierarchy cuts (as ``remember`` writes them) and in fixed chunks (as text
+             streams in), each method carrying its own memory across the book; ``none``
+             reads each segment alone, ``base`` reads it alone with the frozen base model
+             (adapters off).
 reconstruct: paragraph segments written alone into memory and decoded back greedily, against
              compression ratio; document-level recall; the cost of exact recall.
 cost:        throughput, bytes per 1k history tokens, peak RSS, and seconds per token as the
@@ -30,7 +31,7 @@ from ..readers import read_texts
 from .baselines import Method, load_methods, parse_methods
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
-from .lm import book_segments, stream_perplexity
+from .lm import READINGS, read_book, stream_perplexity
 from .plots import history_curve, position_curve, ratio_curve
 from .rag import bench_rag
 from .reconstruct import (
@@ -67,38 +68,44 @@ def bench_lm(
     quick: bool,
     book_tokens: int,
     out: Path,
+    readings: tuple[str, ...] = READINGS,
 ) -> list[dict]:
-    """Books streamed in their hierarchy segments, one row per method and split; also
+    """Books streamed in each of ``readings``, one row per method, split and reading; also
     perplexity by position (segment index buckets 1, 2-3, 4-7, ...), plotted to
-    ``out/lm_position-SPLIT.png``."""
+    ``out/lm_position-SPLIT[-chunks].png``."""
     texts = {Path(path).name: [text for _, text in read_texts(path)] for path in data}
     texts = {split: books[: 2 if quick else None] for split, books in texts.items()}
     limit = 2048 if quick else book_tokens or None
-    splits: dict[str, list[list[torch.Tensor]]] = {}  # cut once, by the first method's memory
+    streams: dict[tuple[str, str], list[list[torch.Tensor]]] = {}  # cut once, by the first
     vocab = None
-    rows, curves = [], {split: {} for split in texts}
+    rows, curves = [], {}
     for method, memory in tqdm(load_methods(methods, model), total=len(methods), desc="lm"):
         if vocab is None:
             vocab = memory.tokenizer.get_vocab()
             for split, books in texts.items():
-                splits[split] = [book_segments(memory, text, limit) for text in books]
+                for reading in readings:
+                    cut = [read_book(memory, text, reading, limit) for text in books]
+                    streams[split, reading] = cut
         elif memory.tokenizer.get_vocab() != vocab:
             raise ValueError(f"{method.name}: another tokenizer; lm compares identical tokens")
-        for split, books in splits.items():
+        for (split, reading), books in streams.items():
             scored = stream_perplexity(memory.model, books, method.use_memory, method.adapters)
-            curves[split][method.name] = _by_position(scored["by_segment"])
+            curve = curves.setdefault((split, reading), {})
+            curve[method.name] = _by_position(scored["by_segment"])
             rows.append(
                 {
                     "method": method.name,
                     "data": split,
+                    "reading": reading,
                     "ppl": scored["ppl"],
                     "tokens_scored": scored["tokens_scored"],
                     "segments": sum(map(len, books)),
                     "books": len(books),
                 }
             )
-    for split, curve in curves.items():
-        position_curve(curve, out / f"lm_position-{split}.png")
+    for (split, reading), curve in curves.items():
+        suffix = "" if reading == "paragraphs" else f"-{reading}"
+        position_curve(curve, out / f"lm_position-{split}{suffix}.png")
     return rows
 
 

@@ -1,19 +1,21 @@
-"""``r3mem train``: R³Mem's adapters on a frozen base, with the full objective of DESIGN 2.5.
+"""``r3mem train``: R³Mem's adapters on a frozen base, with the objective of DESIGN 2.5, in
+stages (:mod:`r3mem.training.stages`: autoencoding with a length curriculum, then the whole
+objective).
 
 Each sample is a window of ``bptt_segments`` consecutive segments of one document. Per
 segment: the LM loss given the recurrent document memory (L_lm), and the segment's own
 paragraph memory decoded back to its text (L_rec), to its entity list (L_ent) and
 re-compressed from the soft reconstruction (L_cyc). After the window: the document memory
-plus a cue recalls the rest of the first segment (L_doc). A term whose λ is 0 is not computed,
-so the baselines of ``configs/bench/`` (LM-only, other memory modes) train through the same
-loop. Gradients are averaged across processes by ``accelerate``, so one process or many train
-the same model.
+plus a cue recalls the rest of the first segment (L_doc). A term whose weight is 0 is not
+computed, so the baselines of ``configs/bench/`` (LM-only, other memory modes) and the
+autoencoding stage train through the same loop. Gradients are averaged across processes by
+``accelerate``, so one process or many train the same model.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from ..bench.reconstruct import reconstruct_segments, reconstruction_scores
 from ..checkpoint import load_base, load_trainable
 from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
-from ..data import Segments, load_segments
+from ..data import Corpus, Segments, load_corpus, load_segments
 from ..losses import cycle_loss, document_recall_loss, entity_loss, token_loss
 from ..model import R3MemModel
 from .common import (
@@ -36,26 +38,41 @@ from .common import (
     check_positive,
     make_accelerator,
     make_optimizer,
-    make_schedule,
 )
+from .stages import Stage, build_stages, stage_at
 
 
 @dataclass
 class TrainConfig(RunConfig):
-    """One adapter run; the ``[r3mem]`` table of the TOML file holds the R3MemConfig fields."""
+    """One adapter run; the ``[r3mem]`` table of the TOML file holds the R3MemConfig fields and
+    each ``[[stage]]`` table one stage (none: one stage of ``steps`` steps)."""
 
     base_model: str = "runs/base-tiny-books"
     out_dir: str = "runs/r3mem-tiny-books"
     r3mem: dict[str, Any] = field(default_factory=dict)
+    stage: list[dict[str, Any]] = field(default_factory=list)
     entity_length: int = 24
-    steps: int = 2000
+    steps: int | None = None  # with stages: their sum (leave it out); without: default 2000
     lr: float = 2e-3
     eval_segments: int = 64
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        if self.stage and self.steps is not None:
+            total = sum(t.get("steps", 0) for t in self.stage if isinstance(t, dict))
+            if self.steps != total:
+                raise ValueError(
+                    f"TrainConfig.steps={self.steps} but the stages sum to {total}: with "
+                    "[[stage]] tables, steps is their sum (leave it out)"
+                )
+        if not self.stage and self.steps is None:
+            self.steps = 2000
         self.model_config = R3MemConfig.from_dict(self.r3mem)
+        run = {"steps": self.steps or 1, "batch_size": self.batch_size, "lr": self.lr}
+        run |= {"warmup": self.warmup, "min_lr_ratio": self.min_lr_ratio}
+        self.stages = build_stages(self.stage, self.model_config, run)
+        self.steps = sum(stage.steps for stage in self.stages)
+        super().__post_init__()
         check_positive(self, "entity_length", "eval_segments")
         if self.gradient_checkpointing and self.model_config.memory_form == "kv":
             raise ValueError(
@@ -65,11 +82,14 @@ class TrainConfig(RunConfig):
 
 
 def window_loss(
-    model: R3MemModel, batch: dict[str, torch.Tensor], config: R3MemConfig
+    model: R3MemModel, batch: dict[str, torch.Tensor], stage: Stage
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The objective on one batch of windows ``[B, S, L]``; returns (loss, each term's value)."""
     ids, mask = batch["ids"], batch["mask"]
     size, span = ids.shape[:2]
+    weights = stage.weights()
+    decoding = weights["rec"] > 0 or weights["ent"] > 0 or weights["cyc"] > 0
+    carry = weights["lm"] > 0 or (weights["doc"] > 0 and span > 1)  # the document memory
     terms: dict[str, torch.Tensor] = {}
 
     def add(name: str, value: torch.Tensor) -> None:
@@ -79,41 +99,83 @@ def window_loss(
     for t in range(span):
         segment, segment_mask = ids[:, t], mask[:, t]
         labels = segment.masked_fill(segment_mask == 0, -100)
-        out = model(input_ids=segment, memory=document, labels=labels, attention_mask=segment_mask)
-        add("lm", out.loss)
-        document = out.memory
-        if not (config.lambda_rec or config.lambda_ent or config.lambda_cyc):
-            continue  # the LM-only baselines: no paragraph memory to write
-        paragraph = model.write(model.init_memory(size, "paragraph"), segment, segment_mask)
-        if config.lambda_rec > 0 or config.lambda_cyc > 0:
-            logits = model.decode_logits(paragraph, segment)  # one pass for L_rec and L_cyc
-            if config.lambda_rec > 0:
-                add("rec", token_loss(logits, labels))
-            if config.lambda_cyc > 0:
-                add("cyc", cycle_loss(model, paragraph, logits, segment_mask))
-        if config.lambda_ent > 0:
-            add(
-                "ent",
-                entity_loss(model, paragraph, batch["entities"][:, t], batch["entity_mask"][:, t]),
+        paragraph = None
+        if carry and weights["lm"] > 0:
+            out = model(
+                input_ids=segment, memory=document, labels=labels, attention_mask=segment_mask
             )
-    cue = config.doc_cue_length
-    if config.lambda_doc > 0 and span > 1 and 0 < cue < ids.shape[2]:
+            add("lm", out.loss)
+            document = out.memory
+        elif carry:
+            document = model.write(document, segment, segment_mask)
+        if carry and t == 0:  # the cell read the initial memory, as a paragraph write does
+            paragraph = replace(document, level="paragraph")
+        if not decoding:
+            continue  # the LM-only baselines: no paragraph memory to write
+        if paragraph is None:
+            paragraph = model.write(model.init_memory(size, "paragraph"), segment, segment_mask)
+        if weights["rec"] > 0 or weights["cyc"] > 0:
+            logits = model.decode_logits(paragraph, segment)  # one pass for L_rec and L_cyc
+            if weights["rec"] > 0:
+                add("rec", token_loss(logits, labels))
+            if weights["cyc"] > 0:
+                add("cyc", cycle_loss(model, paragraph, logits, segment_mask))
+        entity_mask = batch["entity_mask"][:, t]
+        if weights["ent"] > 0 and entity_mask.any():  # rows cut from running text have none
+            add("ent", entity_loss(model, paragraph, batch["entities"][:, t], entity_mask))
+    cue = stage.doc_cue_length
+    if weights["doc"] > 0 and span > 1 and 0 < cue < ids.shape[2]:
         terms["doc"] = document_recall_loss(model, document, ids[:, 0], cue, mask[:, 0])
-    weights = {"lm": 1.0, "rec": config.lambda_rec, "ent": config.lambda_ent}
-    weights |= {"cyc": config.lambda_cyc, "doc": config.lambda_doc}
     loss = sum(weights[name] * value for name, value in terms.items())
     return loss, {name: float(value.detach()) for name, value in terms.items()}
 
 
-def evaluate(model: R3MemModel, segments: Segments, count: int) -> dict[str, float]:
-    """Greedy reconstruction of fixed validation segments from their paragraph memories."""
+def draw_batch(
+    segments: Segments,
+    corpus: Corpus | None,
+    stage: Stage,
+    draw: list[int],
+) -> dict[str, torch.Tensor]:
+    """The stage's ``batch_size`` windows ``[B, S, L]``; they depend only on ``draw``.
+
+    Most rows are ``bptt_segments`` consecutive segments of one document, each cut to the
+    stage's ``segment_length``; ``chunk_fraction`` of them are cut at fixed length from the
+    running text (entity lists empty)."""
+    size, span, length = stage.batch_size, stage.bptt_segments, stage.segment_length
+    chunks = round(stage.chunk_fraction * size)
+    starts = segments.window_starts(span)
+    rng = np.random.default_rng(draw)
+    rows = rng.choice(starts, size=size - chunks)[:, None] + np.arange(span)
+    batch = segments.batch(rows)
+    batch["ids"], batch["mask"] = batch["ids"][..., :length], batch["mask"][..., :length]
+    if chunks:
+        text = corpus.windows(span * length, chunks, draw[0], [*draw[1:], 1])
+        empty = torch.zeros(chunks, span, batch["entities"].shape[-1], dtype=torch.long)
+        parts = {
+            "ids": text.view(chunks, span, length),
+            "mask": torch.ones(chunks, span, length, dtype=torch.long),
+            "entities": empty,
+            "entity_mask": empty,
+        }
+        batch = {key: torch.cat([batch[key], parts[key]]) for key in batch}
+    return batch
+
+
+def evaluate(model: R3MemModel, segments: Segments, count: int, length: int) -> dict[str, float]:
+    """Greedy reconstruction of fixed validation segments from their paragraph memories, at
+    the model's segment length and, when a stage reads shorter segments, at that length."""
     model.eval()
     rows = np.linspace(0, len(segments) - 1, num=min(count, len(segments))).astype(np.int64)
     batch = segments.batch(rows)
-    restored = reconstruct_segments(model, batch["ids"], batch["mask"])
-    scores = reconstruction_scores(restored, batch["ids"], batch["mask"])
+    record = {}
+    for name, cut in (("rec", batch["ids"].shape[1]), ("rec_stage", length)):
+        if name == "rec_stage" and cut >= batch["ids"].shape[1]:
+            break
+        ids, mask = batch["ids"][:, :cut], batch["mask"][:, :cut]
+        scores = reconstruction_scores(reconstruct_segments(model, ids, mask), ids, mask)
+        record |= {f"{name}_token_acc": scores["token_acc"], f"{name}_exact": scores["exact_match"]}
     model.train()
-    return {"rec_token_acc": scores["token_acc"], "rec_exact": scores["exact_match"]}
+    return record
 
 
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> R3MemModel:
@@ -122,7 +184,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     out = Path(config.out_dir)
     accelerator = make_accelerator(config.mixed_precision)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    model_config = config.model_config
+    model_config, stages = config.model_config, config.stages
     segment_length = model_config.segment_length
     train_set = load_segments(
         config.train_data, tokenizer, segment_length, config.entity_length, config.cache_dir
@@ -130,11 +192,15 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     valid_set = load_segments(
         config.valid_data, tokenizer, segment_length, config.entity_length, config.cache_dir
     )
-    starts = train_set.window_starts(model_config.bptt_segments)
-    if len(starts) == 0:
-        raise ValueError(
-            f"{config.train_data}: no document has {model_config.bptt_segments} segments"
-        )
+    for stage in stages:
+        if len(train_set.window_starts(stage.bptt_segments)) == 0:
+            raise ValueError(
+                f"{config.train_data}: no document has {stage.bptt_segments} segments "
+                f"(stage '{stage.name}')"
+            )
+    corpus = None
+    if any(stage.chunk_fraction > 0 for stage in stages):
+        corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
 
     base = load_base(config.base_model)
     torch.manual_seed(config.seed)
@@ -145,34 +211,34 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     params = list(model.trainable_parameters().values())
     optimizer = make_optimizer(params, config.lr, config.weight_decay)
     checkpoint = Checkpoint(out / "checkpoint")
-    step, elapsed = 0, 0.0
+    step, elapsed, tokens = 0, 0.0, 0
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
         load_trainable(model, weights, checkpoint.directory)
         optimizer.load_state_dict(optimizer_state)
-        step, elapsed = state["step"], state["elapsed"]
-    schedule = make_schedule(optimizer, config, step)
+        step, elapsed, tokens = state["step"], state["elapsed"], state.get("tokens", 0)
     main = accelerator.is_main_process
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if main else None
-    span, rank, world = (
-        model_config.bptt_segments,
-        accelerator.process_index,
-        accelerator.num_processes,
-    )
-    tokens_per_step = config.batch_size * config.grad_accum * span * segment_length * world
+    rank, world = accelerator.process_index, accelerator.num_processes
+    taught = any(stage.lambda_rec > 0 for stage in stages)  # else nothing learnt to reconstruct
     last = config.steps if stop_after is None else min(stop_after, config.steps)
     progress = tqdm(total=config.steps, initial=step, desc="train", disable=not main)
     while step < last:
         started = time.perf_counter()
+        index, local = stage_at(stages, step)
+        stage = stages[index]
+        for group in optimizer.param_groups:
+            group["lr"] = stage.learning_rate(local)
         optimizer.zero_grad()
         terms: dict[str, float] = {}
+        step_tokens = torch.zeros((), dtype=torch.long)
         for micro in range(config.grad_accum):
             # Batches depend only on (seed, step, micro, rank): a resumed run sees the same ones.
-            rng = np.random.default_rng([config.seed, step, micro, rank])
-            rows = rng.choice(starts, size=config.batch_size)[:, None] + np.arange(span)
-            batch = {k: v.to(accelerator.device) for k, v in train_set.batch(rows).items()}
+            batch = draw_batch(train_set, corpus, stage, [config.seed, step, micro, rank])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            step_tokens += batch["mask"].sum().cpu()
             with accelerator.autocast():
-                loss, values = window_loss(model, batch, model_config)
+                loss, values = window_loss(model, batch, stage)
             accelerator.backward(loss / config.grad_accum)
             for name, value in values.items():
                 terms[name] = terms.get(name, 0.0) + value / config.grad_accum
@@ -181,22 +247,27 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
                 param.grad = accelerator.reduce(param.grad, reduction="mean")
         torch.nn.utils.clip_grad_norm_(params, config.clip)
         optimizer.step()
-        schedule.step()
         step += 1
         elapsed += time.perf_counter() - started
-        record = {"step": step, **{f"loss_{k}": v for k, v in terms.items()}}
-        record |= {"lr": schedule.get_last_lr()[0], "tokens": step * tokens_per_step}
-        record["tokens_per_s"] = record["tokens"] / elapsed
-        evaluating = step % config.eval_every == 0 or step == config.steps
-        if evaluating and model_config.lambda_rec > 0:  # nothing else was taught to reconstruct
-            record |= evaluate(model, valid_set, config.eval_segments)
+        tokens += int(step_tokens) * world
+        record = {"step": step, "stage": stage.name, **{f"loss_{k}": v for k, v in terms.items()}}
+        record |= {"lr": optimizer.param_groups[0]["lr"], "tokens": tokens}
+        record["tokens_per_s"] = tokens / elapsed
+        record["step_tokens_per_s"] = int(step_tokens) * world / (time.perf_counter() - started)
+        stage_end = local + 1 == stage.steps
+        if taught and (step % config.eval_every == 0 or stage_end):
+            record |= evaluate(model, valid_set, config.eval_segments, stage.segment_length)
         progress.update(1)
-        progress.set_postfix(lm=f"{terms.get('lm', 0):.3f}", rec=f"{terms.get('rec', 0):.3f}")
+        progress.set_postfix(
+            stage=stage.name, lm=f"{terms.get('lm', 0):.3f}", rec=f"{terms.get('rec', 0):.3f}"
+        )
         if log is not None:
             log.write(record)
-            if step % config.save_every == 0 or step == last:
-                state = {"step": step, "elapsed": elapsed, "config": asdict(config)}
-                checkpoint.save(model.trainable_parameters(), optimizer, state)
+            if step % config.save_every == 0 or step == last or stage_end:
+                state = {"step": step, "elapsed": elapsed, "tokens": tokens}
+                checkpoint.save(
+                    model.trainable_parameters(), optimizer, state | {"config": asdict(config)}
+                )
     progress.close()
     if main:
         model.save_pretrained(out / "adapter")

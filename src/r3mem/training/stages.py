@@ -1,0 +1,173 @@
+"""Training stages: an ``r3mem train`` run is a list of stages, each with its own steps,
+learning rate, loss weights and segment length (DESIGN 2.2: autoencode first, then the whole
+objective).
+
+In TOML, one ``[[stage]]`` table per stage, in order::
+
+    [[stage]]
+    name = "autoencode-16"
+    steps = 750
+    segment_length = 16     # read the first 16 tokens of each segment: 2x into 8 slots
+    bptt_segments = 1
+    lambda_lm = 0.2
+    lambda_doc = 0.0
+
+Any field a stage leaves out takes the run's value (``batch_size``, ``lr``, ``min_lr_ratio``, the
+objective's weights and lengths from its ``[r3mem]`` table; ``lambda_lm`` is 1); the run's
+``warmup`` applies to the first stage, later stages start at their rate. A run without stages
+is one stage of ``steps`` steps. Everything about a step (its stage, learning rate, batch) is
+a function of the global step alone, so ``--resume`` continues exactly, across stage
+boundaries too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import R3MemConfig
+
+SCHEDULES = ("cosine", "constant")
+# The R3MemConfig fields a stage may change: what the objective weighs and reads, not what
+# the adapters are (slots, form, ranks are fixed for the whole run).
+OBJECTIVE_FIELDS = (
+    "lambda_rec",
+    "lambda_doc",
+    "lambda_ent",
+    "lambda_cyc",
+    "bptt_segments",
+    "doc_cue_length",
+)
+
+
+@dataclass
+class Stage:
+    """One stage of a run. ``segment_length`` is the stage's curriculum: each training segment
+    is cut to its first ``segment_length`` tokens (at most the model's own segment length), so
+    the memory holds ``segment_length / num_memory_tokens`` tokens a slot. ``chunk_fraction``
+    of the rows of each batch are cut from the running text at fixed length instead of at the
+    hierarchy's paragraph boundaries, as users stream it."""
+
+    name: str
+    steps: int
+    batch_size: int
+    lr: float
+    warmup: int
+    min_lr_ratio: float
+    schedule: str
+    segment_length: int
+    bptt_segments: int
+    doc_cue_length: int
+    lambda_lm: float
+    lambda_rec: float
+    lambda_doc: float
+    lambda_ent: float
+    lambda_cyc: float
+    chunk_fraction: float
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "segment_length", "bptt_segments"):
+            _check(self, name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
+        _check(self, "warmup", isinstance(self.warmup, int) and self.warmup >= 0)
+        _check(self, "doc_cue_length", isinstance(self.doc_cue_length, int))
+        _check(self, "lr", _number(self.lr) and self.lr > 0)
+        _check(self, "min_lr_ratio", _number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1)
+        _check(
+            self, "chunk_fraction", _number(self.chunk_fraction) and 0 <= self.chunk_fraction <= 1
+        )
+        for name in ("lambda_lm", "lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc"):
+            _check(self, name, _number(getattr(self, name)) and getattr(self, name) >= 0)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"stage '{self.name}': schedule must be one of {', '.join(SCHEDULES)}; "
+                f"got {self.schedule!r}"
+            )
+        if not any(getattr(self, f"lambda_{t}") for t in ("lm", "rec", "doc", "ent", "cyc")):
+            raise ValueError(f"stage '{self.name}': every loss weight is 0, nothing to train")
+
+    def weights(self) -> dict[str, float]:
+        """The weight of each term of the objective, by its short name."""
+        return {t: getattr(self, f"lambda_{t}") for t in ("lm", "rec", "doc", "ent", "cyc")}
+
+    def learning_rate(self, local_step: int) -> float:
+        """Linear warmup over ``warmup`` steps, then constant, or cosine on its way to
+        ``lr * min_lr_ratio``, reached where the stage ends (as in ``r3mem train-base``)."""
+        if local_step < self.warmup:
+            return self.lr * (local_step + 1) / self.warmup
+        if self.schedule == "constant":
+            return self.lr
+        progress = min(1.0, (local_step - self.warmup) / max(1, self.steps - self.warmup))
+        floor = self.min_lr_ratio
+        return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_stages(
+    tables: list[dict[str, Any]],
+    model_config: R3MemConfig,
+    run: dict[str, Any],
+) -> list[Stage]:
+    """Stages from the TOML ``[[stage]]`` tables (empty: one stage from the run's own fields).
+
+    ``run`` holds the run-level defaults: ``steps``, ``batch_size``, ``lr``, ``warmup``,
+    ``min_lr_ratio``.
+    """
+    defaults: dict[str, Any] = {
+        "steps": run["steps"],
+        "batch_size": run["batch_size"],
+        "lr": run["lr"],
+        "warmup": run["warmup"],
+        "min_lr_ratio": run["min_lr_ratio"],
+        "schedule": "cosine",
+        "segment_length": model_config.segment_length,
+        "lambda_lm": 1.0,
+        "chunk_fraction": 0.0,
+        **{name: getattr(model_config, name) for name in OBJECTIVE_FIELDS},
+    }
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError("stage must be a list of tables ([[stage]] in TOML)")
+    known = {f.name for f in dataclasses.fields(Stage)}
+    stages = []
+    for index, table in enumerate(tables or [{}]):
+        name = table.get("name", f"stage{index + 1}" if tables else "train")
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"stage '{name}': unknown key(s) {', '.join(unknown)}")
+        if tables and "steps" not in table:
+            raise ValueError(f"stage '{name}': steps is required")
+        warmup = {"warmup": 0} if index else {}  # only the first stage warms up, by default
+        stage = Stage(**{**defaults, **warmup, **table, "name": name})
+        if stage.segment_length > model_config.segment_length:
+            raise ValueError(
+                f"stage '{name}': segment_length {stage.segment_length} exceeds the model's "
+                f"{model_config.segment_length}"
+            )
+        stages.append(stage)
+    return stages
+
+
+def objective(config: R3MemConfig) -> Stage:
+    """DESIGN 2.5's whole objective, weighted as ``config`` says, as a one-step stage: what
+    :func:`r3mem.training.train.window_loss` computes for a run without stages."""
+    run = {"steps": 1, "batch_size": 1, "lr": 1.0, "warmup": 0, "min_lr_ratio": 0.0}
+    return build_stages([], config, run)[0]
+
+
+def stage_at(stages: list[Stage], step: int) -> tuple[int, int]:
+    """(index of the stage that runs global ``step`` (0-based), step within that stage)."""
+    for index, stage in enumerate(stages):
+        if step < stage.steps:
+            return index, step
+        step -= stage.steps
+    last = len(stages) - 1
+    return last, stages[last].steps  # past the end: the last stage's final state
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(stage: Stage, name: str, ok: bool) -> None:
+    if not ok:
+        raise ValueError(f"stage '{stage.name}': invalid {name} = {getattr(stage, name)!r}")

@@ -1,0 +1,182 @@
+"""Staged training: stages parse and inherit the run's values, the learning rate and the data
+follow the stage of each step, and --resume continues exactly across a stage boundary."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from r3mem.data import load_corpus, load_segments
+from r3mem.training.common import load_config
+from r3mem.training.stages import build_stages, stage_at
+from r3mem.training.train import TrainConfig, draw_batch, train
+
+from .conftest import randomize
+from .test_model import ids, wrapped
+from .test_train import adapter_config, metrics
+
+AUTOENCODE = {"bptt_segments": 1, "lambda_lm": 0.0, "lambda_doc": 0.0, "lambda_ent": 0.0}
+AUTOENCODE |= {"lambda_cyc": 0.0}
+NO_TERMS = ("lambda_lm", "lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc")
+TWO_STAGES = [
+    {"name": "ae", "steps": 3, "segment_length": 8, "schedule": "constant", **AUTOENCODE},
+    {"name": "full", "steps": 3, "lr": 5e-3, "chunk_fraction": 0.5},
+]
+
+TOML = """
+base_model = "b"
+lr = 2e-3
+warmup = 10
+steps_note = 0
+[r3mem]
+segment_length = 64
+lambda_doc = 0.5
+[[stage]]
+name = "autoencode"
+steps = 100
+segment_length = 16
+bptt_segments = 1
+lambda_lm = 0.0
+[[stage]]
+steps = 50
+lr = 1e-3
+"""
+
+
+def test_stages_from_toml_inherit_the_run(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(TOML.replace("steps_note = 0\n", ""))
+    config = load_config(TrainConfig, path, {})
+    first, second = config.stages
+    assert config.steps == 150
+    assert (first.name, first.segment_length, first.lambda_lm, first.lr) == (
+        "autoencode",
+        16,
+        0.0,
+        2e-3,
+    )
+    assert (first.warmup, second.warmup) == (10, 0)  # only the first stage warms up
+    assert (second.name, second.segment_length, second.bptt_segments) == ("stage2", 64, 2)
+    assert (second.lambda_lm, second.lambda_doc, second.lr) == (1.0, 0.5, 1e-3)
+
+
+def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
+    config = TrainConfig(r3mem={"lambda_cyc": 0.3}, steps=7, lr=1e-3, warmup=2)
+    (stage,) = config.stages
+    assert (stage.steps, stage.lr, stage.warmup, stage.lambda_lm, stage.lambda_cyc) == (
+        7,
+        1e-3,
+        2,
+        1.0,
+        0.3,
+    )
+    assert TrainConfig().steps == 2000
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ([{"steps": 5, "segmentlength": 8}], "unknown key"),
+        ([{"name": "x"}], "steps is required"),
+        ([{"steps": 5, "segment_length": 128}], "exceeds the model's 64"),
+        ([{"steps": 5, "schedule": "linear"}], "schedule must be one of"),
+        ([{"steps": 0}], "invalid steps"),
+        ([{"steps": 5, "chunk_fraction": 2}], "invalid chunk_fraction"),
+        ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
+        ("steps = 5", "list of tables"),
+    ],
+)
+def test_bad_stages_are_refused_with_the_stage_named(tables, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(r3mem={"segment_length": 64}, stage=tables)
+
+
+def test_steps_beside_stages_must_be_their_sum():
+    with pytest.raises(ValueError, match="stages sum to 5"):
+        TrainConfig(stage=[{"steps": 5}], steps=6)
+    assert TrainConfig(stage=[{"steps": 5}], steps=5).steps == 5
+
+
+def test_learning_rate_and_stage_follow_the_global_step():
+    run = {"steps": 1, "batch_size": 2, "lr": 1.0, "warmup": 2, "min_lr_ratio": 0.1}
+    tables = [{"steps": 4, "schedule": "constant"}, {"steps": 5, "lr": 0.5}]
+    stages = build_stages(tables, TrainConfig().model_config, run)
+    assert [stage_at(stages, s) for s in (0, 3, 4, 8, 9)] == [
+        (0, 0),
+        (0, 3),
+        (1, 0),
+        (1, 4),
+        (1, 5),
+    ]
+    first, second = stages
+    assert [first.learning_rate(s) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
+    assert second.learning_rate(0) == 0.5  # no warmup after the first stage: cosine from the top
+    assert second.learning_rate(5) == pytest.approx(0.05)  # down to lr * min_lr_ratio
+    assert second.learning_rate(2) < second.learning_rate(1) < second.learning_rate(0)
+
+
+def test_batches_are_cut_to_the_stage_and_mix_running_text(base_dir, tmp_path):
+    config = adapter_config(base_dir, tmp_path / "run", stage=TWO_STAGES, steps=None)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    segments = load_segments(config.train_data, tokenizer, 16, 8, config.cache_dir)
+    corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
+    autoencode, full = config.stages
+    batch = draw_batch(segments, corpus, autoencode, [0, 1, 0, 0])
+    assert batch["ids"].shape == batch["mask"].shape == (2, 1, 8)
+    batch = draw_batch(segments, corpus, full, [0, 1, 0, 0])
+    assert batch["ids"].shape == (2, 2, 16)
+    # The second row is cut from the running text: every token real, no entity list, and its
+    # two segments are consecutive tokens of the corpus.
+    assert batch["mask"][1].all() and not batch["entity_mask"][1].any()
+    stream = torch.from_numpy(corpus.tokens.astype("int64"))
+    row = batch["ids"][1].flatten()
+    starts = [i for i in range(len(stream) - 32) if torch.equal(stream[i : i + 32], row)]
+    assert starts
+    again = draw_batch(segments, corpus, full, [0, 1, 0, 0])
+    assert all(torch.equal(again[k], batch[k]) for k in batch)
+
+
+def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):
+    straight = tmp_path / "straight"
+    train(adapter_config(base_dir, straight, stage=TWO_STAGES, steps=None, eval_every=100))
+    stopped = tmp_path / "stopped"
+    train(
+        adapter_config(base_dir, stopped, stage=TWO_STAGES, steps=None, eval_every=100),
+        stop_after=2,
+    )
+    train(
+        adapter_config(base_dir, stopped, stage=TWO_STAGES, steps=None, eval_every=100), resume=True
+    )
+    a, b = metrics(straight), metrics(stopped)
+    assert [r["stage"] for r in a] == ["ae"] * 3 + ["full"] * 3
+    assert [r["lr"] for r in a] == pytest.approx([1e-2] * 3 + [5e-3, 3.875e-3, 1.625e-3])
+    assert set(a[0]) >= {"loss_rec"} and "loss_lm" not in a[0]  # autoencoding only
+    assert {"loss_lm", "loss_rec", "loss_doc"} <= set(a[-1])
+    # The end of each stage is evaluated, the short stage also at its own length.
+    assert "rec_stage_token_acc" in a[2] and "rec_token_acc" in a[2]
+    assert "rec_token_acc" in a[5] and "rec_stage_token_acc" not in a[5]
+    for x, y in zip(a, b, strict=True):
+        assert x["tokens"] == y["tokens"]
+        for key in x:
+            if key.startswith("loss_"):
+                assert x[key] == pytest.approx(y[key], rel=1e-5), (x["step"], key)
+    state = json.loads((stopped / "checkpoint" / "state.json").read_text())
+    assert state["config"]["stage"] == TWO_STAGES
+
+
+@pytest.mark.parametrize("form", ["embedding", "kv"])
+def test_the_first_segment_s_lm_pass_writes_its_paragraph_memory(form):
+    """window_loss takes the first segment's paragraph memory from its LM pass (both read the
+    initial memory): the two must be the same memory."""
+    torch.manual_seed(0)
+    model = wrapped(memory_form=form)
+    randomize(model)
+    text = ids(2, 8)
+    mask = torch.ones_like(text)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        shared = model(input_ids=text, memory=model.init_memory(2), attention_mask=mask).memory
+        written = model.write(model.init_memory(2, "paragraph"), text, mask)
+    torch.testing.assert_close(shared.memory, written.memory)
+    assert torch.equal(shared.tokens_seen, written.tokens_seen)
