@@ -34,7 +34,7 @@ if [[ ${#QUICK[@]} -gt 0 ]]; then  # quick runs never touch the full run's adapt
     RUNS=${RUNS:-runs/bench-quick}
     OUT=${OUT:-$RUNS/results}
     RESULTS=${RESULTS:-$RUNS/RESULTS.md}
-    STEPS=(--steps 2)
+    STEPS=(--stop-after 2)
 else
     RUNS=${RUNS:-runs/bench}
     OUT=${OUT:-benchmarks/results}

@@ -47,8 +47,10 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
             png = tmp_path / f"lm_position-{Path(SAMPLE).name}{suffix}.png"
             assert png.read_bytes()[:4] == b"\x89PNG"
     else:
-        (row,) = saved["results"]
-        assert row["compression"] == 8.0 and 0 <= row["token_acc"] <= 1 and "bleu" in row
+        row, half = saved["results"]  # the paragraphs, then their first halves
+        assert (row["compression"], row["text_tokens"]) == (8.0, 16)
+        assert (half["compression"], half["text_tokens"]) == (4.0, 8)
+        assert 0 <= row["token_acc"] <= 1 and "bleu" in row and "bleu" in half
         assert 0 <= row["doc_token_acc"] <= 1 and 0 <= row["doc_exact_match"] <= 1
         assert 0 <= row["corrections_per_1k_tokens"] <= 1000
         assert row["exact_bytes_per_1k_tokens"] > 0 and row["utf8_bytes_per_1k_tokens"] > 0

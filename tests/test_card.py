@@ -28,21 +28,32 @@ def runs(tmp_path):
         [{"step": 10, "tokens": 40960, "tokens_per_s": 1300.0, "valid_ppl": 73.5}],
     )
     rows = [
-        {"step": 5, "tokens": 5120, "tokens_per_s": 200.0, "rec_token_acc": 0.1, "rec_exact": 0.0},
-        {"step": 10, "tokens": 10240, "tokens_per_s": 210.0, "rec_token_acc": 0.2, "rec_exact": 0},
-    ]
-    _run(tmp_path / "adapter", {"step": 10, "elapsed": 3600.0, "config": config}, rows)
+        {"step": 1, "stage": "ae", "tokens": 5120, "step_tokens_per_s": 200.0, "loss_rec": 2.0,
+         "rec_token_acc": 0.1, "rec_exact": 0.0, "rec_stage_token_acc": 0.5},
+        {"step": 2, "stage": "full", "tokens": 10240, "step_tokens_per_s": 100.0, "loss_lm": 3.0,
+         "loss_rec": 1.0, "rec_token_acc": 0.2, "rec_exact": 0},
+    ]  # fmt: skip
+    stages = [{"name": "ae", "steps": 1, "segment_length": 16}, {"name": "full", "steps": 1}]
+    adapter = config | {"r3mem": {"num_memory_tokens": 8, "segment_length": 64}, "stage": stages}
+    _run(tmp_path / "adapter", {"step": 2, "elapsed": 3600.0, "config": adapter}, rows)
     results = tmp_path / "results"
     results.mkdir()
     lm = [
-        {"method": m, "data": split, "ppl": ppl * (1 if split == "validation" else 2)}
+        {
+            "method": m,
+            "data": split,
+            "reading": reading,
+            "ppl": ppl * (1 if split == "validation" else 2),
+        }
         for split in ("validation", "test")
+        for reading in ("paragraphs", "chunks")
         for m, ppl in (("r3mem", 90.0), ("none", 100.0), ("base", 110.0))
     ]
     lm = [row | {"tokens_scored": 1000} for row in lm]
     _report(results / "lm.json", "lm", lm)
-    rec = [{"method": "r3mem", "compression": 8.0, "segments": 256, "token_acc": 0.25}]
-    rec[0] |= {"exact_match": 0.01, "bleu": 12.5}
+    rec = [{"method": "r3mem", "compression": 8.0, "segments": 256, "token_acc": 0.25},
+           {"method": "r3mem", "compression": 4.0, "segments": 256, "token_acc": 0.95}]  # fmt: skip
+    rec = [row | {"exact_match": 0.01, "bleu": 12.5, "text_tokens": 64} for row in rec]
     _report(results / "reconstruct.json", "reconstruct", rec)
     return tmp_path
 
@@ -53,12 +64,30 @@ def test_card_reports_measured_figures_and_judges_targets(runs):
     card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", out, "r3mem x")
     text = card.read_text()
     assert "r3mem x" in text and "5,000,000 parameters" in text and "40,960 training tokens" in text
-    assert "90.00 vs 100.00 (10.0% lower; target ≥ 5%: met)" in text
-    assert "token accuracy 25.0% (target ≥ 90%: **missed**)" in text
-    assert "BLEU 12.5" in text and "210 tokens/s" in text and "2.00 h" in text
+    assert "validation, read in chunks: 90.00 with memory vs 100.00 without" in text
+    assert "(10.0% lower, ratio 0.900; target ≤ 0.90: met); frozen base alone 110.00" in text
+    assert "test, read in paragraphs: 180.00 with memory vs 200.00" in text
+    assert "at 8x (64 tokens), greedy, 256 segments: token accuracy 25.0% (target ≥ 90%: " in text
+    assert (
+        "**missed**)" in text
+        and "at 4x (64 tokens), greedy, 256 segments: token accuracy 95.0%," in text
+    )
+    # One row per stage: its curriculum, the terms it trained, its throughput, where it ended.
+    assert "| ae | 1 | 16 → 8 (2×) | rec | 5,120 | 0.01 | 200 | 10.0% |" in text
+    assert "| full | 1 | 64 → 8 (8×) | lm, rec | 5,120 | 0.01 | 100 | 20.0% |" in text
+    assert "BLEU 12.5" in text and "2.00 h" in text
     assert (out / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| r3mem | test | 180 | 1000 |" in text  # the bench tables, as the bench wrote them
+    assert "| r3mem | test | chunks | 180 | 1000 |" in text  # the bench tables, as written
     assert "## What limits it" not in text
+
+
+def test_card_reads_a_base_record_when_the_run_was_not_kept(runs):
+    record = {"params": 7, "steps": 3, "tokens": 99, "hours": 1.5, "tokens_per_s": 12.0}
+    record |= {"valid_ppl": 70.0, "config": {"train_data": "t", "valid_data": "v", "seed": 1,
+                                             "seq_len": 32}}  # fmt: skip
+    (runs / "base.json").write_text(json.dumps(record))
+    card = model_card("tiny", runs / "base.json", runs / "adapter", runs / "results", runs, "")
+    assert "- base: 7 parameters, 3 steps, 99 training tokens, 1.50 h" in card.read_text()
 
 
 def test_card_copies_the_notes_beside_the_results(runs):
@@ -75,7 +104,10 @@ def test_card_says_when_memory_raises_perplexity(runs):
         row["ppl"] = 105.0 if row["method"] == "r3mem" else row["ppl"]
     path.write_text(json.dumps(report))
     card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
-    assert "105.00 vs 100.00 (5.0% higher; target ≥ 5%: **missed**)" in card.read_text()
+    assert (
+        "105.00 with memory vs 100.00 without, same 1,000 tokens (5.0% higher, ratio 1.050; "
+        "target ≤ 0.90: **missed**)" in card.read_text()
+    )
 
 
 def test_card_names_a_missing_result(runs):
@@ -89,5 +121,5 @@ def test_card_needs_the_validation_rows(runs):
     report = json.loads(path.read_text())
     report["results"] = [r for r in report["results"] if r["data"] == "test"]
     path.write_text(json.dumps(report))
-    with pytest.raises(ValueError, match="needs r3mem, none and base on validation"):
+    with pytest.raises(ValueError, match="needs r3mem and none on validation"):
         model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")

@@ -1,10 +1,12 @@
 """Pack a trained base + adapter into the layout ``Memory.load`` opens: ``base/`` and
 ``adapter/``, weights stored in half precision to keep the shipped default small.
 
-    python -m r3mem.package BASE_DIR ADAPTER_DIR OUT_DIR [--card RESULTS_DIR --commands FILE]
+    python -m r3mem.package BASE_DIR ADAPTER_DIR OUT_DIR [--card RESULTS_DIR --commands FILE
+                                                         [--base-run DIR_OR_JSON]]
 
-With ``--card``, MODEL_CARD.md is written beside the weights from the base run
-(BASE_DIR), the adapter run (ADAPTER_DIR's parent) and the bench results in RESULTS_DIR.
+With ``--card``, MODEL_CARD.md is written beside the weights from the base run (BASE_DIR, or
+``--base-run``: its run directory or JSON record), the adapter run (ADAPTER_DIR's parent) and
+the bench results in RESULTS_DIR.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--card", type=Path, help="bench results dir (+ NOTES.md)")
     parser.add_argument("--commands", type=Path, help="the script of commands that made it")
+    parser.add_argument("--base-run", type=Path, help="base run dir or JSON record (BASE_DIR)")
     args = parser.parse_args()
     if args.card and not args.commands:
         parser.error("--card needs --commands")
@@ -61,7 +64,8 @@ def main() -> None:
     if args.card:
         out, commands = Path(args.out), args.commands.read_text(encoding="utf-8")
         adapter_run = Path(args.adapter_dir).parent
-        model_card(out.name, Path(args.base_dir), adapter_run, args.card, out, commands)
+        base_run = args.base_run or Path(args.base_dir)
+        model_card(out.name, base_run, adapter_run, args.card, out, commands)
     print(f"{args.out}: {size / 2**20:.1f} MiB")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -14,22 +15,37 @@ import matplotlib.pyplot as plt
 
 def training_curve(metrics: str | Path, png: str | Path) -> Path:
     """Greedy reconstruction accuracy (and exact match) against training tokens, from the
-    evaluation rows of an ``r3mem train`` metrics log."""
+    evaluation rows of an ``r3mem train`` metrics log: at the model's segment length, and at
+    a stage's own shorter length while the curriculum reads shorter segments; a dotted line
+    where each stage begins."""
     rows = [json.loads(line) for line in Path(metrics).read_text(encoding="utf-8").splitlines()]
     evals = [row for row in rows if "rec_token_acc" in row]
     if not evals:
         raise ValueError(f"{metrics}: no evaluation rows (rec_token_acc) to plot")
+    figure, axis = plt.subplots(figsize=(7, 3.8))
     tokens = [row["tokens"] for row in evals]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(
-        tokens, [row["rec_token_acc"] for row in evals], marker="o", label="greedy token accuracy"
+        tokens, [r["rec_token_acc"] for r in evals], marker="o", label="greedy token accuracy"
     )
-    axis.plot(tokens, [row["rec_exact"] for row in evals], marker=".", label="exact match")
+    axis.plot(tokens, [r["rec_exact"] for r in evals], marker=".", label="exact match")
+    short = [row for row in evals if "rec_stage_token_acc" in row]
+    if short:
+        axis.plot(
+            [r["tokens"] for r in short],
+            [r["rec_stage_token_acc"] for r in short],
+            marker="x",
+            linestyle=":",
+            label="greedy, at the stage's shorter length",
+        )
+    for previous, row in pairwise(rows):
+        if row.get("stage") != previous.get("stage"):
+            axis.axvline(previous["tokens"], color="grey", linestyle=":", linewidth=0.8)
+            axis.text(previous["tokens"], 1.01, row["stage"], fontsize=6, rotation=30)
     axis.axhline(0.9, color="grey", linestyle="--", linewidth=0.8, label="target 0.90")
     axis.set_xlabel("training tokens")
     axis.set_ylabel("paragraph reconstruction")
     axis.set_ylim(0, 1)
-    axis.legend(loc="upper left", fontsize=8)
+    axis.legend(loc="lower right", fontsize=7)
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)
