@@ -1,27 +1,46 @@
 #!/usr/bin/env bash
 # The pipeline that produced the shipped default model r3mem-tiny-books. Every step resumes:
 # run it again after an interruption and it continues where it stopped.
-#   RUNS=/path/for/checkpoints bash scripts/train_default.sh
+#   RUNS=/path/for/checkpoints [BASE=dir] [UNSEEN=book.txt] bash scripts/train_default.sh
+# BASE: a base model directory to train the adapters on instead of training one in step 1
+# (the shipped adapters were trained on the packaged base, src/r3mem/assets/r3mem-tiny-books/base,
+# which step 1 made in an earlier session).
+# UNSEEN: a public-domain book in no split of the data, measured beside validation and test
+# (the shipped figures used Sense and Sensibility, Project Gutenberg #161, from GITenberg's
+# repository Sense-and-Sensibility_161 at 1cd7ffe, file 161.txt, its Project Gutenberg header,
+# credit and footer cut as shared/data/MANIFEST.md describes; sha256 of the text read:
+# 9b83bb84fd4ba843a52b4216837b3d5d5daf791df9a7e69268a05ac0fa2362d2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 RESULTS=benchmarks/results/default
-# 1. Tokenizer + 5M-parameter Llama on the books train split (seed 0). The shipped run was
+BOOKS=../shared/data/books
+UNSEEN=${UNSEEN:-}
+BASE=${BASE:-}
+BASE_RUN=$RESULTS/base_run.json  # the shipped base's facts (its run directory was not kept)
+# 1. Tokenizer + 5M-parameter Llama on the books train split (seed 0). The shipped base was
 #    planned for 6000 steps and cut to 2600 at step 2000 to fit the CPU time it had: from
 #    there the cosine schedule was recomputed for 2600 steps (its first ~1500 steps drew
 #    batches seeded by (seed, step), before the draw became (seed, step, micro, rank)).
-r3mem train-base --config configs/base-tiny-books.toml --out "$RUNS/base-tiny-books" \
-    --resume --stop-after 2000
-r3mem train-base --config configs/base-tiny-books.toml --out "$RUNS/base-tiny-books" \
-    --resume --steps 2600
-# 2. R³Mem adapters on the frozen base, full objective (configs/r3mem-tiny-books.toml).
-sed "s#^base_model = .*#base_model = \"$RUNS/base-tiny-books\"#" configs/r3mem-tiny-books.toml \
+if [[ -z $BASE ]]; then
+    BASE="$RUNS/base-tiny-books"
+    BASE_RUN=$BASE
+    r3mem train-base --config configs/base-tiny-books.toml --out "$BASE" --resume --stop-after 2000
+    r3mem train-base --config configs/base-tiny-books.toml --out "$BASE" --resume --steps 2600
+fi
+# 2. R³Mem adapters on the frozen base, in stages (configs/r3mem-tiny-books.toml):
+#    autoencoding at 16, 32 then 64 tokens into 8 memory slots, then the whole objective.
+sed "s#^base_model = .*#base_model = \"$BASE\"#" configs/r3mem-tiny-books.toml \
     > "$RUNS/r3mem-tiny-books.toml"
 r3mem train --config "$RUNS/r3mem-tiny-books.toml" --out "$RUNS/r3mem-tiny-books" --resume
-# 3. Figures on the books validation (and test) split, seed 0: the first 16,384 tokens of
-#    each book (bench lm's default; --book-tokens 0 scores whole books, about an hour here).
-r3mem bench lm --model "$RUNS/r3mem-tiny-books/adapter" --out "$RESULTS"
-r3mem bench reconstruct --model "$RUNS/r3mem-tiny-books/adapter" --out "$RESULTS"
+# 3. Figures, seed 0: perplexity on the first 16,384 tokens of each book (validation, test,
+#    and the unseen book), read in paragraphs and in 64-token chunks; reconstruction of 256
+#    paragraphs of the validation books (and of the unseen book).
+ADAPTER="$RUNS/r3mem-tiny-books/adapter"
+r3mem bench lm --model "$ADAPTER" --data "$BOOKS/validation,$BOOKS/test${UNSEEN:+,$UNSEEN}" \
+    --out "$RESULTS"
+r3mem bench reconstruct --model "$ADAPTER" --data "$BOOKS/validation${UNSEEN:+,$UNSEEN}" \
+    --out "$RESULTS"
 # 4. Half-precision package inside the wheel, with its model card written from the above.
-python -m r3mem.package "$RUNS/base-tiny-books" "$RUNS/r3mem-tiny-books/adapter" \
-    src/r3mem/assets/r3mem-tiny-books --card "$RESULTS" --commands scripts/train_default.sh
+python -m r3mem.package "$BASE" "$ADAPTER" src/r3mem/assets/r3mem-tiny-books \
+    --card "$RESULTS" --commands scripts/train_default.sh --base-run "$BASE_RUN"

@@ -53,7 +53,8 @@ def runs(tmp_path):
     _report(results / "lm.json", "lm", lm)
     rec = [{"method": "r3mem", "compression": 8.0, "segments": 256, "token_acc": 0.25},
            {"method": "r3mem", "compression": 4.0, "segments": 256, "token_acc": 0.95}]  # fmt: skip
-    rec = [row | {"exact_match": 0.01, "bleu": 12.5, "text_tokens": 64} for row in rec]
+    rec = [row | {"exact_match": 0.01, "bleu": 12.5, "text_tokens": 64, "data": "validation"}
+           for row in rec]  # fmt: skip
     _report(results / "reconstruct.json", "reconstruct", rec)
     return tmp_path
 
@@ -67,11 +68,11 @@ def test_card_reports_measured_figures_and_judges_targets(runs):
     assert "validation, read in chunks: 90.00 with memory vs 100.00 without" in text
     assert "(10.0% lower, ratio 0.900; target ≤ 0.90: met); frozen base alone 110.00" in text
     assert "test, read in paragraphs: 180.00 with memory vs 200.00" in text
-    assert "at 8x (64 tokens), greedy, 256 segments: token accuracy 25.0% (target ≥ 90%: " in text
     assert (
-        "**missed**)" in text
-        and "at 4x (64 tokens), greedy, 256 segments: token accuracy 95.0%," in text
+        "- validation: reconstruction at 8x (64 tokens), greedy, 256 paragraphs: token "
+        "accuracy 25.0% (target ≥ 90%: **missed**), exact match 1.0%" in text
     )
+    assert "at 4x (64 tokens), greedy, 256 paragraphs: token accuracy 95.0%, exact" in text
     # One row per stage: its curriculum, the terms it trained, its throughput, where it ended.
     assert "| ae | 1 | 16 → 8 (2×) | rec | 5,120 | 0.01 | 200 | 10.0% |" in text
     assert "| full | 1 | 64 → 8 (8×) | lm, rec | 5,120 | 0.01 | 100 | 20.0% |" in text

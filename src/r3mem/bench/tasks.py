@@ -122,53 +122,54 @@ def _by_position(by_segment: list[tuple[float, int]]) -> list[tuple[int, float]]
 def bench_reconstruct(
     methods: list[Method],
     model: str | None,
-    data: str,
+    data: list[str],
     quick: bool,
     seed: int,
     cache_dir: str,
     out: Path,
 ) -> list[dict]:
-    """Per method: paragraphs (greedy exact match, token accuracy, BLEU) at its compression
-    ratio, document-level recall and the bytes of exact recall, on the same segments; then
-    the same paragraphs' first halves (half the ratio). The ratio curve goes to
-    ``out/reconstruct_ratio.png``."""
+    """Per method and data path: paragraphs (greedy exact match, token accuracy, BLEU) at its
+    compression ratio, document-level recall and the bytes of exact recall, on the same
+    segments; then the same paragraphs' first halves (half the ratio). The ratio curve of the
+    first data path goes to ``out/reconstruct_ratio.png``."""
     rows = []
     for method, memory in load_methods(methods, model):
-        config = memory.model.config
-        segments = load_segments(data, memory.tokenizer, config.segment_length, 24, cache_dir)
-        rng = np.random.default_rng(seed)
-        count = 32 if quick else 256
-        picked = np.sort(rng.choice(len(segments), size=min(count, len(segments)), replace=False))
-        batch = segments.batch(picked)
-        restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"])
-        decode = memory.tokenizer.decode
-        scores = reconstruction_scores(restored, batch["ids"], batch["mask"], decode)
-        starts = segments.window_starts(2)
-        starts = starts[segments.lengths[starts] > config.doc_cue_length]
-        starts = np.sort(rng.choice(starts, size=min(count, len(starts)), replace=False))
-        recall = document_recall(memory.model, segments, starts)
-        m = config.num_memory_tokens
-        rows.append(
-            {
-                "method": method.name,
-                "compression": config.segment_length / m,
-                "text_tokens": config.segment_length,
-                "segments": len(picked),
-                **scores,
-                "doc_token_acc": recall["token_acc"],
-                "doc_exact_match": recall["exact_match"],
-                **exact_recall_cost(memory.model, batch["ids"], batch["mask"], decode),
-            }
-        )
-        half = config.segment_length // 2  # the same paragraphs' first halves: half the ratio
-        ids, mask = batch["ids"][:, :half], batch["mask"][:, :half]
-        restored = reconstruct_segments(memory.model, ids, mask)
-        row = {"method": method.name, "compression": half / m, "text_tokens": half}
-        rows.append(
-            row | {"segments": len(picked), **reconstruction_scores(restored, ids, mask, decode)}
-        )
-    ratio_curve(rows, out / "reconstruct_ratio.png")
+        for path in data:
+            rows += _reconstruct_rows(method.name, memory, path, quick, seed, cache_dir)
+    name = Path(data[0]).name
+    ratio_curve([row for row in rows if row["data"] == name], out / "reconstruct_ratio.png")
     return rows
+
+
+def _reconstruct_rows(
+    name: str, memory: Memory, path: str, quick: bool, seed: int, cache_dir: str
+) -> list[dict]:
+    config = memory.model.config
+    segments = load_segments(path, memory.tokenizer, config.segment_length, 24, cache_dir)
+    rng = np.random.default_rng(seed)
+    count = 32 if quick else 256
+    picked = np.sort(rng.choice(len(segments), size=min(count, len(segments)), replace=False))
+    batch = segments.batch(picked)
+    restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"])
+    decode = memory.tokenizer.decode
+    scores = reconstruction_scores(restored, batch["ids"], batch["mask"], decode)
+    starts = segments.window_starts(2)
+    starts = starts[segments.lengths[starts] > config.doc_cue_length]
+    starts = np.sort(rng.choice(starts, size=min(count, len(starts)), replace=False))
+    recall = document_recall(memory.model, segments, starts)
+    m, length = config.num_memory_tokens, config.segment_length
+    head = {"method": name, "data": Path(path).name}
+    full = head | {"compression": length / m, "text_tokens": length, "segments": len(picked)}
+    full |= scores | {
+        "doc_token_acc": recall["token_acc"],
+        "doc_exact_match": recall["exact_match"],
+    }
+    full |= exact_recall_cost(memory.model, batch["ids"], batch["mask"], decode)
+    half = length // 2  # the same paragraphs' first halves: half the ratio
+    ids, mask = batch["ids"][:, :half], batch["mask"][:, :half]
+    restored = reconstruct_segments(memory.model, ids, mask)
+    short = head | {"compression": half / m, "text_tokens": half, "segments": len(picked)}
+    return [full, short | reconstruction_scores(restored, ids, mask, decode)]
 
 
 def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int, out: Path) -> list[dict]:
@@ -232,7 +233,7 @@ def run_bench(
     for option, value, tasks in sizes:
         if value is not None and (task not in tasks.split() or value < 1):
             raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
-    if task != "lm" and len(paths) > 1:
+    if task not in ("lm", "reconstruct") and len(paths) > 1:
         raise ValueError(f"bench {task} reads one data path")
     for path in paths if task != "cost" else []:
         if not Path(path).exists():
@@ -255,5 +256,5 @@ def run_bench(
             results = bench_conv(memory, paths[0], names, quick, seed, answerer, questions)
     else:
         cache = str(Path(out) / "cache")
-        results = bench_reconstruct(parsed, model, paths[0], quick, seed, cache, Path(out))
+        results = bench_reconstruct(parsed, model, paths, quick, seed, cache, Path(out))
     return write_report(out, task, seed, results)
