@@ -1,0 +1,86 @@
+"""Training throughput per stage of a run config, in float32 and in bfloat16 autocast.
+
+    python benchmarks/train_speed.py [--config configs/r3mem-tiny-books.toml] [--steps 8]
+
+Times ``--steps`` optimizer steps of each stage's objective on its own batch shape (after two
+warm-up steps), on the batches the run would draw, with the threads the environment gives
+(OMP_NUM_THREADS); writes benchmarks/results/train_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from transformers import AutoTokenizer
+
+from r3mem.bench.report import write_report
+from r3mem.checkpoint import load_base
+from r3mem.data import load_corpus, load_segments
+from r3mem.model import R3MemModel
+from r3mem.training.common import load_config, make_optimizer
+from r3mem.training.train import TrainConfig, draw_batch, window_loss
+
+
+def time_stage(model, segments, corpus, stage, steps: int, bf16: bool) -> dict[str, float]:
+    params = list(model.trainable_parameters().values())
+    optimizer = make_optimizer(params, 1e-5, 0.0)  # tiny steps: the timing, not the training
+    seconds, tokens = 0.0, 0
+    for step in range(steps + 2):
+        batch = draw_batch(segments, corpus, stage, [0, step, 0, 0])
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = window_loss(model, batch, stage)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step >= 2:
+            seconds += time.perf_counter() - started
+            tokens += int(batch["mask"].sum())
+    return {"s_per_step": seconds / steps, "tokens_per_s": tokens / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/r3mem-tiny-books.toml")
+    parser.add_argument("--base", help="base model directory (default: the config's)")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    overrides = {"base_model": args.base} if args.base else {}
+    config = load_config(TrainConfig, args.config, overrides)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    width = config.model_config.segment_length
+    segments = load_segments(
+        config.train_data, tokenizer, width, config.entity_length, config.cache_dir
+    )
+    corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
+    torch.manual_seed(config.seed)
+    model = R3MemModel.from_base(load_base(config.base_model), config.model_config).train()
+    rows = []
+    seen = set()
+    for stage in config.stages:
+        weights = tuple(stage.weights().values())
+        shape = (stage.batch_size, stage.bptt_segments, stage.segment_length, weights)
+        if shape in seen:  # stages that differ only in steps or learning rate time alike
+            continue
+        seen.add(shape)
+        for bf16 in (False, True):
+            timing = time_stage(model, segments, corpus, stage, args.steps, bf16)
+            rows.append(
+                {
+                    "stage": stage.name,
+                    "batch": f"{stage.batch_size} x {stage.bptt_segments} x {stage.segment_length}",
+                    "terms": ", ".join(k for k, v in stage.weights().items() if v > 0),
+                    "precision": "bf16" if bf16 else "fp32",
+                    "threads": torch.get_num_threads(),
+                    **timing,
+                }
+            )
+            print(rows[-1], flush=True)
+    write_report(args.out, "train_speed", config.seed, rows)
+
+
+if __name__ == "__main__":
+    main()
