@@ -260,4 +260,4 @@ def test_kv_memory_is_attended_not_embedded():
     first = model(input_ids=text, memory=one).logits
     second = model(input_ids=text, memory=two).logits
     assert not torch.allclose(first, second)
-    assert model.kv_heads == 2
+    assert model.form.heads == 2

@@ -10,7 +10,7 @@ import json
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,9 +19,7 @@ from torch import nn
 
 from .config import R3MemConfig
 from .coupling import find_decoder_layers
-
-if TYPE_CHECKING:
-    from .model import R3MemModel
+from .files import atomic_path, atomic_write
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -62,11 +60,12 @@ def fingerprint(spec: dict, config: R3MemConfig, embeddings: torch.Tensor) -> st
     return digest.hexdigest()
 
 
-def adapter_digest(model: R3MemModel) -> str:
-    """Hash of the adapter weights: a memory written through one adapter means nothing to
-    another on the same base (the fingerprint covers only the base and the config)."""
+def adapter_digest(weights: dict[str, torch.Tensor]) -> str:
+    """Hash of the adapter weights (``model.trainable_parameters()``): a memory written through
+    one adapter means nothing to another on the same base (the fingerprint covers only the
+    base and the config)."""
     digest = hashlib.sha256()
-    for name, param in sorted(model.trainable_parameters().items()):
+    for name, param in sorted(weights.items()):
         digest.update(name.encode())
         digest.update(param.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -79,25 +78,19 @@ def _package_version() -> str:
         return "unknown"
 
 
-def save_adapter(model: R3MemModel, directory: str | Path) -> None:
-    """Write both files; each is written to a temporary name and renamed, so a crash mid-save
-    never leaves a half-written adapter where a good one stood."""
+def save_adapter(
+    directory: str | Path, meta: dict[str, Any], weights: dict[str, torch.Tensor]
+) -> None:
+    """Write ``adapter_config.json`` (``meta`` plus the package version) and
+    ``adapter_model.safetensors``; each goes to a temporary name and is renamed, so a crash
+    mid-save never leaves a half-written adapter where a good one stood."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    base_config = getattr(model.base, "config", None)
-    meta = {
-        "r3mem_version": _package_version(),
-        "base_model": {**model.spec, "name_or_path": getattr(base_config, "name_or_path", "")},
-        "fingerprint": model.fingerprint,
-        "r3mem_config": model.config.to_dict(),
-    }
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.trainable_parameters().items()}
-    weights_tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
-    config_tmp = directory / (CONFIG_NAME + ".tmp")
-    config_tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(weights_tmp, directory / WEIGHTS_NAME)
-    os.replace(config_tmp, directory / CONFIG_NAME)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    text = json.dumps({"r3mem_version": _package_version(), **meta}, indent=2, sort_keys=True)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    atomic_write(directory / CONFIG_NAME, text + "\n")
 
 
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
@@ -113,17 +106,16 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_adapter(
-    cls: type[R3MemModel], directory: str | Path, base_model: nn.Module | str | None
-) -> R3MemModel:
-    meta = read_adapter_config(directory)
-    if base_model is None:
-        base_model = meta["base_model"]["name_or_path"]
-        if not base_model:
-            raise ValueError(f"{directory}: the adapter names no base model; pass base_model=")
-    if isinstance(base_model, (str, os.PathLike)):
-        base_model = load_base(base_model)
-    spec = base_spec(base_model)
+def read_adapter_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: unreadable adapter weights ({err})") from err
+
+
+def check_base(meta: dict[str, Any], spec: dict[str, Any], directory: str | Path) -> None:
+    """The base model an adapter is loaded onto must be shaped as the one it was trained on."""
     for key in SPEC_KEYS:
         saved, found = meta["base_model"][key], spec[key]
         if saved != found:
@@ -131,20 +123,13 @@ def load_adapter(
                 f"{directory}: adapter was trained for a base model with {key}={saved}, "
                 f"but this base model has {key}={found}"
             )
-    model = cls.from_base(base_model, R3MemConfig.from_dict(meta["r3mem_config"]))
-    weights_path = Path(directory) / WEIGHTS_NAME
-    try:
-        weights = load_file(str(weights_path))
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{weights_path}: unreadable adapter weights ({err})") from err
-    load_trainable(model, weights, weights_path)
-    return model
 
 
-def load_trainable(model: R3MemModel, weights: dict[str, torch.Tensor], path: Path) -> None:
-    """Copy ``weights`` into the model's trainable parameters; any missing, unexpected or
-    misshapen tensor is an error naming ``path``."""
-    params = model.trainable_parameters()
+def load_trainable(
+    params: dict[str, nn.Parameter], weights: dict[str, torch.Tensor], path: str | Path
+) -> None:
+    """Copy ``weights`` into ``params`` (a model's trainable parameters); any missing,
+    unexpected or misshapen tensor is an error naming ``path``."""
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
     if missing or unexpected:
         raise ValueError(

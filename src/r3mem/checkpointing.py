@@ -12,21 +12,17 @@ memory from the cache, which checkpointed layers neither read nor fill.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from typing import TYPE_CHECKING
 
+from .cell import MemoryCell
 from .lora import active_lora, live_adapter
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
-    from .model import R3MemModel
-
-
-def enable_gradient_checkpointing(model: R3MemModel) -> None:
+def enable_gradient_checkpointing(model: MemoryCell) -> None:
     """Checkpoint every decoder layer of ``model.base``; recomputation replays the forward
     pass's coupling modes and LoRA adapter."""
-    if model.kv_heads:
+    if model.config.memory_form == "kv":
         raise ValueError(
             "gradient checkpointing needs memory_form='embedding': the kv form reads and writes "
             "the memory through the KV cache, which checkpointed layers do not keep"

@@ -15,6 +15,7 @@ from .bench.lm import book_segments, stream_perplexity
 from .bench.reconstruct import reconstruct_segments, reconstruction_scores
 from .data import pad_rows
 from .memory import Memory
+from .model import one_row, recur
 from .readers import read_texts
 
 WIDTH = 48
@@ -44,8 +45,9 @@ def run_demo(
     show(f"text: {source.name}, {len(document.encode()):,} bytes of UTF-8, {tokens:,} tokens")
 
     state = r3.init_memory(1)
-    for segment in tqdm(segments, desc="writing", unit="segment"):
-        state = r3.write(state, segment[None].to(r3.device))
+    stream = one_row(segments, r3.device)
+    for step in tqdm(recur(r3, state, stream), total=len(stream), desc="writing", unit="segment"):
+        state = step.memory
     show(
         f"document memory: {m} slots x {state.memory.shape[-1]} values = {state.nbytes():,} bytes "
         f"({r3.config.memory_form} form), after absorbing {int(state.tokens_seen[0]):,} tokens"

@@ -8,29 +8,21 @@ say what each term measures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from .model import R3MemModel
-    from .state import MemoryState
+from .cell import IGNORE, MemoryCell, lm_loss, token_loss
+from .state import MemoryState
 
-IGNORE = -100
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy with Hugging Face alignment: ``logits[:, i]`` predicts
-    ``labels[:, i + 1]``; label -100 is ignored."""
-    return token_loss(logits[:, :-1], labels[:, 1:])
-
-
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy where ``logits[:, i]`` predicts ``targets[:, i]``; -100 is ignored."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE
-    )
+__all__ = [
+    "IGNORE",
+    "cycle_loss",
+    "document_recall_loss",
+    "entity_loss",
+    "lm_loss",
+    "reconstruction_loss",
+    "token_loss",
+]
 
 
 def _masked(ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -38,7 +30,7 @@ def _masked(ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Ten
 
 
 def reconstruction_loss(
-    model: R3MemModel,
+    model: MemoryCell,
     memory: MemoryState,
     target_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -50,7 +42,7 @@ def reconstruction_loss(
 
 
 def document_recall_loss(
-    model: R3MemModel,
+    model: MemoryCell,
     document_memory: MemoryState,
     segment_ids: torch.Tensor,
     cue_length: int,
@@ -69,7 +61,7 @@ def document_recall_loss(
 
 
 def entity_loss(
-    model: R3MemModel,
+    model: MemoryCell,
     paragraph_memory: MemoryState,
     entity_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -79,7 +71,7 @@ def entity_loss(
 
 
 def cycle_loss(
-    model: R3MemModel,
+    model: MemoryCell,
     memory: MemoryState,
     logits: torch.Tensor,
     attention_mask: torch.Tensor | None = None,

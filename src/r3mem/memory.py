@@ -35,7 +35,7 @@ from .bank import (
 from .checkpoint import CONFIG_NAME, adapter_digest, load_base
 from .data import pad_rows
 from .hierarchy import EntityExtractor, Paragraph, build_document, default_entity_extractor
-from .model import R3MemModel
+from .model import R3MemModel, one_row, recur
 from .readers import Conversation, Session, Turn, conversation_to_document
 from .state import MemoryState
 
@@ -173,9 +173,7 @@ class Memory:
         paragraphs = self._paragraphs(content)
         ids = [self.encode(p.text)[0].tolist() for p in paragraphs]
         with torch.no_grad():
-            document = self.bank.document
-            for row in ids:
-                document = self.model.write(document, torch.tensor([row], device=self.model.device))
+            document = self._write_document(self.bank.document, ids)
             states = round_state(self._write_batch(ids), self.bank.entry_dtype)
             corrections = find_corrections(self.model, states, ids)
         entries = []
@@ -217,6 +215,12 @@ class Memory:
         device = self.model.device
         return self.model.write(state, input_ids.to(device), attention_mask=mask.to(device))
 
+    def _write_document(self, document: MemoryState, rows: list[list[int]]) -> MemoryState:
+        """The document memory after reading ``rows`` (segments' token ids) in order."""
+        for step in recur(self.model, document, one_row(rows, self.model.device)):
+            document = step.memory
+        return document
+
     def _commit(
         self, document: MemoryState, new: list[Entry], new_ids: list[list[int]] | None = None
     ) -> int:
@@ -227,10 +231,7 @@ class Memory:
         with torch.no_grad():
             folded = exact_tokens(self.model, [self.bank.entries[i] for i in old]) if old else []
             folded += (new_ids or [])[: count - len(old)]
-            for tokens in folded:
-                document = self.model.write(
-                    document, torch.tensor([tokens], device=self.model.device)
-                )
+            document = self._write_document(document, folded)
         self.bank.document = document
         added = [self.bank.add(entry) for entry in new]
         for entry_id in [*old, *added][:count]:
@@ -281,7 +282,7 @@ class Memory:
         path = Path(path)
         tensors, meta = self.bank.to_file_parts()
         meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
-        meta["adapter_digest"] = adapter_digest(self.model)
+        meta["adapter_digest"] = adapter_digest(self.model.trainable_parameters())
         tmp = path.with_name(path.name + ".tmp")
         try:
             save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
@@ -313,7 +314,7 @@ class Memory:
                 f"{path}: this memory was written by another base model or config "
                 f"(fingerprint {str(fingerprint)[:12]} != {memory.model.fingerprint[:12]})"
             )
-        if digest != adapter_digest(memory.model):
+        if digest != adapter_digest(memory.model.trainable_parameters()):
             raise ValueError(
                 f"{path}: this memory was written through other adapter weights than "
                 f"{memory.model_dir}'s; open it with the model that wrote it"

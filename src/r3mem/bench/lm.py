@@ -9,7 +9,6 @@ streams text as it comes.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from ..data import pad_rows
 from ..hierarchy import split_paragraphs
 from ..losses import IGNORE
-from ..model import R3MemModel
+from ..model import R3MemModel, recur
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -111,24 +110,33 @@ def stream_perplexity(
     if use_memory and not adapters:
         raise ValueError("the memory needs the adapters: use_memory=True with adapters=False")
     books = sorted(books, key=len, reverse=True)  # the rows still reading are a prefix
-    state = model.init_memory(len(books)) if use_memory else None
+    batches = [_batch(books, index, width, model.device) for index in range(len(books[0]))]
+    if use_memory:
+        state = model.init_memory(len(books))
+        passes = (step.logits for step in recur(model, state, batches, score=True))
+    elif adapters:
+        passes = (model(input_ids=ids, attention_mask=mask).logits for ids, mask in batches)
+    else:
+        passes = (_bare(model, ids, mask) for ids, mask in batches)
     by_segment = []
-    for index in range(len(books[0])):
-        rows = sum(len(segments) > index for segments in books)
-        chunk, chunk_mask = pad_rows([b[index].tolist() for b in books[:rows]], width=width)
-        chunk, chunk_mask = chunk.to(model.device), chunk_mask.to(model.device)
-        if state is not None:
-            state = replace(state, memory=state.memory[:rows], tokens_seen=state.tokens_seen[:rows])
-        if adapters:
-            out = model(input_ids=chunk, memory=state, attention_mask=chunk_mask)
-            logits = out.logits[:, :-1].float()
-        else:
-            with model.bare():
-                logits = model.base(input_ids=chunk, attention_mask=chunk_mask).logits[:, :-1]
-            logits = logits.float()
+    for (chunk, chunk_mask), logits in zip(batches, passes, strict=True):
         targets = chunk[:, 1:].masked_fill(chunk_mask[:, 1:] == 0, IGNORE)  # [rows, T - 1]
+        logits = logits[:, :-1].float()
         nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
         by_segment.append((nll, int(chunk_mask[:, 1:].sum())))
-        state = out.memory if use_memory else None
     nll, scored = (sum(column) for column in zip(*by_segment, strict=True))
     return {"ppl": math.exp(nll / scored), "tokens_scored": scored, "by_segment": by_segment}
+
+
+def _batch(
+    books: list[list[torch.Tensor]], index: int, width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segment ``index`` of every book that has one (a prefix of the rows), right-padded."""
+    rows = [segments[index].tolist() for segments in books if len(segments) > index]
+    ids, mask = pad_rows(rows, width=width)
+    return ids.to(device), mask.to(device)
+
+
+def _bare(model: R3MemModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    with model.bare():
+        return model.base(input_ids=ids, attention_mask=mask).logits

@@ -29,8 +29,8 @@ from ..checkpoint import load_base, load_trainable
 from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
 from ..data import Corpus, Segments, load_corpus, load_segments
-from ..losses import cycle_loss, document_recall_loss, entity_loss, token_loss
-from ..model import R3MemModel
+from ..losses import IGNORE, cycle_loss, document_recall_loss, entity_loss, token_loss
+from ..model import R3MemModel, recur
 from .common import (
     Checkpoint,
     MetricsLog,
@@ -96,20 +96,18 @@ def window_loss(
         terms[name] = terms.get(name, 0.0) + value / span
 
     document = model.init_memory(size)
-    for t in range(span):
-        segment, segment_mask = ids[:, t], mask[:, t]
-        labels = segment.masked_fill(segment_mask == 0, -100)
+    segments = [(ids[:, t], mask[:, t]) for t in range(span)]
+    steps = recur(model, document, segments, score=weights["lm"] > 0) if carry else None
+    for t, (segment, segment_mask) in enumerate(segments):
+        labels = segment.masked_fill(segment_mask == 0, IGNORE)
         paragraph = None
-        if carry and weights["lm"] > 0:
-            out = model(
-                input_ids=segment, memory=document, labels=labels, attention_mask=segment_mask
-            )
-            add("lm", out.loss)
-            document = out.memory
-        elif carry:
-            document = model.write(document, segment, segment_mask)
-        if carry and t == 0:  # the cell read the initial memory, as a paragraph write does
-            paragraph = replace(document, level="paragraph")
+        if steps is not None:
+            step = next(steps)
+            if weights["lm"] > 0:
+                add("lm", step.loss)
+            document = step.memory
+            if t == 0:  # the cell read the initial memory, as a paragraph write does
+                paragraph = replace(document, level="paragraph")
         if not decoding:
             continue  # the LM-only baselines: no paragraph memory to write
         if paragraph is None:
@@ -214,7 +212,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     step, elapsed, tokens = 0, 0.0, 0
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
-        load_trainable(model, weights, checkpoint.directory)
+        load_trainable(model.trainable_parameters(), weights, checkpoint.directory)
         optimizer.load_state_dict(optimizer_state)
         step, elapsed, tokens = state["step"], state["elapsed"], state.get("tokens", 0)
     main = accelerator.is_main_process
