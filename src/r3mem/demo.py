@@ -13,10 +13,10 @@ from tqdm import tqdm
 from .assets import SAMPLE_TEXT, asset_path
 from .bench.lm import book_segments, stream_perplexity
 from .bench.reconstruct import reconstruct_segments, reconstruction_scores
-from .data import pad_rows
 from .memory import Memory
 from .model import one_row, recur
 from .readers import read_texts
+from .segment import pad_rows
 
 WIDTH = 48
 

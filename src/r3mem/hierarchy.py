@@ -306,11 +306,12 @@ def build_document(
     text: str,
     max_tokens: int,
     count_tokens: CountTokens,
-    extractor: EntityExtractor,
+    extractor: EntityExtractor | None,
 ) -> Document:
-    """Split ``text`` into segments of at most ``max_tokens`` and extract their entities."""
+    """Split ``text`` into segments of at most ``max_tokens`` and extract their entities
+    (none when ``extractor`` is None)."""
     paragraphs = [
-        Paragraph(text=segment, entities=extractor(segment))
+        Paragraph(text=segment, entities=extractor(segment) if extractor else [])
         for segment in split_paragraphs(text, max_tokens, count_tokens)
     ]
     return Document(doc_id=doc_id, paragraphs=paragraphs)

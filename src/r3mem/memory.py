@@ -8,7 +8,6 @@ no network. ``remember`` / ``recall`` write to and read from the hierarchical ba
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,11 @@ from .bank import (
     round_state,
 )
 from .checkpoint import CONFIG_NAME, adapter_digest, load_base
-from .data import pad_rows
-from .hierarchy import EntityExtractor, Paragraph, build_document, default_entity_extractor
+from .files import atomic_path
+from .hierarchy import EntityExtractor, default_entity_extractor
 from .model import R3MemModel, one_row, recur
-from .readers import Conversation, Session, Turn, conversation_to_document
+from .readers import Conversation, Session, Turn
+from .segment import Segment, Tokens, cut, pad_rows
 from .state import MemoryState
 
 
@@ -81,6 +81,7 @@ class Memory:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.tokens = Tokens(tokenizer)
         self.model_dir = None if model_dir is None else Path(model_dir).resolve()
         with torch.no_grad():
             document = model.init_memory(1, "document").detach()
@@ -140,7 +141,7 @@ class Memory:
         return self._extractor
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return self.tokens.count(text)
 
     # ----------------------------------------------------------------------------- remember
 
@@ -161,17 +162,18 @@ class Memory:
             raise
 
     def remember(
-        self, content: str | Sequence[dict[str, Any]], source: str | None = None
+        self, content: str | Sequence[dict[str, Any]] | Sequence[Segment], source: str | None = None
     ) -> Remembered:
         """Write ``content`` into every level: the document memory (recurrently), one paragraph
         entry per segment (compressed alone, with its exact-recall corrections) and the
-        entity index. ``content`` is a text or chat messages ``{speaker, text[, time]}``
-        (one session). Over budget, the oldest entries are folded into the document memory.
+        entity index. ``content`` is a text, chat messages ``{speaker, text[, time]}`` (one
+        session), or segments already cut by :meth:`segments`. Over budget, the oldest entries
+        are folded into the document memory.
         """
         if source is not None and not isinstance(source, str):
             raise TypeError(f"source must be a str or None, got {type(source).__name__}")
-        paragraphs = self._paragraphs(content)
-        ids = [self.encode(p.text)[0].tolist() for p in paragraphs]
+        paragraphs = self.segments(content)
+        ids = [p.ids for p in paragraphs]
         with torch.no_grad():
             document = self._write_document(self.bank.document, ids)
             states = round_state(self._write_batch(ids), self.bank.entry_dtype)
@@ -187,26 +189,35 @@ class Memory:
         evicted = self._commit(document, entries, ids)
         return Remembered(len(entries), sum(map(len, ids)), evicted)
 
-    def _paragraphs(self, content: str | Sequence[dict[str, Any]]) -> list[Paragraph]:
-        """Segments of ``content`` that fit ``segment_length``, with entities and meta."""
+    def segments(
+        self, content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment]
+    ) -> list[Segment]:
+        """``content`` cut into the segments ``remember`` writes (:func:`r3mem.segment.cut`),
+        with token ids, entities and meta: a text, a conversation, or chat messages (one
+        session); segments are checked and returned as they are."""
         limit = self.model.config.segment_length
         if isinstance(content, str):
             if not content.strip():
                 raise ValueError("empty text: nothing to remember")
-            return build_document(
-                "text", content, limit, self.count_tokens, self.extractor
-            ).paragraphs
+            return cut(content, self.tokens, limit, self.extractor)
+        if isinstance(content, Conversation):
+            return cut(content, self.tokens, limit, self.extractor)
         if not isinstance(content, list | tuple):
             raise TypeError(
                 f"remember takes a str or a list of messages, got {type(content).__name__}"
             )
         if not content:
             raise ValueError("no messages: nothing to remember")
+        if all(isinstance(item, Segment) for item in content):
+            for item in content:
+                if not 0 < len(item.ids) <= limit:
+                    raise ValueError(
+                        f"a segment must hold 1 to {limit} tokens, got {len(item.ids)}"
+                    )
+            return list(content)
         turns = [_turn(message, index) for index, message in enumerate(content)]
         session = Session("1", turns[0].time, turns)
-        conversation = Conversation("messages", [session], [])
-        document = conversation_to_document(conversation, limit, self.count_tokens, self.extractor)
-        return document.paragraphs
+        return cut(Conversation("messages", [session], []), self.tokens, limit, self.extractor)
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
         """Each row compressed alone from the initial paragraph memory, right-padded."""
@@ -278,17 +289,13 @@ class Memory:
 
     def save(self, path: str | Path) -> None:
         """Write the bank to one safetensors file (tensors + JSON metadata with the model's
-        fingerprint and directory); atomic: write ``path.tmp``, then rename."""
+        fingerprint and directory), atomically: written whole or not at all."""
         path = Path(path)
         tensors, meta = self.bank.to_file_parts()
         meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
         meta["adapter_digest"] = adapter_digest(self.model.trainable_parameters())
-        tmp = path.with_name(path.name + ".tmp")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def open(cls, path: str | Path, model_dir: str | Path | None = None) -> Memory:

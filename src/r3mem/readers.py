@@ -302,7 +302,7 @@ def conversation_to_document(
     conversation: Conversation,
     max_tokens: int,
     count_tokens: CountTokens,
-    extractor: EntityExtractor,
+    extractor: EntityExtractor | None,
 ) -> Document:
     """A conversation as a document: one paragraph per session window, its entities the
     speakers then what ``extractor`` finds; ``meta`` keeps session id, time and turn ids.
@@ -317,5 +317,6 @@ def conversation_to_document(
                 "time": window.time,
                 "turn_ids": unique(turn.turn_id for turn in window.turns if turn.turn_id),
             }
-            paragraphs.append(Paragraph(text, unique([*speakers, *extractor(text)]), meta))
+            found = extractor(text) if extractor else []
+            paragraphs.append(Paragraph(text, unique([*speakers, *found]), meta))
     return Document(conversation.conv_id, paragraphs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import LEVELS
+from .files import atomic_path
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,6 @@ class MemoryState:
 
     def save(self, path: str | Path) -> None:
         """Write to one safetensors file (tensors + JSON metadata); atomic: write, then rename."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         tensors = {
             "memory": self.memory.detach().contiguous().cpu(),
             "tokens_seen": self.tokens_seen.cpu(),
@@ -72,8 +70,8 @@ class MemoryState:
             "fingerprint": self.fingerprint,
             "format": "r3mem.MemoryState/1",
         }
-        save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
 
     @classmethod
     def load(cls, path: str | Path) -> MemoryState:

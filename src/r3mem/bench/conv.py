@@ -31,10 +31,10 @@ from ..readers import (
     Conversation,
     DataError,
     Session,
-    conversation_to_document,
     read_locomo,
     read_memorybank,
 )
+from ..segment import Segment
 from .retrieval import (
     Question,
     R3MemIndex,
@@ -117,18 +117,16 @@ def _spoken(conversation: Conversation, sessions: int | None) -> Conversation:
     return Conversation(conversation.conv_id, [s for s in kept if s.turns], [])
 
 
-def _r3mem(memory: Memory, conversation: Conversation) -> R3MemIndex:
-    """A fresh memory holding every session in order; hits map back to dialog ids."""
+def _r3mem(memory: Memory, conversation: Conversation, segments: list[Segment]) -> R3MemIndex:
+    """A fresh memory holding the conversation's segments, session by session in order; hits
+    map back to the dialog ids their turns carry."""
     fresh = memory.fresh()
-    dialog: dict[tuple[str, str], str] = {}
-    for session in tqdm(conversation.sessions, desc=f"conv {conversation.conv_id}: writing"):
-        messages = [
-            {"speaker": t.speaker, "text": t.text, "time": session.time} for t in session.turns
-        ]
-        fresh.remember(messages, source=session.session_id)
-        for index, turn in enumerate(session.turns):
-            dialog[session.session_id, str(index)] = turn.turn_id or str(index)
-    return R3MemIndex(fresh, lambda meta: [dialog[meta["source"], i] for i in meta["turn_ids"]])
+    sessions: dict[str, list[Segment]] = {}
+    for segment in segments:
+        sessions.setdefault(segment.meta["session_id"], []).append(segment)
+    for session_id, cut in tqdm(sessions.items(), desc=f"conv {conversation.conv_id}: writing"):
+        fresh.remember(cut, source=session_id)
+    return R3MemIndex(fresh, lambda meta: list(meta["turn_ids"]))
 
 
 def bench_conv(
@@ -144,7 +142,6 @@ def bench_conv(
     ``questions_each``: a seeded draw of at most that many per conversation."""
     scored: dict[str, list[tuple[str, dict]]] = {}
     stored: dict[str, int] = {}
-    limit = memory.model.config.segment_length
     conversations = read_conversations(data)
     for conversation, questions in conversations[: 1 if quick else None]:
         conversation = _spoken(conversation, QUICK_SESSIONS if quick else None)
@@ -152,13 +149,11 @@ def bench_conv(
             turns = {t.turn_id for s in conversation.sessions for t in s.turns}
             questions = draw([q for q in questions if set(q.gold) <= turns], QUICK_QUESTIONS, seed)
         questions = draw(questions, questions_each, seed)
-        document = conversation_to_document(
-            conversation, limit, memory.count_tokens, memory.extractor
-        )
-        units = [Unit(p.text, p.meta["turn_ids"]) for p in document.paragraphs]
+        segments = memory.segments(conversation)  # once, for every method
+        units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
         indexes = baselines(methods, units)
         if "r3mem" in methods:
-            indexes = {"r3mem": _r3mem(memory, conversation), **indexes}
+            indexes = {"r3mem": _r3mem(memory, conversation, segments), **indexes}
         for method, index in indexes.items():
             rows = score_questions(
                 index, questions, reader, f"conv {conversation.conv_id} {method}"

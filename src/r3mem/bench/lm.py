@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..data import pad_rows
-from ..hierarchy import split_paragraphs
 from ..losses import IGNORE
 from ..model import R3MemModel, recur
+from ..segment import cut, pad_rows
 
 if TYPE_CHECKING:
     from ..memory import Memory
@@ -67,12 +66,12 @@ def book_segments(memory: Memory, text: str, tokens: int | None = None) -> list[
     limit = memory.model.config.segment_length
     size = (tokens or 0) * _CHARS_PER_TOKEN
     while True:
-        cut = text.find("\n\n", size) if tokens else -1
-        pieces = split_paragraphs(text if cut < 0 else text[:cut], limit, memory.count_tokens)
-        segments = [memory.encode(piece)[0].cpu() for piece in pieces]
-        if cut >= 0:
+        end = text.find("\n\n", size) if tokens else -1
+        pieces = cut(text if end < 0 else text[:end], memory.tokens, limit)  # no entities: faster
+        segments = [torch.tensor(piece.ids) for piece in pieces]
+        if end >= 0:
             segments = segments[:-1]  # the prefix's last segment may differ from the book's
-        if tokens is None or cut < 0 or sum(map(len, segments)) >= tokens:
+        if tokens is None or end < 0 or sum(map(len, segments)) >= tokens:
             break
         size *= 2
     out, total = [], 0

@@ -20,7 +20,6 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..hierarchy import split_paragraphs
 from ..memory import Memory
 from ..reader import Reader
 from ..readers import DataError, _load_json, _read_jsonl
@@ -141,19 +140,15 @@ def bench_rag(
     if quick:
         passages, questions = QUICK_PASSAGES, QUICK_QUESTIONS
     rows = []
-    limit = memory.model.config.segment_length
     for qa in read_qa(data):
         qa = take(qa, passages, questions, seed)
-        units = [
-            Unit(segment, [str(pid)])
-            for pid, text in enumerate(qa.passages)
-            for segment in split_paragraphs(text, limit, memory.count_tokens)
-        ]
+        cut = [memory.segments(text) for text in qa.passages]  # once, for every method
+        units = [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
         indexes = baselines(methods, units)
         if "r3mem" in methods:
             fresh = memory.fresh()
-            for pid, text in enumerate(tqdm(qa.passages, desc=f"rag {qa.name} r3mem: writing")):
-                fresh.remember(text, source=str(pid))
+            for pid, segments in enumerate(tqdm(cut, desc=f"rag {qa.name} r3mem: writing")):
+                fresh.remember(segments, source=str(pid))
             indexes = {"r3mem": R3MemIndex(fresh, lambda meta: [meta["source"]]), **indexes}
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)
         for method, index in indexes.items():
