@@ -8,12 +8,10 @@ model: ``AutoModelForCausalLM.from_pretrained(out_dir)`` and ``AutoTokenizer`` l
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from ..data import Corpus, load_corpus, train_tokenizer
@@ -25,6 +23,7 @@ from .common import (
     make_accelerator,
     make_optimizer,
     make_schedule,
+    run_steps,
 )
 
 
@@ -122,40 +121,46 @@ def train_base(
     log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
     params = sum(p.numel() for p in model.parameters())
     tokens_per_step = config.batch_size * config.grad_accum * config.seq_len
-    progress = tqdm(total=config.steps, initial=step, desc="train-base", unit="step")
     model.train()
-    last = config.steps if stop_after is None else min(stop_after, config.steps)
-    while step < last:
-        started = time.perf_counter()
+
+    def train_step(step: int) -> tuple[dict, int]:
         optimizer.zero_grad()
         loss_sum = 0.0
         for micro in range(config.grad_accum):
             draw = [step, micro, accelerator.process_index]  # resumed runs see the same batches
             batch = train.windows(config.seq_len, config.batch_size, config.seed, draw)
-            loss = model(
-                input_ids=batch.to(accelerator.device), labels=batch.to(accelerator.device)
-            ).loss
+            batch = batch.to(accelerator.device)
+            loss = model(input_ids=batch, labels=batch).loss
             accelerator.backward(loss / config.grad_accum)
             loss_sum += loss.item() / config.grad_accum
         accelerator.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
         schedule.step()
-        step += 1
-        elapsed += time.perf_counter() - started
-        record = {"step": step, "loss": loss_sum, "lr": schedule.get_last_lr()[0]}
-        record["tokens"] = step * tokens_per_step
-        record["tokens_per_s"] = record["tokens"] / elapsed
+        return {"loss": loss_sum, "lr": schedule.get_last_lr()[0]}, tokens_per_step
+
+    def evaluate(step: int) -> dict:
         if step % config.eval_every == 0 or step == config.steps:
-            record["valid_ppl"] = perplexity(model, valid, config)
-        log.write(record)
-        progress.update(1)
-        progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        if step % config.save_every == 0 or step == last:
-            weights = accelerator.unwrap_model(model).state_dict()
-            weights.pop("lm_head.weight", None)
-            state = {"step": step, "elapsed": elapsed, "params": params, "config": asdict(config)}
-            checkpoint.save(weights, optimizer, state)
-    progress.close()
+            return {"valid_ppl": perplexity(model, valid, config)}
+        return {}
+
+    def save(step: int, elapsed: float, tokens: int) -> None:
+        weights = accelerator.unwrap_model(model).state_dict()
+        weights.pop("lm_head.weight", None)
+        state = {"step": step, "elapsed": elapsed, "params": params, "config": asdict(config)}
+        checkpoint.save(weights, optimizer, state)
+
+    run_steps(
+        start=(step, elapsed, step * tokens_per_step),
+        last=config.steps if stop_after is None else min(stop_after, config.steps),
+        total=config.steps,
+        train_step=train_step,
+        evaluate=evaluate,
+        save=save,
+        saving=lambda step: step % config.save_every == 0,
+        log=log,
+        desc="train-base",
+        show=("loss",),
+    )
     final = accelerator.unwrap_model(model)
     final.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -9,6 +9,8 @@ import math
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,6 +129,47 @@ def make_schedule(
         lambda s: warmup_cosine(s, config.warmup, config.steps, config.min_lr_ratio),
         last_epoch=step - 1,
     )
+
+
+StepFn = Callable[[int], tuple[dict[str, Any], int]]
+
+
+def run_steps(
+    *,
+    start: tuple[int, float, int],
+    last: int,
+    total: int,
+    train_step: StepFn,
+    evaluate: Callable[[int], dict[str, Any]],
+    save: Callable[[int, float, int], None],
+    saving: Callable[[int], bool],
+    log: MetricsLog | None,
+    desc: str,
+    show: tuple[str, ...],
+) -> None:
+    """The loop every training run shares: from ``start`` (step, seconds, tokens so far, as a
+    checkpoint left them) to step ``last`` of ``total``. ``train_step(step)`` runs one
+    optimizer step and returns its record fields and how many tokens it read; ``evaluate``
+    adds fields after a step (time not counted in tokens/s); only the process with a ``log``
+    writes it and saves (``save(step, seconds, tokens)``) when ``saving(step)`` or at ``last``.
+    """
+    step, elapsed, tokens = start
+    progress = tqdm(total=total, initial=step, desc=desc, unit="step", disable=log is None)
+    while step < last:
+        started = time.perf_counter()
+        fields, read = train_step(step)
+        step += 1
+        elapsed += time.perf_counter() - started
+        tokens += read
+        record = {"step": step, **fields, "tokens": tokens, "tokens_per_s": tokens / elapsed}
+        record |= evaluate(step)
+        progress.update(1)
+        progress.set_postfix({name: f"{record[name]:.3f}" for name in show if name in record})
+        if log is not None:
+            log.write(record)
+            if saving(step) or step == last:
+                save(step, elapsed, tokens)
+    progress.close()
 
 
 class Checkpoint:

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 from transformers import AutoTokenizer
 
 from ..bench.reconstruct import reconstruct_segments, reconstruction_scores
@@ -38,6 +37,7 @@ from .common import (
     check_positive,
     make_accelerator,
     make_optimizer,
+    run_steps,
 )
 from .stages import Stage, build_stages, stage_at
 
@@ -176,6 +176,12 @@ def evaluate(model: R3MemModel, segments: Segments, count: int, length: int) -> 
     return record
 
 
+def _stage(stages: list[Stage], step: int) -> tuple[Stage, int]:
+    """The stage that runs global step ``step`` (0-based) and the step within it."""
+    index, local = stage_at(stages, step)
+    return stages[index], local
+
+
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> R3MemModel:
     """Train (or resume) the adapters; writes ``out_dir/adapter`` (PEFT layout) at the end and
     returns the trained model."""
@@ -209,32 +215,34 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     params = list(model.trainable_parameters().values())
     optimizer = make_optimizer(params, config.lr, config.weight_decay)
     checkpoint = Checkpoint(out / "checkpoint")
-    step, elapsed, tokens = 0, 0.0, 0
+    start = (0, 0.0, 0)  # step, seconds, tokens
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
         load_trainable(model.trainable_parameters(), weights, checkpoint.directory)
         optimizer.load_state_dict(optimizer_state)
-        step, elapsed, tokens = state["step"], state["elapsed"], state.get("tokens", 0)
+        start = (state["step"], state["elapsed"], state.get("tokens", 0))
     main = accelerator.is_main_process
-    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if main else None
+    log = (
+        MetricsLog(out / "metrics.jsonl", resume_step=start[0] if resume else None)
+        if main
+        else None
+    )
     rank, world = accelerator.process_index, accelerator.num_processes
     taught = any(stage.lambda_rec > 0 for stage in stages)  # else nothing learnt to reconstruct
-    last = config.steps if stop_after is None else min(stop_after, config.steps)
-    progress = tqdm(total=config.steps, initial=step, desc="train", disable=not main)
-    while step < last:
+
+    def train_step(step: int) -> tuple[dict, int]:
         started = time.perf_counter()
-        index, local = stage_at(stages, step)
-        stage = stages[index]
+        stage, local = _stage(stages, step)
         for group in optimizer.param_groups:
             group["lr"] = stage.learning_rate(local)
         optimizer.zero_grad()
         terms: dict[str, float] = {}
-        step_tokens = torch.zeros((), dtype=torch.long)
+        read = torch.zeros((), dtype=torch.long)
         for micro in range(config.grad_accum):
             # Batches depend only on (seed, step, micro, rank): a resumed run sees the same ones.
             batch = draw_batch(train_set, corpus, stage, [config.seed, step, micro, rank])
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            step_tokens += batch["mask"].sum().cpu()
+            read += batch["mask"].sum().cpu()
             with accelerator.autocast():
                 loss, values = window_loss(model, batch, stage)
             accelerator.backward(loss / config.grad_accum)
@@ -245,28 +253,38 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
                 param.grad = accelerator.reduce(param.grad, reduction="mean")
         torch.nn.utils.clip_grad_norm_(params, config.clip)
         optimizer.step()
-        step += 1
-        elapsed += time.perf_counter() - started
-        tokens += int(step_tokens) * world
-        record = {"step": step, "stage": stage.name, **{f"loss_{k}": v for k, v in terms.items()}}
-        record |= {"lr": optimizer.param_groups[0]["lr"], "tokens": tokens}
-        record["tokens_per_s"] = tokens / elapsed
-        record["step_tokens_per_s"] = int(step_tokens) * world / (time.perf_counter() - started)
-        stage_end = local + 1 == stage.steps
-        if taught and (step % config.eval_every == 0 or stage_end):
-            record |= evaluate(model, valid_set, config.eval_segments, stage.segment_length)
-        progress.update(1)
-        progress.set_postfix(
-            stage=stage.name, lm=f"{terms.get('lm', 0):.3f}", rec=f"{terms.get('rec', 0):.3f}"
-        )
-        if log is not None:
-            log.write(record)
-            if step % config.save_every == 0 or step == last or stage_end:
-                state = {"step": step, "elapsed": elapsed, "tokens": tokens}
-                checkpoint.save(
-                    model.trainable_parameters(), optimizer, state | {"config": asdict(config)}
-                )
-    progress.close()
+        read = int(read) * world
+        fields = {"stage": stage.name, **{f"loss_{k}": v for k, v in terms.items()}}
+        fields |= {"lr": optimizer.param_groups[0]["lr"]}
+        fields["step_tokens_per_s"] = read / (time.perf_counter() - started)
+        return fields, read
+
+    def stage_end(step: int) -> bool:  # ``step`` counts the steps done
+        stage, local = _stage(stages, step - 1)
+        return local + 1 == stage.steps
+
+    def evaluated(step: int) -> dict:
+        if not taught or not (step % config.eval_every == 0 or stage_end(step)):
+            return {}
+        length = _stage(stages, step - 1)[0].segment_length
+        return evaluate(model, valid_set, config.eval_segments, length)
+
+    def save(step: int, elapsed: float, tokens: int) -> None:
+        state = {"step": step, "elapsed": elapsed, "tokens": tokens, "config": asdict(config)}
+        checkpoint.save(model.trainable_parameters(), optimizer, state)
+
+    run_steps(
+        start=start,
+        last=config.steps if stop_after is None else min(stop_after, config.steps),
+        total=config.steps,
+        train_step=train_step,
+        evaluate=evaluated,
+        save=save,
+        saving=lambda step: step % config.save_every == 0 or stage_end(step),
+        log=log,
+        desc="train",
+        show=("loss_lm", "loss_rec"),
+    )
     if main:
         model.save_pretrained(out / "adapter")
     accelerator.wait_for_everyone()
