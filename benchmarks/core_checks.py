@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from r3mem import R3MemConfig, R3MemModel
-from r3mem.bench.report import markdown, write_report
+from r3mem.report import markdown, write_report
 from r3mem.tiny import ARCHITECTURES, tiny_base
 
 

@@ -15,10 +15,10 @@ import time
 import torch
 from transformers import AutoTokenizer
 
-from r3mem.bench.report import write_report
 from r3mem.checkpoint import load_base
 from r3mem.data import load_corpus, load_segments
 from r3mem.model import R3MemModel
+from r3mem.report import write_report
 from r3mem.training.common import load_config, make_optimizer
 from r3mem.training.train import TrainConfig, draw_batch, window_loss
 

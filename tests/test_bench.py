@@ -13,12 +13,12 @@ from r3mem import R3MemConfig, R3MemModel
 from r3mem.assets import SAMPLE_TEXT, asset_path
 from r3mem.bank import round_state
 from r3mem.bench.baselines import Method, parse_methods
-from r3mem.bench.lm import book_chunks, book_segments, read_book, stream_perplexity
 from r3mem.bench.reconstruct import exact_recall_cost
-from r3mem.bench.report import git_revision
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
+from r3mem.eval import book_chunks, book_segments, read_book, stream_perplexity
 from r3mem.memory import Memory
+from r3mem.report import git_revision
 
 from .conftest import make_base, randomize
 from .test_model import ids, wrapped
@@ -197,7 +197,7 @@ def test_bad_requests(adapter_dir, tmp_path, capsys):
 
 
 def test_training_curve_plot(tmp_path):
-    from r3mem.bench.plots import training_curve
+    from r3mem.plots import training_curve
 
     metrics = tmp_path / "metrics.jsonl"
     rows = [

@@ -3,8 +3,8 @@
 from transformers import AutoModelForCausalLM
 
 from r3mem.assets import DEFAULT_MODEL, SAMPLE_TEXT, asset_path
-from r3mem.bench.lm import book_segments, stream_perplexity
 from r3mem.demo import run_demo
+from r3mem.eval import book_segments, stream_perplexity
 from r3mem.memory import Memory
 from r3mem.model import R3MemModel
 

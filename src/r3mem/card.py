@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .bench.plots import training_curve
-from .bench.report import hardware, markdown
+from .plots import training_curve
+from .report import hardware, markdown
 
 PPL_TARGET = 0.90  # perplexity with memory over the same adapters without: at most this
 GREEDY_TARGET = 0.90  # greedy token accuracy of paragraph reconstruction at 8x

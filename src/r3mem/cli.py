@@ -36,8 +36,8 @@ def _demo(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from .bench.report import markdown
     from .bench.tasks import run_bench
+    from .report import markdown
 
     methods = args.methods.split(",") if args.methods else None
     report = run_bench(

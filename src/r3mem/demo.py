@@ -11,8 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .assets import SAMPLE_TEXT, asset_path
-from .bench.lm import book_segments, stream_perplexity
-from .bench.reconstruct import reconstruct_segments, reconstruction_scores
+from .eval import book_segments, reconstruct_segments, reconstruction_scores, stream_perplexity
 from .memory import Memory
 from .model import one_row, recur
 from .readers import read_texts

@@ -25,22 +25,23 @@ import torch
 from tqdm import tqdm
 
 from ..data import load_segments
+from ..eval import (
+    READINGS,
+    read_book,
+    reconstruct_segments,
+    reconstruction_scores,
+    stream_perplexity,
+)
 from ..memory import Memory
+from ..plots import history_curve, position_curve, ratio_curve
 from ..reader import Reader
 from ..readers import read_texts
+from ..report import write_report
 from .baselines import Method, load_methods, parse_methods
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
-from .lm import READINGS, read_book, stream_perplexity
-from .plots import history_curve, position_curve, ratio_curve
 from .rag import bench_rag
-from .reconstruct import (
-    document_recall,
-    exact_recall_cost,
-    reconstruct_segments,
-    reconstruction_scores,
-)
-from .report import write_report
+from .reconstruct import document_recall, exact_recall_cost
 
 BOOKS = "../shared/data/books"
 DEFAULT_DATA = {

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from ..bench.reconstruct import reconstruct_segments, reconstruction_scores
 from ..checkpoint import load_base, load_trainable
 from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
 from ..data import Corpus, Segments, load_corpus, load_segments
+from ..eval import reconstruct_segments, reconstruction_scores
 from ..losses import IGNORE, cycle_loss, document_recall_loss, entity_loss, token_loss
 from ..model import R3MemModel, recur
 from .common import (
