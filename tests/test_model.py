@@ -81,7 +81,7 @@ def test_write_and_reconstruct_shapes(arch, form):
     assert state.tokens_seen.tolist() == [5, 5, 5]
     out = model.reconstruct(state, max_new_tokens=6)
     assert out.shape == (3, 6) and out.dtype == torch.long
-    cue = model.reconstruct(state, max_new_tokens=3, level="document", cue_ids=ids(3, 2))
+    cue = model.reconstruct(state, max_new_tokens=3, cue_ids=ids(3, 2))
     assert cue.shape == (3, 3)
 
 
@@ -219,7 +219,6 @@ def test_lm_loss_with_memory_scores_every_token(form):
         ),
         (lambda m, s: m.write(s, ids(2, 4), attention_mask=torch.ones(2, 3)), ValueError, "match"),
         (lambda m, s: m.reconstruct(s, 0), ValueError, "max_new_tokens"),
-        (lambda m, s: m.reconstruct(s, 4, level="chapter"), ValueError, "level"),
         (lambda m, s: m.init_memory(0), ValueError, "batch_size"),
         (lambda m, s: m.write("memory", ids(2, 4)), TypeError, "MemoryState"),
     ],

@@ -75,7 +75,7 @@ def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
 def _greedy_after(model: R3MemModel, state: MemoryState, prefixes: torch.Tensor) -> torch.Tensor:
     """``[rows, width]``: the greedy token after each prefix ``prefixes[:, :i]``, all read in
     one teacher-forced pass at the fixed width of the rows."""
-    return model.decode_logits(state, prefixes, level=state.level).argmax(-1)
+    return model.decode_logits(state, prefixes).argmax(-1)
 
 
 def _width(model: R3MemModel, lengths: Sequence[int]) -> int:

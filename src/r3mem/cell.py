@@ -320,12 +320,13 @@ class MemoryCell(nn.Module):
     # ----------------------------------------------------------------------------- expand
 
     def _reading(
-        self, state: MemoryState, level: str, cue_ids: torch.Tensor | None
+        self, state: MemoryState, entities: bool, cue_ids: torch.Tensor | None
     ) -> tuple[torch.Tensor, DynamicCache | None]:
         """What the decoder reads before the text: the memory form's ``[M] ⊕ [level tag]`` (in
-        the ``kv`` form, the tag over a cache holding M), then ``embed(cue)``."""
+        the ``kv`` form, the tag over a cache holding M), then ``embed(cue)``. The tag is the
+        memory's own level, or ``entity`` to ask a paragraph memory for its entity list."""
         self._check_state(state)
-        tag = self.tag(level, state.batch_size)
+        tag = self.tag("entity" if entities else state.level, state.batch_size)
         context = self.form.reading(self, state.memory.to(tag.dtype), tag)
         parts = [context.embeds]
         if cue_ids is not None:
@@ -338,14 +339,16 @@ class MemoryCell(nn.Module):
         self,
         state: MemoryState,
         target_ids: torch.Tensor,
-        level: str = "paragraph",
         cue_ids: torch.Tensor | None = None,
+        *,
+        entities: bool = False,
     ) -> torch.Tensor:
-        """Teacher-forced backward invocation: ``logits[:, i]`` predicts ``target_ids[:, i]``.
+        """Teacher-forced backward invocation: ``logits[:, i]`` predicts ``target_ids[:, i]``,
+        the text the memory holds after ``cue_ids`` (or, with ``entities``, its entity list).
 
         Right padding in ``target_ids`` needs no mask: causal attention never looks ahead.
         """
-        prefix, past = self._reading(state, level, cue_ids)
+        prefix, past = self._reading(state, entities, cue_ids)
         text, _ = self._embed(target_ids, None, None)
         embeds = torch.cat([prefix, text[:, :-1]], dim=1)
         logits = self.run("expand", logits=True, inputs_embeds=embeds, past_key_values=past).logits
@@ -356,20 +359,22 @@ class MemoryCell(nn.Module):
         self,
         state: MemoryState,
         max_new_tokens: int,
-        level: str = "paragraph",
         do_sample: bool = False,
         temperature: float = 1.0,
         top_k: int | None = None,
         cue_ids: torch.Tensor | None = None,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
+        *,
+        entities: bool = False,
     ) -> torch.Tensor:
-        """Backward invocation: generate the text back from memory, batched, with the KV cache.
+        """Backward invocation: generate back the text the memory holds (after ``cue_ids``; with
+        ``entities``, its entity list), batched, with the KV cache.
 
         Returns ``[batch, n]`` token ids, ``n <= max_new_tokens``; rows that met ``eos_token_id``
         are padded with it.
         """
-        prefix, past = self._reading(state, level, cue_ids)
+        prefix, past = self._reading(state, entities, cue_ids)
         with self.direction("expand"):
             return generate(
                 self.base,

@@ -34,10 +34,11 @@ def reconstruction_loss(
     memory: MemoryState,
     target_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
-    level: str = "paragraph",
+    entities: bool = False,
 ) -> torch.Tensor:
-    """L_rec: the backward invocation must give back the text the memory was written from."""
-    logits = model.decode_logits(memory, target_ids, level=level)
+    """L_rec: the backward invocation must give back the text the memory was written from
+    (with ``entities``: its entity list)."""
+    logits = model.decode_logits(memory, target_ids, entities=entities)
     return token_loss(logits, _masked(target_ids, attention_mask))
 
 
@@ -55,7 +56,7 @@ def document_recall_loss(
             f"cue_length must be in (0, {segment_ids.shape[1]}) for this segment, got {cue_length}"
         )
     cue, rest = segment_ids[:, :cue_length], segment_ids[:, cue_length:]
-    logits = model.decode_logits(document_memory, rest, level="document", cue_ids=cue)
+    logits = model.decode_logits(document_memory, rest, cue_ids=cue)
     mask = None if attention_mask is None else attention_mask[:, cue_length:]
     return token_loss(logits, _masked(rest, mask))
 
@@ -67,7 +68,7 @@ def entity_loss(
     attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_ent: from a paragraph's memory, list its entities ("entities: A; B; C")."""
-    return reconstruction_loss(model, paragraph_memory, entity_ids, attention_mask, level="entity")
+    return reconstruction_loss(model, paragraph_memory, entity_ids, attention_mask, entities=True)
 
 
 def cycle_loss(
@@ -75,7 +76,6 @@ def cycle_loss(
     memory: MemoryState,
     logits: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
-    level: str = "paragraph",
 ) -> torch.Tensor:
     """L_cyc: re-compress the decoder's soft reconstruction and match the memory it came from.
 
@@ -87,7 +87,7 @@ def cycle_loss(
     """
     table = model.embed_tokens.weight
     soft = logits.float().softmax(-1).to(table.dtype) @ table  # [B, T, d]
-    start = model.init_memory(memory.batch_size, level=level)
+    start = model.init_memory(memory.batch_size, level=memory.level)
     again = model(inputs_embeds=soft, memory=start, attention_mask=attention_mask).memory
     cosine = F.cosine_similarity(again.memory.float(), memory.memory.detach().float(), dim=-1)
     return (1 - cosine).mean()

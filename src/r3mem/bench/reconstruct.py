@@ -30,9 +30,7 @@ def document_recall(
         for t in range(2):
             state = model.write(state, ids[:, t], mask[:, t])
         rest = ids.shape[2] - cue
-        restored.append(
-            model.reconstruct(state, rest, level="document", cue_ids=ids[:, 0, :cue]).cpu()
-        )
+        restored.append(model.reconstruct(state, rest, cue_ids=ids[:, 0, :cue]).cpu())
         targets.append(ids[:, 0, cue:].cpu())
         masks.append(mask[:, 0, cue:].cpu())
     return reconstruction_scores(torch.cat(restored), torch.cat(targets), torch.cat(masks))
