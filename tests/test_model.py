@@ -85,6 +85,24 @@ def test_write_and_reconstruct_shapes(arch, form):
     assert cue.shape == (3, 3)
 
 
+@pytest.mark.parametrize(("form", "reach"), [("embedding", 3), ("kv", 2)])
+def test_how_far_back_the_document_memory_reaches(form, reach):
+    """The embedding form carries its whole history. The kv form carries layers - 1 segments
+    (3 layers here): a layer's slots are computed from hidden states that read the past only
+    through the layers below it, and layer 0's from the write embeddings alone."""
+    model = R3MemModel.from_base(
+        make_base("llama", layers=3), R3MemConfig(**SMALL, memory_form=form)
+    )
+    randomize(model)
+    text = ids(1, 24)  # three segments of 8
+    state = model.write(model.init_memory(1), text).memory
+    for segment in range(3):
+        other = text.clone()
+        other[:, 8 * segment] = (other[:, 8 * segment] + 1) % VOCAB
+        changed = not torch.allclose(model.write(model.init_memory(1), other).memory, state)
+        assert changed == (segment >= 3 - reach), segment
+
+
 def test_memory_is_at_the_embedding_scale():
     model = wrapped()
     state = model.write(model.init_memory(2), ids(2, 8))
@@ -97,11 +115,14 @@ def test_long_input_is_written_segment_by_segment(form):
     randomize(model)
     text = ids(2, 20)  # segment_length 8: segments of 8, 8, 4
     state = model.write(model.init_memory(2), text)
-    manual = model.init_memory(2)
+    chained = model.init_memory(2)  # the LM path, one segment at a time, carries the same memory
     for start in (0, 8, 16):
-        manual = model.write(manual, text[:, start : start + 8])
-    torch.testing.assert_close(state.memory, manual.memory)
+        chained = model(input_ids=text[:, start : start + 8], memory=chained).memory
+    torch.testing.assert_close(state.memory, chained.memory)
     assert state.tokens_seen.tolist() == [20, 20]
+    other = text.clone()  # the last segment is in the memory
+    other[:, 16] = (other[:, 16] + 1) % VOCAB
+    assert not torch.allclose(model.write(model.init_memory(2), other).memory, state.memory)
     one_pass = model(input_ids=text[:, :8], memory=model.init_memory(2)).memory
     assert not torch.allclose(one_pass.memory, state.memory)
 

@@ -3,6 +3,9 @@
 import re
 from pathlib import Path
 
+from r3mem import R3MemModel
+from r3mem.checkpoint import load_base
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -10,9 +13,14 @@ def test_readme_example_runs(base_dir, tmp_path, monkeypatch, capsys):
     (example,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert "path/or/hub-name" in example
     monkeypatch.chdir(tmp_path)
-    exec(compile(example.replace("path/or/hub-name", base_dir), "README.md", "exec"), {})
-    assert (tmp_path / "my-adapter" / "adapter_model.safetensors").is_file()
-    assert capsys.readouterr().out.strip()
+    scope: dict = {}
+    exec(compile(example.replace("path/or/hub-name", base_dir), "README.md", "exec"), scope)
+    # What it printed is the reconstruction of its text by the adapter it saved, loaded back.
+    loaded = R3MemModel.from_pretrained(tmp_path / "my-adapter", load_base(base_dir))
+    ids = scope["ids"]
+    state = loaded.write(loaded.init_memory(1), ids)
+    again = loaded.reconstruct(state, max_new_tokens=ids.shape[1])
+    assert capsys.readouterr().out == scope["tokenizer"].decode(again[0]) + "\n"
 
 
 def test_readme_stages_are_the_default_config_s():

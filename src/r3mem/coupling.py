@@ -158,8 +158,3 @@ class CouplingStack(nn.Module):
         for adapter in reversed(self.adapters):
             h = adapter.inverse(h)
         return h
-
-    def detach_hooks(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []

@@ -26,6 +26,7 @@ from .readers import DataError, read_texts
 from .segment import Tokens, cut, pad_ids
 
 EOS = "<|endoftext|>"
+ENTITY_LENGTH = 24  # tokens of a segment's "entities: A; B; C" target (L_ent), EOS included
 PAD = "<|pad|>"
 
 

@@ -101,7 +101,11 @@ class RecurrentKV(MemoryForm):
     """The kv form: the write tokens' keys and values at every layer, attended to directly
     (500xCompressor, Activation Beacon). A segment reads ``[document tag] ⊕ x ⊕ [W]`` over
     the cache that holds M; the initial memory is what the encoder computes for the learned
-    initial vectors, so both forms train the same parameters."""
+    initial vectors, so both forms train the same parameters.
+
+    Its reach is bounded: a layer's slots come from hidden states that read the past only
+    through the layers below, and layer 0's from the write embeddings alone, so the memory
+    holds the last ``layers - 1`` segments, not an unbounded history (tested)."""
 
     caches = True
 

@@ -18,8 +18,12 @@ from .files import atomic_path
 class MemoryState:
     """A batch of memories.
 
-    memory:      ``[batch, m, d]`` vectors in the base model's embedding space.
-    level:       ``document``, ``paragraph`` or ``entity``: what the memory holds.
+    memory:      ``[batch, slots, width]``: in the embedding form m vectors of the embedding
+                 width; in the kv form m slots of every layer's keys and values; a growing
+                 mode's slots (accumulated summaries, a window's past tokens) as many as it
+                 keeps (:mod:`r3mem.forms`).
+    level:       one of ``LEVELS``: what the memory holds (a document's history, one
+                 paragraph), and so what the decoder is asked for when it reads it.
     tokens_seen: how many tokens each row has absorbed (``[batch]``, int64).
     fingerprint: identifies the base model and config that wrote it; reading a memory
                  with another model is refused.

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import load_segments
+from ..data import ENTITY_LENGTH, load_segments
 from ..eval import (
     READINGS,
     read_book,
@@ -146,7 +146,9 @@ def _reconstruct_rows(
     name: str, memory: Memory, path: str, quick: bool, seed: int, cache_dir: str
 ) -> list[dict]:
     config = memory.model.config
-    segments = load_segments(path, memory.tokenizer, config.segment_length, 24, cache_dir)
+    segments = load_segments(
+        path, memory.tokenizer, config.segment_length, ENTITY_LENGTH, cache_dir
+    )
     rng = np.random.default_rng(seed)
     count = 32 if quick else 256
     picked = np.sort(rng.choice(len(segments), size=min(count, len(segments)), replace=False))

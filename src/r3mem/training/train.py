@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 from ..checkpoint import load_base, load_trainable
 from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
-from ..data import Corpus, Segments, load_corpus, load_segments
+from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
 from ..losses import IGNORE, cycle_loss, document_recall_loss, entity_loss, token_loss
 from ..model import R3MemModel, recur
@@ -51,7 +51,7 @@ class TrainConfig(RunConfig):
     out_dir: str = "runs/r3mem-tiny-books"
     r3mem: dict[str, Any] = field(default_factory=dict)
     stage: list[dict[str, Any]] = field(default_factory=list)
-    entity_length: int = 24
+    entity_length: int = ENTITY_LENGTH
     steps: int | None = None  # with stages: their sum (leave it out); without: default 2000
     lr: float = 2e-3
     eval_segments: int = 64
