@@ -22,7 +22,7 @@ from r3mem.bench.retrieval import (
     recall_at,
     token_f1,
 )
-from r3mem.readers import DataError
+from r3mem.sources import DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from r3mem.assets import SAMPLE_TEXT, asset_path
 from r3mem.cli import main
 from r3mem.data import load_corpus
-from r3mem.readers import DataError
+from r3mem.sources import DataError
 from r3mem.training.base import BaseTrainConfig, train_base
 
 SAMPLE = str(asset_path(SAMPLE_TEXT))

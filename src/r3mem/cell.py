@@ -76,7 +76,7 @@ class MemoryCell(nn.Module):
         if _checkpointing(base_model):
             raise ValueError(
                 "wrap the base before enabling gradient checkpointing, then use "
-                "r3mem.checkpointing.enable_gradient_checkpointing(model): plain recomputation "
+                "r3mem.recompute.enable_gradient_checkpointing(model): plain recomputation "
                 "runs the couplings and LoRA in the modes set at backward time"
             )
         self.config = config

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from .readers import DataError
+from .sources import DataError
 
 
 def _train_base(args: argparse.Namespace) -> None:
@@ -68,7 +68,7 @@ def _open_memory(args: argparse.Namespace):
 
 
 def _remember(args: argparse.Namespace) -> None:
-    from .readers import read_texts
+    from .sources import read_texts
 
     memory = _open_memory(args)
     text = sys.stdin.read() if args.text == "-" else next(read_texts(args.text))[1]

@@ -22,8 +22,8 @@ from transformers import PreTrainedTokenizerFast
 
 from .files import atomic_path, atomic_write
 from .hierarchy import default_entity_extractor, format_entities
-from .readers import DataError, read_texts
 from .segment import Tokens, cut, pad_ids
+from .sources import DataError, read_texts
 
 EOS = "<|endoftext|>"
 ENTITY_LENGTH = 24  # tokens of a segment's "entities: A; B; C" target (L_ent), EOS included

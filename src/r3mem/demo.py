@@ -14,8 +14,8 @@ from .assets import SAMPLE_TEXT, asset_path
 from .eval import book_segments, reconstruct_segments, reconstruction_scores, stream_perplexity
 from .memory import Memory
 from .model import one_row, recur
-from .readers import read_texts
 from .segment import pad_rows
+from .sources import read_texts
 
 WIDTH = 48
 

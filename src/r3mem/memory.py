@@ -35,8 +35,8 @@ from .checkpoint import CONFIG_NAME, adapter_digest, load_base
 from .files import atomic_path
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .model import R3MemModel, one_row, recur
-from .readers import Conversation, Session, Turn
 from .segment import Segment, Tokens, cut, pad_rows
+from .sources import Conversation, Session, Turn
 from .state import MemoryState
 
 

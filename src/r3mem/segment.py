@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .hierarchy import EntityExtractor, build_document
-from .readers import Conversation, conversation_to_document
+from .sources import Conversation, conversation_to_document
 
 # Packing measures a segment, then the segment with the next piece (too long): the segment it
 # keeps was measured a few calls back. A short memory of recent texts holds it.

@@ -3,7 +3,7 @@
 Data: a LoCoMo-format JSON list (``shared/data/convmem/locomo``) or a MemoryBank JSON
 object of users (``shared/data/convmem/memorybank``; its questions come from the
 ``probing_questions*.jsonl`` beside it). A conversation gets a memory of its own; every
-method retrieves the same session windows (:func:`r3mem.readers.session_windows`).
+method retrieves the same session windows (:func:`r3mem.sources.session_windows`).
 
 Metrics per LoCoMo category and overall: ``evidence_recall@1`` / ``@5`` (fraction of the
 annotated ``evidence`` dialog ids inside the top units), ``answer_contains@5`` and the
@@ -27,14 +27,14 @@ from tqdm import tqdm
 
 from ..memory import Memory
 from ..reader import Reader
-from ..readers import (
+from ..segment import Segment
+from ..sources import (
     Conversation,
     DataError,
     Session,
     read_locomo,
     read_memorybank,
 )
-from ..segment import Segment
 from .retrieval import (
     Question,
     R3MemIndex,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..memory import Memory
 from ..reader import Reader
-from ..readers import DataError, _load_json, _read_jsonl
+from ..sources import DataError, _load_json, _read_jsonl
 from .retrieval import (
     Question,
     R3MemIndex,

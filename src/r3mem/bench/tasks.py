@@ -35,8 +35,8 @@ from ..eval import (
 from ..memory import Memory
 from ..plots import history_curve, position_curve, ratio_curve
 from ..reader import Reader
-from ..readers import read_texts
 from ..report import write_report
+from ..sources import read_texts
 from .baselines import Method, load_methods, parse_methods
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token

@@ -24,12 +24,12 @@ import torch
 from transformers import AutoTokenizer
 
 from ..checkpoint import load_base, load_trainable
-from ..checkpointing import enable_gradient_checkpointing
 from ..config import R3MemConfig
 from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
 from ..losses import IGNORE, cycle_loss, document_recall_loss, entity_loss, token_loss
 from ..model import R3MemModel, recur
+from ..recompute import enable_gradient_checkpointing
 from .common import (
     Checkpoint,
     MetricsLog,

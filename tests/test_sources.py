@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from r3mem.hierarchy import RuleEntityExtractor
-from r3mem.readers import (
+from r3mem.sources import (
     Conversation,
     DataError,
     Session,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from r3mem import R3MemConfig, R3MemModel
-from r3mem.checkpointing import enable_gradient_checkpointing
+from r3mem.recompute import enable_gradient_checkpointing
 from r3mem.training.stages import objective
 from r3mem.training.train import window_loss
 
