@@ -20,12 +20,24 @@ ALICE = str(ROOT / "tests" / "fixtures" / "texts" / "alice.txt")
 CONFIGS = sorted((ROOT / "configs" / "bench").glob("*.toml"))
 
 
-def test_bench_configs_are_valid_and_share_one_budget():
+STAGED = ("r3mem", "icae", "rmt", "none")  # the staged budget; the rest keep the older one
+
+
+def test_bench_configs_are_valid_and_share_their_budget():
     configs = {path.stem: load_config(TrainConfig, path, {}) for path in CONFIGS}
     assert {"none", "window2", "window4", "rmt", "icae", "autocompressor", "r3mem"} <= set(configs)
+    assert {name for name, config in configs.items() if config.stage} == set(STAGED)
     shared = ("steps", "batch_size", "grad_accum", "lr", "warmup", "seed", "train_data")
-    for key in shared:
-        assert len({repr(getattr(config, key)) for config in configs.values()}) == 1, key
+    for budget in (STAGED, [name for name in configs if name not in STAGED]):
+        for key in shared:
+            assert len({repr(getattr(configs[name], key)) for name in budget}) == 1, key
+    # The staged methods: the same stages, steps, batches and lengths; only the terms differ.
+    shapes = {
+        name: [(s.name, s.steps, s.batch_size, s.segment_length, s.bptt_segments, s.lr)
+               for s in configs[name].stages]
+        for name in STAGED
+    }  # fmt: skip
+    assert len(shapes["r3mem"]) > 1 and all(s == shapes["r3mem"] for s in shapes.values())
     model_configs = {name: config.model_config for name, config in configs.items()}
     assert {(c.segment_length, c.bptt_segments) for c in model_configs.values()} == {(64, 2)}
     shipped = load_config(TrainConfig, ROOT / "configs" / "r3mem-tiny-books.toml", {})

@@ -180,19 +180,3 @@ def test_the_first_segment_s_lm_pass_writes_its_paragraph_memory(form):
         written = model.write(model.init_memory(2, "paragraph"), text, mask)
     torch.testing.assert_close(shared.memory, written.memory)
     assert torch.equal(shared.tokens_seen, written.tokens_seen)
-
-
-def test_the_staged_bench_configs_share_one_budget():
-    """RESULTS.md compares r3mem, icae, rmt and none as trained on one budget: the same
-    stages, steps, batches and lengths; only the terms differ."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1] / "configs" / "bench"
-    shapes = {}
-    for name in ("r3mem", "icae", "rmt", "none"):
-        config = load_config(TrainConfig, root / f"{name}.toml", {})
-        shapes[name] = [
-            (s.name, s.steps, s.batch_size, s.segment_length, s.bptt_segments, s.lr)
-            for s in config.stages
-        ]
-    assert len(shapes["r3mem"]) > 1 and all(s == shapes["r3mem"] for s in shapes.values())
