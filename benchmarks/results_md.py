@@ -16,21 +16,27 @@ HEADER = """# r3mem benchmark results
 
 Made by `bash benchmarks/run_all.sh` (do not edit by hand). Every method is an adapter
 trained by `r3mem train` from its own `configs/bench/NAME.toml` on the same frozen base
-model, the same books and the same budget: 150 steps × batch 8 × 2 segments of 64 tokens,
-smaller than the shipped default's 800 steps. Baselines: `none` (the segment alone),
+model and the same books. `r3mem`, `icae`, `rmt` and `none` share the staged budget
+(autoencoding-length stages of 750, 1250 and 1000 steps × batch 16 at 16, 32 and 64
+tokens, then 300 steps of the whole objective × batch 8 × 2 segments of 64 tokens; each
+method trains its own terms in each stage); the other baselines and ablations keep the
+older budget (150 steps × batch 8 × 2 segments of 64 tokens, the whole objective from the
+first step). Baselines: `none` (the segment alone),
 `window2` / `window4` (full attention over the last 2 / 4 segments), `rmt`, `icae`,
 `autocompressor`; ablations of `r3mem`: `-separate` (no reversibility), `-nohier` (no L_doc,
 L_ent), `-nocycle`, `-m4` / `-m16` (memory tokens; m = 8 otherwise), `-kv` (memory form).
 Retrieval (`rag`) and conversations (`conv`) are measured with the shipped default.
 
-- **lm**: perplexity of the books of each split, read in the segments the hierarchy cuts
-  (paragraphs of at most 64 tokens, as `remember` writes them and training reads them; not
-  fixed chunks that start mid-sentence) with each method's memory carried across the book
+- **lm**: perplexity of the books of each split, read two ways (`reading`): in the segments
+  the hierarchy cuts (`paragraphs` of at most 64 tokens, as `remember` writes them and
+  training reads them) and in fixed 64-token `chunks` that start wherever the last one
+  stopped (as a user streams text), with each method's memory carried across the book
   (the first 16,384 tokens of each book unless `--book-tokens 0`); every method scores the
   same tokens (`tokens_scored`: all but the first of each segment); `base` is the frozen
   base model they all share, alone (adapters off).
 - **reconstruct**: paragraphs written alone and decoded back greedily (`token_acc`,
-  `exact_match`, `bleu`) at compression = segment tokens ÷ memory tokens; `doc_*`: the rest
+  `exact_match`, `bleu`) at compression = segment tokens ÷ memory tokens, and the same
+  paragraphs' first halves (`text_tokens` 32: half the compression); `doc_*`: the rest
   of a segment recalled from the document memory written over it and the next one, given
   its first 8 tokens; `exact_bytes_per_1k_tokens`: memory + corrections for lossless recall
   (DESIGN 2.6) beside the text as UTF-8.
@@ -49,7 +55,8 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
 """
 # Reports in a subdirectory of the results get a section of their own.
 SECTIONS = {
-    "default": "The shipped default, r3mem-tiny-books (800 steps, DESIGN's full objective)",
+    "default": "The shipped default, r3mem-tiny-books (staged: its MODEL_CARD.md has the recipe)",
+    "older-budget": "The older budget, every baseline and ablation (150 steps each)",
     "memorybank": "Conversations: MemoryBank (probing questions carry no references)",
 }
 
@@ -73,11 +80,13 @@ def _reports(results: Path, page: Path) -> list[str]:
 def assemble(results: Path, page: Path) -> str:
     """The page's Markdown: the header, the bench-budget tables, then one section per
     subdirectory holding reports (the shipped default's, MemoryBank's)."""
-    parts = [HEADER, *_reports(results, page)]
+    notes = results / "NOTES.md"  # the reading of the figures by whoever ran them
+    parts = [HEADER, *([notes.read_text(encoding="utf-8")] if notes.is_file() else [])]
+    parts += _reports(results, page)
     for sub in sorted(p for p in results.iterdir() if p.is_dir()):
         if found := _reports(sub, page):
             parts += [f"## {SECTIONS.get(sub.name, sub.name)}\n", *found]
-    if len(parts) == 1:
+    if not any(part.startswith("### ") for part in parts):
         raise SystemExit(f"{results}: no bench reports (TASK.json) to assemble")
     return "\n".join(parts)
 

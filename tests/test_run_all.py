@@ -113,9 +113,11 @@ def test_results_page_gives_each_subdirectory_of_reports_a_section(tmp_path):
         (folder / "lm.md").write_text(f"{table}\n")
     (default / "lm_position-test.png").write_bytes(b"png")
     (results / "notes.json").write_text("[]")  # not a report: left out
+    (results / "NOTES.md").write_text("Budgets and wall times.\n")
     page = results_md.assemble(results, tmp_path / "RESULTS.md")
     order = [
         "# r3mem benchmark results",
+        "Budgets and wall times.",
         "### lm budget",
         "## The shipped default, r3mem-tiny-books",
         "### lm shipped",
@@ -123,5 +125,6 @@ def test_results_page_gives_each_subdirectory_of_reports_a_section(tmp_path):
     ]
     assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "NOTES.md").write_text("notes alone are no results\n")
     with pytest.raises(SystemExit, match="no bench reports"):
         results_md.assemble(tmp_path / "empty", tmp_path / "RESULTS.md")
