@@ -90,8 +90,12 @@ def live_adapter(model: nn.Module) -> str | None:
 
 @contextmanager
 def active_lora(model: nn.Module, adapter: str | None) -> Iterator[None]:
-    """Use ``adapter`` inside the block, then the adapter that was live before it."""
+    """Use ``adapter`` inside the block, then the adapter that was live before it (nothing
+    to switch, and nothing to pay, when it is live already: the write path's case)."""
     previous = live_adapter(model)
+    if previous == adapter:
+        yield
+        return
     _activate(model, adapter)
     try:
         yield
