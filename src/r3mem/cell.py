@@ -172,15 +172,20 @@ class MemoryCell(nn.Module):
         """
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
-        decoder = self.config.decoder if direction == "expand" else None
-        lora = {"compress": ENCODER, "bare": None}.get(direction)
-        if decoder is not None:
-            lora = {"inverse": ENCODER, "separate": DECODER, "frozen": None}[decoder]
-        couplings = {"compress": "forward", "bare": "off", "expand": "off"}[direction]
-        if decoder == "inverse":
-            couplings = "inverse"
+        if direction == "expand":
+            # the decoder:     couplings, LoRA,    the separate decoder's couplings
+            couplings, lora, separate = {
+                "inverse": ("inverse", ENCODER, False),
+                "separate": ("off", DECODER, True),
+                "frozen": ("off", None, False),
+            }[self.config.decoder]
+        else:
+            couplings, lora, separate = {
+                "compress": ("forward", ENCODER, False),
+                "bare": ("off", None, False),
+            }[direction]
         lora_switch = active_lora(self.base, lora) if self.config.lora else nullcontext()
-        second = self.decoder_couplings.use("forward") if decoder == "separate" else nullcontext()
+        second = self.decoder_couplings.use("forward") if separate else nullcontext()
         with lora_switch, self.couplings.use(couplings), second:
             yield
 
