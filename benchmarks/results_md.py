@@ -16,7 +16,8 @@ HEADER = """# r3mem benchmark results
 
 Made by `bash benchmarks/run_all.sh` (do not edit by hand). Every method is an adapter
 trained by `r3mem train` from its own `configs/bench/NAME.toml` on the same frozen base
-model and the same books. `r3mem`, `icae`, `rmt` and `none` share the staged budget
+model and the same books. `r3mem`, `r3mem-aelm` (L_lm beside L_rec in its autoencoding
+stages), `icae`, `rmt` and `none` share the staged budget
 (autoencoding-length stages of 750, 1250 and 1000 steps × batch 16 at 16, 32 and 64
 tokens, then 300 steps of the whole objective × batch 8 × 2 segments of 64 tokens; each
 method trains its own terms in each stage); the other baselines and ablations keep the
