@@ -29,12 +29,15 @@ def time_stage(model, segments, corpus, stage, steps: int, bf16: bool) -> dict[s
     seconds, tokens = 0.0, 0
     for step in range(steps + 2):
         batch = draw_batch(segments, corpus, stage, [0, step, 0, 0])
+        batch = {key: value.to(model.device) for key, value in batch.items()}
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss, _ = window_loss(model, batch, stage)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
         if step >= 2:
             seconds += time.perf_counter() - started
             tokens += int(batch["mask"].sum())
@@ -57,7 +60,9 @@ def main() -> None:
     )
     corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
     torch.manual_seed(config.seed)
-    model = R3MemModel.from_base(load_base(config.base_model), config.model_config).train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = R3MemModel.from_base(load_base(config.base_model), config.model_config)
+    model = model.to(device).train()
     rows = []
     seen = set()
     for stage in config.stages:

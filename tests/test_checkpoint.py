@@ -112,16 +112,17 @@ def test_failed_save_keeps_the_previous_adapter(tmp_path, monkeypatch):
 
 
 def test_adapters_saved_before_the_memory_modes_load_as_they_were(tmp_path):
-    """adapter_config.json files written before memory_mode existed load as recurrent models,
-    and the default fingerprint is the one memories were stamped with then."""
-    model = trained()
+    """adapter_config.json files written before memory_mode (and write_positions) existed
+    load as recurrent models whose write tokens follow the text, with the fingerprint
+    memories were stamped with then."""
+    model = trained(write_positions="after_text")
     model.save_pretrained(tmp_path)
     meta = json.loads((tmp_path / CONFIG_NAME).read_text())
-    for name in ("memory_mode", "window_segments", "summary_segments"):
+    for name in ("memory_mode", "window_segments", "summary_segments", "write_positions"):
         del meta["r3mem_config"][name]
     (tmp_path / CONFIG_NAME).write_text(json.dumps(meta))
     loaded = R3MemModel.from_pretrained(tmp_path, base_model=make_base("llama"))
-    assert loaded.config.memory_mode == "recurrent"
+    assert (loaded.config.memory_mode, loaded.config.write_positions) == ("recurrent", "after_text")
     for before, after in zip(outputs(model), outputs(loaded), strict=True):
         assert torch.equal(before, after)
     old = hashlib.sha256(json.dumps(model.spec, sort_keys=True).encode())

@@ -23,6 +23,7 @@ MADE = json.loads((LEGACY / "made.json").read_text())
 
 @pytest.mark.parametrize("name", list(make.ADAPTERS))
 def test_adapters_give_the_outputs_they_gave(name):
+    """(Saved before write_positions existed, they read as ``after_text``.)"""
     golden = load_file(str(LEGACY / "golden.safetensors"))
     model = R3MemModel.from_pretrained(LEGACY / "adapters" / name, load_base(LEGACY / "base"))
     outputs = make.outputs(model.eval())
@@ -48,7 +49,13 @@ def test_a_training_checkpoint_resumes_to_the_same_loss(tmp_path):
     shutil.copytree(LEGACY / "checkpoint", run / "checkpoint")
     paths = {"base_model": str(LEGACY / "base"), "train_data": make.SAMPLE}
     paths |= {"valid_data": make.SAMPLE, "out_dir": str(run), "cache_dir": str(tmp_path / "c")}
-    train(TrainConfig(**MADE["train"], **paths), resume=True)
+    # That run's doc_cue_length (8) left no segment to recall: L_doc was silently skipped then
+    # and is refused now, so the config that resumes it says lambda_doc = 0.
+    fields = {**MADE["train"], "r3mem": {**MADE["train"]["r3mem"], "lambda_doc": 0.0}}
+    with pytest.raises(ValueError, match="before write_positions existed"):
+        train(TrainConfig(**fields, **paths), resume=True)
+    old = {**fields["r3mem"], "write_positions": "after_text"}
+    train(TrainConfig(**{**fields, "r3mem": old}, **paths), resume=True)
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 3
     for key, value in MADE["train_step3"].items():

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from r3mem import MemoryState, R3MemConfig, R3MemModel
+from r3mem.model import last, recur
 
 from .conftest import VOCAB, make_base, randomize
 
@@ -204,13 +205,16 @@ def test_residual_ablation_writes_and_reads():
     assert model.reconstruct(state, 3).shape == (1, 3)
 
 
-def test_truncation_stops_gradients():
+@pytest.mark.parametrize(("truncate", "reached"), [(None, True), (1, False), (2, True)])
+def test_truncation_stops_gradients(truncate, reached):
+    """recur(truncate=k) detaches the memory every k segments: the initial memory gets a
+    gradient from the second segment's memory only when no cut lies between them."""
     model = wrapped()
     randomize(model)
-    first = model.write(model.init_memory(1), ids(1, 8))
-    second = model.write(first.detach(), ids(1, 8, seed=3))
-    second.memory.sum().backward()
-    assert model.initial_memory.grad is None  # only reachable through the detached state
+    chunks = [(ids(1, 8, seed=s), torch.ones(1, 8, dtype=torch.long)) for s in (1, 2)]
+    final = last(recur(model, model.init_memory(1), chunks, truncate=truncate))
+    final.memory.memory.sum().backward()
+    assert (model.initial_memory.grad is not None) == reached
     assert model.write_embeddings.grad is not None
 
 

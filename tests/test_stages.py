@@ -2,15 +2,17 @@
 follow the stage of each step, and --resume continues exactly across a stage boundary."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from r3mem.data import load_corpus, load_segments
+from r3mem.losses import reconstruction_loss
 from r3mem.training.common import load_config
-from r3mem.training.stages import build_stages, stage_at
-from r3mem.training.train import TrainConfig, draw_batch, train
+from r3mem.training.stages import build_stages, objective, stage_at
+from r3mem.training.train import TrainConfig, draw_batch, train, window_loss
 
 from .conftest import randomize
 from .test_model import ids, wrapped
@@ -28,7 +30,6 @@ TOML = """
 base_model = "b"
 lr = 2e-3
 warmup = 10
-steps_note = 0
 [r3mem]
 segment_length = 64
 lambda_doc = 0.5
@@ -38,6 +39,8 @@ steps = 100
 segment_length = 16
 bptt_segments = 1
 lambda_lm = 0.0
+lambda_doc = 0.0
+lambda_ent = 0.0
 [[stage]]
 steps = 50
 lr = 1e-3
@@ -46,7 +49,7 @@ lr = 1e-3
 
 def test_stages_from_toml_inherit_the_run(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text(TOML.replace("steps_note = 0\n", ""))
+    path.write_text(TOML)
     config = load_config(TrainConfig, path, {})
     first, second = config.stages
     assert config.steps == 150
@@ -83,6 +86,10 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "schedule": "linear"}], "schedule must be one of"),
         ([{"steps": 0}], "invalid steps"),
         ([{"steps": 5, "chunk_fraction": 2}], "invalid chunk_fraction"),
+        ([{"name": "a", "steps": 5}, {"name": "a", "steps": 5}], "two stages have this name"),
+        ([{"steps": 5, "bptt_segments": 1}], "lambda_doc needs bptt_segments >= 2"),
+        ([{"steps": 5, "doc_cue_length": 64}], "lambda_doc needs 0 < doc_cue_length"),
+        ([{"steps": 5, "segment_length": 16, "lambda_doc": 0}], "lambda_ent needs whole"),
         ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
         ("steps = 5", "list of tables"),
     ],
@@ -131,7 +138,7 @@ def test_batches_are_cut_to_the_stage_and_mix_running_text(base_dir, tmp_path):
     assert batch["mask"][1].all() and not batch["entity_mask"][1].any()
     stream = torch.from_numpy(corpus.tokens.astype("int64"))
     row = batch["ids"][1].flatten()
-    starts = [i for i in range(len(stream) - 32) if torch.equal(stream[i : i + 32], row)]
+    starts = [i for i in range(len(stream) - 31) if torch.equal(stream[i : i + 32], row)]
     assert starts
     again = draw_batch(segments, corpus, full, [0, 1, 0, 0])
     assert all(torch.equal(again[k], batch[k]) for k in batch)
@@ -168,15 +175,21 @@ def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):
 @pytest.mark.parametrize("form", ["embedding", "kv"])
 def test_the_first_segment_s_lm_pass_writes_its_paragraph_memory(form):
     """window_loss takes the first segment's paragraph memory from its LM pass (both read the
-    initial memory): the two must be the same memory."""
+    initial memory) and writes the others alone: L_rec over two segments must equal the
+    reconstruction losses of paragraph memories written one by one."""
     torch.manual_seed(0)
-    model = wrapped(memory_form=form)
+    model = wrapped(memory_form=form, doc_cue_length=3)
     randomize(model)
-    text = ids(2, 8)
+    text = torch.stack([ids(2, 8, seed=1), ids(2, 8, seed=2)], dim=1)  # [B, S=2, L]
     mask = torch.ones_like(text)
-    mask[1, 5:] = 0
+    mask[1, 0, 5:] = 0
+    batch = {"ids": text, "mask": mask}
+    batch |= {"entities": text[..., :4], "entity_mask": torch.ones_like(text[..., :4])}
+    stage = replace(objective(model.config), lambda_ent=0.0, lambda_cyc=0.0, lambda_doc=0.0)
     with torch.no_grad():
-        shared = model(input_ids=text, memory=model.init_memory(2), attention_mask=mask).memory
-        written = model.write(model.init_memory(2, "paragraph"), text, mask)
-    torch.testing.assert_close(shared.memory, written.memory)
-    assert torch.equal(shared.tokens_seen, written.tokens_seen)
+        _, terms = window_loss(model, batch, stage)
+        alone = []
+        for t in range(2):
+            paragraph = model.write(model.init_memory(2, "paragraph"), text[:, t], mask[:, t])
+            alone.append(reconstruction_loss(model, paragraph, text[:, t], mask[:, t]))
+    assert terms["rec"] == pytest.approx(((alone[0] + alone[1]) / 2).item(), rel=1e-5)

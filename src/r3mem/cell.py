@@ -143,7 +143,7 @@ class MemoryCell(nn.Module):
             raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
         return self.level_embeddings[LEVELS.index(level)].expand(batch, 1, -1)
 
-    def _check_state(self, state: MemoryState) -> None:
+    def check_state(self, state: MemoryState) -> None:
         if not isinstance(state, MemoryState):
             raise TypeError(f"expected a MemoryState, got {type(state).__name__}")
         if state.fingerprint != self.fingerprint:
@@ -219,7 +219,7 @@ class MemoryCell(nn.Module):
         # segment. Measured on the shipped base (16 -> 8 autoencoding, 750 steps): greedy
         # 0.91 against 0.80 when the write tokens followed the last real token.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -embeds.shape[1] :]
-        if m:
+        if m and self.config.write_positions == "fixed":
             text_start = positions[:, -(length + m), None]  # [B, 1]
             offset = max(self.config.segment_length, length)
             slots = torch.arange(m, device=positions.device) + offset
@@ -251,12 +251,13 @@ class MemoryCell(nn.Module):
     ) -> R3MemOutput:
         """One segment on the LM path: read ``memory`` (None: no memory), score the text, write.
 
-        With memory, the first token is scored from the memory's last slot (a window's last
-        past token), so no token of a stream goes unscored at a segment boundary.
+        With memory, the first token is scored from the last position read before it (the
+        memory's last slot, a window's last past token, the kv form's document tag), so no
+        token of a stream goes unscored at a segment boundary.
         """
-        embeds, mask = self._embed(input_ids, inputs_embeds, attention_mask)
+        embeds, mask = self.embed_text(input_ids, inputs_embeds, attention_mask)
         if memory is not None:
-            self._check_state(memory)
+            self.check_state(memory)
             check_batch(memory, embeds.shape[0])
         segment = self.compress(None if memory is None else memory.memory, embeds, mask)
         logits, loss = self.score(segment, labels)
@@ -281,7 +282,7 @@ class MemoryCell(nn.Module):
             loss = lm_loss(logits, labels)
         return (logits[:, 1:] if segment.after_context else logits), loss
 
-    def _embed(
+    def embed_text(
         self,
         input_ids: torch.Tensor | None,
         inputs_embeds: torch.Tensor | None,
@@ -328,14 +329,16 @@ class MemoryCell(nn.Module):
         self, state: MemoryState, entities: bool, cue_ids: torch.Tensor | None
     ) -> tuple[torch.Tensor, DynamicCache | None]:
         """What the decoder reads before the text: the memory form's ``[M] ⊕ [level tag]`` (in
-        the ``kv`` form, the tag over a cache holding M), then ``embed(cue)``. The tag is the
-        memory's own level, or ``entity`` to ask a paragraph memory for its entity list."""
-        self._check_state(state)
-        tag = self.tag("entity" if entities else state.level, state.batch_size)
+        the ``kv`` form, the tag over a cache holding M), then ``embed(cue)``. The tag says
+        what is asked for: a text (``paragraph``), the rest of a segment after a cue
+        (``document``, as L_doc trains it), or the entity list (``entity``)."""
+        self.check_state(state)
+        level = "entity" if entities else "paragraph" if cue_ids is None else "document"
+        tag = self.tag(level, state.batch_size)
         context = self.form.reading(self, state.memory.to(tag.dtype), tag)
         parts = [context.embeds]
         if cue_ids is not None:
-            cue, _ = self._embed(cue_ids, None, None)
+            cue, _ = self.embed_text(cue_ids, None, None)
             check_batch(state, cue.shape[0])
             parts.append(cue)
         return torch.cat(parts, dim=1), context.past
@@ -344,8 +347,8 @@ class MemoryCell(nn.Module):
         self,
         state: MemoryState,
         target_ids: torch.Tensor,
-        cue_ids: torch.Tensor | None = None,
         *,
+        cue_ids: torch.Tensor | None = None,
         entities: bool = False,
     ) -> torch.Tensor:
         """Teacher-forced backward invocation: ``logits[:, i]`` predicts ``target_ids[:, i]``,
@@ -354,7 +357,7 @@ class MemoryCell(nn.Module):
         Right padding in ``target_ids`` needs no mask: causal attention never looks ahead.
         """
         prefix, past = self._reading(state, entities, cue_ids)
-        text, _ = self._embed(target_ids, None, None)
+        text, _ = self.embed_text(target_ids, None, None)
         embeds = torch.cat([prefix, text[:, :-1]], dim=1)
         logits = self.run("expand", logits=True, inputs_embeds=embeds, past_key_values=past).logits
         return logits[:, prefix.shape[1] - 1 :]
@@ -364,13 +367,13 @@ class MemoryCell(nn.Module):
         self,
         state: MemoryState,
         max_new_tokens: int,
+        *,
         do_sample: bool = False,
         temperature: float = 1.0,
         top_k: int | None = None,
         cue_ids: torch.Tensor | None = None,
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
-        *,
         entities: bool = False,
     ) -> torch.Tensor:
         """Backward invocation: generate back the text the memory holds (after ``cue_ids``; with

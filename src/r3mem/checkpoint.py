@@ -49,12 +49,15 @@ def base_spec(base_model: nn.Module) -> dict[str, Any]:
 
 def fingerprint(spec: dict, config: R3MemConfig, embeddings: torch.Tensor) -> str:
     """Hash of the base model's shape and a slice of its embedding weights, plus the config
-    fields that decide what a memory vector means (``memory_mode`` only when not the default,
-    so memories written before it existed keep their fingerprint)."""
+    fields that decide what a memory vector means (``memory_mode`` and ``write_positions``
+    only when not the value they had before they existed, so memories written then keep
+    their fingerprint)."""
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     fields = {k: getattr(config, k) for k in ("num_memory_tokens", "memory_form", "reversible")}
     if config.memory_mode != "recurrent":
         fields["memory_mode"] = config.memory_mode
+    if config.write_positions != "after_text":
+        fields["write_positions"] = config.write_positions
     digest.update(json.dumps(fields, sort_keys=True).encode())
     digest.update(embeddings.detach()[:8].float().cpu().numpy().tobytes())
     return digest.hexdigest()
@@ -94,14 +97,17 @@ def save_adapter(
 
 
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    """The adapter's metadata; a config saved before ``write_positions`` existed computed
+    its write positions ``after_text``, and says so once read."""
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no adapter config (is {directory} an r3mem adapter?)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
+        meta["r3mem_config"].setdefault("write_positions", "after_text")
         R3MemConfig.from_dict(meta["r3mem_config"])
         meta["base_model"]["name_or_path"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: not a valid r3mem adapter config ({err!r})") from err
     return meta
 

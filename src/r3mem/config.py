@@ -16,6 +16,10 @@ MEMORY_FORMS = ("embedding", "kv")
 # accumulate: every segment's m summary vectors kept side by side (AutoCompressor);
 # window: the raw tokens of the previous segments, in full attention; none: nothing.
 MEMORY_MODES = ("recurrent", "accumulate", "window", "none")
+# Where the write tokens sit: ``fixed``, at segment_length + j after the text's start whatever
+# its length (every slot at the same offsets from the text, in every segment); ``after_text``,
+# right after the last real token (adapters saved before the field existed).
+WRITE_POSITIONS = ("fixed", "after_text")
 # Terms that read a memory back: they need a memory that holds vectors the model wrote.
 DECODING_TERMS = ("lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc")
 
@@ -44,6 +48,7 @@ class R3MemConfig:
     memory_mode: str = "recurrent"
     window_segments: int = 2  # window: segments in full attention, the current one included
     summary_segments: int = 8  # accumulate: the most segments whose summaries are kept
+    write_positions: str = "fixed"
     # LoRA on the attention and MLP projections (DESIGN 2.1: couplings alone are not enough).
     lora: bool = True
     lora_rank: int = 16
@@ -86,6 +91,7 @@ class R3MemConfig:
         _check_choice("decoder", self.decoder, DECODERS)
         _check_choice("memory_form", self.memory_form, MEMORY_FORMS)
         _check_choice("memory_mode", self.memory_mode, MEMORY_MODES)
+        _check_choice("write_positions", self.write_positions, WRITE_POSITIONS)
         self._check_mode()
         if not self.reversible and self.decoder == "inverse":
             raise ValueError(

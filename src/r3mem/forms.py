@@ -1,7 +1,7 @@
 """Memory forms: what a segment reads before its text, and how its memory renews.
 
 One strategy per valid (``memory_form``, ``memory_mode``) of R3MemConfig (DESIGN 2.2, and the
-baselines of DESIGN 4); the cell (:class:`r3mem.model.R3MemModel`) asks its strategy and
+baselines of DESIGN 4); the cell (:class:`r3mem.cell.MemoryCell`) asks its strategy and
 branches on neither setting (L: segment length, k: window segments, m: memory tokens):
 
     strategy            the memory                               read before a segment

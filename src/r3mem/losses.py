@@ -87,7 +87,7 @@ def cycle_loss(
     """
     table = model.embed_tokens.weight
     soft = logits.float().softmax(-1).to(table.dtype) @ table  # [B, T, d]
-    start = model.init_memory(memory.batch_size, level=memory.level)
+    start = model.init_memory(memory.batch_size, level=memory.level)  # a paragraph's, as written
     again = model(inputs_embeds=soft, memory=start, attention_mask=attention_mask).memory
     cosine = F.cosine_similarity(again.memory.float(), memory.memory.detach().float(), dim=-1)
     return (1 - cosine).mean()

@@ -204,7 +204,8 @@ class Memory:
             return cut(content, self.tokens, limit, self.extractor)
         if not isinstance(content, list | tuple):
             raise TypeError(
-                f"remember takes a str or a list of messages, got {type(content).__name__}"
+                "remember takes a str, a Conversation, a list of messages or of segments; "
+                f"got {type(content).__name__}"
             )
         if not content:
             raise ValueError("no messages: nothing to remember")

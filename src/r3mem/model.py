@@ -38,7 +38,7 @@ from .checkpoint import (
 from .config import R3MemConfig
 from .state import MemoryState
 
-Segment = tuple[torch.Tensor, torch.Tensor]  # token ids [B, T] and their mask [B, T]
+Chunk = tuple[torch.Tensor, torch.Tensor]  # a segment's token ids [B, T] and mask [B, T]
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Step:
 def recur(
     model: MemoryCell,
     state: MemoryState,
-    segments: Iterable[Segment],
+    segments: Iterable[Chunk],
     *,
     score: bool = False,
     truncate: int | None = None,
@@ -64,7 +64,7 @@ def recur(
     ``score``: also the LM path's logits and loss (after a memory, a segment's first token
     is scored from what was read before it). Without, the cell only compresses.
     """
-    model._check_state(state)
+    model.check_state(state)
     keep = model.config.memory_mode == "recurrent"
     for index, (ids, mask) in enumerate(segments):
         rows = ids.shape[0]
@@ -72,7 +72,7 @@ def recur(
             check_batch(state, rows)
         if rows < state.batch_size:  # the rows that finished leave the batch
             state = replace(state, memory=state.memory[:rows], tokens_seen=state.tokens_seen[:rows])
-        embeds, mask = model._embed(ids, None, mask, empty_rows=True)
+        embeds, mask = model.embed_text(ids, None, mask, empty_rows=True)
         has_text = mask.sum(-1) > 0
         cell_mask = mask
         if keep:  # the row's output is thrown away: any mask will do, one with tokens is safe
@@ -91,7 +91,7 @@ def recur(
             state = state.detach()
 
 
-def one_row(segments: Iterable[list[int] | torch.Tensor], device: torch.device) -> list[Segment]:
+def one_row(segments: Iterable[list[int] | torch.Tensor], device: torch.device) -> list[Chunk]:
     """Segments of one text (token ids each) as the batch-of-one pairs :func:`recur` reads."""
     pairs = []
     for ids in segments:
@@ -131,8 +131,8 @@ class R3MemModel(MemoryCell):
         ``segment_length`` tokens at a time (rows with nothing left keep their memory, as
         :func:`recur` says). Gradients flow through (training uses this); wrap in
         ``torch.no_grad()`` for inference."""
-        self._check_state(state)
-        _, mask = self._embed(input_ids, None, attention_mask)
+        self.check_state(state)
+        _, mask = self.embed_text(input_ids, None, attention_mask)
         check_batch(state, input_ids.shape[0])
         width = self.config.segment_length
         chunks = [

@@ -23,7 +23,7 @@ class MemoryState:
                  mode's slots (accumulated summaries, a window's past tokens) as many as it
                  keeps (:mod:`r3mem.forms`).
     level:       one of ``LEVELS``: what the memory holds (a document's history, one
-                 paragraph), and so what the decoder is asked for when it reads it.
+                 paragraph); what the decoder is asked for is said where it reads it.
     tokens_seen: how many tokens each row has absorbed (``[batch]``, int64).
     fingerprint: identifies the base model and config that wrote it; reading a memory
                  with another model is refused.

@@ -162,14 +162,14 @@ class DenseIndex:
     def __init__(self, units: Sequence[Unit], model_path: Path) -> None:
         self.encoder = _encoder(model_path)
         self.units = list(units)
-        self.vectors = self._embed([u.text for u in self.units])  # [N, dim]
+        self.vectors = self.embed_text([u.text for u in self.units])  # [N, dim]
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+    def embed_text(self, texts: list[str]) -> np.ndarray:
         many = len(texts) > 1000  # indexing a whole pool, not a query
         return self.encoder.encode(texts, normalize_embeddings=True, show_progress_bar=many)
 
     def search(self, query: str, k: int) -> list[Unit]:
-        scores = self.vectors @ self._embed([query])[0]
+        scores = self.vectors @ self.embed_text([query])[0]
         return [self.units[i] for i in np.argsort(-scores, kind="stable")[:k]]
 
     def nbytes(self) -> int:

@@ -118,7 +118,8 @@ def train_base(
         step, elapsed = state["step"], state["elapsed"]
     schedule = make_schedule(optimizer, config, step)
     model, optimizer = accelerator.prepare(model, optimizer)
-    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None)
+    main = accelerator.is_main_process  # the one process that logs and saves
+    log = MetricsLog(out / "metrics.jsonl", resume_step=step if resume else None) if main else None
     params = sum(p.numel() for p in model.parameters())
     tokens_per_step = config.batch_size * config.grad_accum * config.seq_len
     model.train()
@@ -161,7 +162,8 @@ def train_base(
         desc="train-base",
         show=("loss",),
     )
-    final = accelerator.unwrap_model(model)
-    final.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    if main:
+        accelerator.unwrap_model(model).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    accelerator.wait_for_everyone()
     return out

@@ -23,11 +23,11 @@ boundaries too.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import R3MemConfig
+from .common import warmup_cosine
 
 SCHEDULES = ("cosine", "constant")
 # The R3MemConfig fields a stage may change: what the objective weighs and reads, not what
@@ -94,13 +94,9 @@ class Stage:
     def learning_rate(self, local_step: int) -> float:
         """Linear warmup over ``warmup`` steps, then constant, or cosine on its way to
         ``lr * min_lr_ratio``, reached where the stage ends (as in ``r3mem train-base``)."""
-        if local_step < self.warmup:
-            return self.lr * (local_step + 1) / self.warmup
         if self.schedule == "constant":
-            return self.lr
-        progress = min(1.0, (local_step - self.warmup) / max(1, self.steps - self.warmup))
-        floor = self.min_lr_ratio
-        return self.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+            return self.lr * min(1.0, (local_step + 1) / max(1, self.warmup))
+        return self.lr * warmup_cosine(local_step, self.warmup, self.steps, self.min_lr_ratio)
 
 
 def build_stages(
@@ -138,13 +134,32 @@ def build_stages(
             raise ValueError(f"stage '{name}': steps is required")
         warmup = {"warmup": 0} if index else {}  # only the first stage warms up, by default
         stage = Stage(**{**defaults, **warmup, **table, "name": name})
-        if stage.segment_length > model_config.segment_length:
-            raise ValueError(
-                f"stage '{name}': segment_length {stage.segment_length} exceeds the model's "
-                f"{model_config.segment_length}"
-            )
+        _check_reads(stage, model_config.segment_length)
+        if any(other.name == name for other in stages):
+            raise ValueError(f"stage '{name}': two stages have this name")
         stages.append(stage)
     return stages
+
+
+def _check_reads(stage: Stage, width: int) -> None:
+    """A stage reads what its terms need: a term that could not be computed is an error, not
+    a term silently left out."""
+    if stage.segment_length > width:
+        raise ValueError(
+            f"stage '{stage.name}': segment_length {stage.segment_length} exceeds "
+            f"the model's {width}"
+        )
+    if stage.lambda_doc > 0 and stage.bptt_segments < 2:
+        raise ValueError(f"stage '{stage.name}': lambda_doc needs bptt_segments >= 2")
+    if stage.lambda_doc > 0 and not 0 < stage.doc_cue_length < stage.segment_length:
+        raise ValueError(
+            f"stage '{stage.name}': lambda_doc needs 0 < doc_cue_length < segment_length"
+        )
+    if stage.lambda_ent > 0 and stage.segment_length < width:
+        raise ValueError(
+            f"stage '{stage.name}': lambda_ent needs whole segments (segment_length {width}): "
+            "the entity lists are the whole segments'"
+        )
 
 
 def objective(config: R3MemConfig) -> Stage:

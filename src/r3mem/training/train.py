@@ -182,6 +182,17 @@ def _stage(stages: list[Stage], step: int) -> tuple[Stage, int]:
     return stages[index], local
 
 
+def _check_positions(state: dict, config: TrainConfig, directory: Path) -> None:
+    """A run checkpointed before ``write_positions`` existed placed its write tokens after the
+    text; resuming it must say which it wants rather than change silently."""
+    if "r3mem_config" not in state and "write_positions" not in config.r3mem:
+        raise ValueError(
+            f"{directory}: this run was checkpointed before write_positions existed (its write "
+            'tokens followed the text): set write_positions = "after_text" in [r3mem] to resume '
+            'it as it was trained, or "fixed" to change it from here'
+        )
+
+
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> R3MemModel:
     """Train (or resume) the adapters; writes ``out_dir/adapter`` (PEFT layout) at the end and
     returns the trained model."""
@@ -218,15 +229,19 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     start = (0, 0.0, 0)  # step, seconds, tokens
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
+        _check_positions(state, config, checkpoint.directory)
         load_trainable(model.trainable_parameters(), weights, checkpoint.directory)
         optimizer.load_state_dict(optimizer_state)
-        start = (state["step"], state["elapsed"], state.get("tokens", 0))
+        start = (state["step"], state["elapsed"], state.get("tokens"))
     main = accelerator.is_main_process
     log = (
         MetricsLog(out / "metrics.jsonl", resume_step=start[0] if resume else None)
         if main
         else None
     )
+    if start[2] is None:  # checkpointed before it counted tokens: the log's last count
+        rows = log.read() if log is not None else []
+        start = (start[0], start[1], rows[-1]["tokens"] if rows else 0)
     rank, world = accelerator.process_index, accelerator.num_processes
     taught = any(stage.lambda_rec > 0 for stage in stages)  # else nothing learnt to reconstruct
 
@@ -253,7 +268,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
                 param.grad = accelerator.reduce(param.grad, reduction="mean")
         torch.nn.utils.clip_grad_norm_(params, config.clip)
         optimizer.step()
-        read = int(read) * world
+        read = int(accelerator.reduce(read.to(accelerator.device), reduction="sum"))
         fields = {"stage": stage.name, **{f"loss_{k}": v for k, v in terms.items()}}
         fields |= {"lr": optimizer.param_groups[0]["lr"]}
         fields["step_tokens_per_s"] = read / (time.perf_counter() - started)
@@ -271,6 +286,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
 
     def save(step: int, elapsed: float, tokens: int) -> None:
         state = {"step": step, "elapsed": elapsed, "tokens": tokens, "config": asdict(config)}
+        state["r3mem_config"] = model_config.to_dict()  # as resolved, defaults included
         checkpoint.save(model.trainable_parameters(), optimizer, state)
 
     run_steps(
