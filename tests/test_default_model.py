@@ -27,9 +27,12 @@ def test_memory_load_with_no_argument_opens_the_default_and_the_demo_runs():
     lines: list[str] = []
     figures = run_demo(show=lines.append)
     assert "tale_of_two_cities" in lines[0] and "FROM MEMORY" in "\n".join(lines)
-    # The shipped adapters were trained to read their memory: fresh adapters on the same
-    # frozen base, given the same text with memory, score far worse (about 156 against 101).
-    # (That memory does not yet beat no memory is in the model card: target missed.)
+    # The shipped memory holds its paragraphs: the demo's three come back 81% token for token
+    # (100% and 98% for two of them), where the previous default gave back 4-7%.
+    assert figures["token_acc"] > 0.7
+    # Its adapters were trained to read their memory: with it they read the sample below the
+    # frozen base (123.5 against 127.5), fresh adapters far above.
+    assert figures["ppl_memory"] < figures["ppl_base"]
     base = AutoModelForCausalLM.from_pretrained(asset_path(DEFAULT_MODEL) / "base")
     fresh = R3MemModel.from_base(base, config)
     segments = book_segments(memory, asset_path(SAMPLE_TEXT).read_text(encoding="utf-8"))

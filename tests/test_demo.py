@@ -13,7 +13,7 @@ def test_demo_prints_sizes_reconstructions_and_perplexities(adapter_dir):
     text = "\n".join(lines)
     assert "document memory: 2 slots" in text
     assert text.count("token accuracy") == 3 and "FROM MEMORY" in text
-    assert "with memory" in text and "without" in text
+    assert "with memory" in text and "no memory" in text and "frozen base model alone" in text
     assert 0 <= figures["token_acc"] <= 1 and figures["ppl_memory"] > 1
 
 

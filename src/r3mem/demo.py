@@ -66,9 +66,11 @@ def run_demo(
     scores = reconstruction_scores(restored, batch, mask)
     with_memory = stream_perplexity(r3, [segments], use_memory=True)
     without = stream_perplexity(r3, [segments], use_memory=False)
+    base = stream_perplexity(r3, [segments], use_memory=False, adapters=False)
     show(
         f"\nperplexity over the text ({with_memory['tokens_scored']:,} tokens scored): "
-        f"{with_memory['ppl']:.2f} with memory, {without['ppl']:.2f} without"
+        f"{with_memory['ppl']:.2f} with memory, {without['ppl']:.2f} with the same adapters "
+        f"and no memory, {base['ppl']:.2f} with the frozen base model alone"
     )
     seconds = time.perf_counter() - started
     show(f"done in {seconds:.1f} s")
@@ -76,6 +78,7 @@ def run_demo(
         "token_acc": scores["token_acc"],
         "ppl_memory": with_memory["ppl"],
         "ppl_no_memory": without["ppl"],
+        "ppl_base": base["ppl"],
         "memory_bytes": state.nbytes(),
         "seconds": seconds,
     }
