@@ -2,9 +2,12 @@
 # Regenerates benchmarks/RESULTS.md: trains every configs/bench/*.toml on the same base, data
 # and budget, then runs every bench task over all of them. Resumable: run it again after an
 # interruption and each training continues from its checkpoint.
-#   bash benchmarks/run_all.sh            # full: ~87 min of a 2-core CPU (training 45, lm beside
-#                                         # reconstruct 30, cost alone 12); the first run on
-#                                         # new data also segments the books once (~10 min)
+#   bash benchmarks/run_all.sh            # full: ~2.5-3 h of a 2-core CPU, a sum of measured
+#                                         # parts, not one measured run (the five staged
+#                                         # trainings 94 min of one thread, the older eleven
+#                                         # ~70; lm, two readings, ~60 beside reconstruct ~10;
+#                                         # cost alone 12); the first run on new data also
+#                                         # segments the books once (~4 min)
 #   bash benchmarks/run_all.sh --quick    # smoke: 2 steps per method, small slices, < 5 min
 # Jobs run JOBS at a time (default: one per core, one thread each: on small models two
 # one-thread jobs do 1.5x the work of one two-thread job); each job's output goes to
