@@ -65,7 +65,7 @@ def test_directory_without_texts_fails(tmp_path: Path) -> None:
 def test_empty_file_fails(tmp_path: Path) -> None:
     path = tmp_path / "empty.txt"
     path.write_text(" \n\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"empty\.txt: empty file"):
+    with pytest.raises(DataError, match=r"empty\.txt: empty, no text"):
         list(read_texts(path))
 
 
@@ -210,7 +210,7 @@ def test_chat_jsonl_without_sessions_is_one_session(tmp_path: Path) -> None:
         ('{"speaker": "A", "text": 3}\n', "line 1: field 'text' not a string"),
         ('{"speaker": "A", "text": "hi"}\n{oops\n', "line 2: malformed JSON"),
         ('["speaker", "text"]\n', "line 1: expected a JSON object"),
-        ("\n\n", "empty file"),
+        ("\n\n", "empty, no text"),
     ],
 )
 def test_chat_jsonl_errors(tmp_path: Path, content: str, message: str) -> None:

@@ -91,7 +91,7 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "doc_cue_length": 64}], "lambda_doc needs 0 < doc_cue_length"),
         ([{"steps": 5, "segment_length": 16, "lambda_doc": 0}], "lambda_ent needs whole"),
         ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
-        ("steps = 5", "list of tables"),
+        ("steps = 5", "stage must be list"),
     ],
 )
 def test_bad_stages_are_refused_with_the_stage_named(tables, message):

@@ -143,9 +143,9 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
     )
     for entry, ids in zip(entries, tokens, strict=True):
         if checksum(ids) != entry.checksum:
-            raise RuntimeError(
-                "exact recall diverged from the remembered text: this device or dtype "
-                "decodes differently from the one that wrote the memory"
+            raise ValueError(
+                "exact recall diverged from the remembered text (checksum mismatch): the file "
+                "was changed, or this device or dtype decodes differently from the writer's"
             )
     return tokens
 
@@ -261,9 +261,10 @@ class MemoryBank:
     def from_file_parts(
         cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: R3MemModel
     ) -> MemoryBank:
-        """Rebuild a bank; raises KeyError, TypeError or ValueError on inconsistent parts."""
-        if meta["format"] != FORMAT:
-            raise ValueError(f"unknown format {meta['format']!r}")
+        """Rebuild a bank from a file's parts, every field checked against ``model`` first;
+        raises :class:`BankFileError` naming the first field that is wrong."""
+        shape = tuple(model.init_memory(1, "document").memory.shape)  # [1, m, width]
+        records = _check_meta(meta, tensors, shape, model)
         dtype = model.write_embeddings.dtype
         document = MemoryState(
             tensors["document"].to(model.device, dtype),
@@ -272,26 +273,99 @@ class MemoryBank:
             meta["fingerprint"],
         )
         bank = cls(document, meta["budget_entries"], meta["entry_dtype"])
-        records = meta["entries"]
-        entry_dtype = ENTRY_DTYPES[bank.entry_dtype]
-        stacked = tensors.get("entries", torch.empty(0, *document.memory.shape[1:]))
-        if stacked.shape[0] != len(records) or stacked.shape[1:] != document.memory.shape[1:]:
-            raise ValueError("entry tensors do not match the entry records")
-        if records and stacked.dtype != entry_dtype:
-            raise ValueError(f"entries are {stacked.dtype}, the records say {bank.entry_dtype}")
+        stacked = tensors.get("entries", torch.empty(0, *shape[1:]))
         for record, memory in zip(records, stacked.to(model.device), strict=True):
             entry = Entry(
                 memory=memory,
-                tokens=int(record["tokens"]),
-                entities=[str(e) for e in record["entities"]],
-                corrections=[(int(p), int(t)) for p, t in record["corrections"]],
-                checksum=int(record["checksum"]),
+                tokens=record["tokens"],
+                entities=list(record["entities"]),
+                corrections=[(p, t) for p, t in record["corrections"]],
+                checksum=record["checksum"],
                 meta=dict(record["meta"]),
             )
-            bank.next_id = int(record["id"])
+            bank.next_id = record["id"]
             bank.add(entry)
-        bank.next_id = int(meta["next_id"])
+        bank.next_id = meta["next_id"]
         return bank
+
+
+class BankFileError(ValueError):
+    """A memory file's field is missing or wrong; the message names the field."""
+
+
+def _expect(ok: bool, field: str, why: str) -> None:
+    if not ok:
+        raise BankFileError(f"{field}: {why}")
+
+
+def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+    """An int (not a bool) in ``[low, high)``."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return ok and (high is None or value < high)
+
+
+def _check_tensor(tensors: dict[str, torch.Tensor], name: str, shape: tuple, dtypes) -> None:
+    _expect(name in tensors, name, "missing")
+    tensor = tensors[name]
+    _expect(tuple(tensor.shape) == shape, name, f"shape {tuple(tensor.shape)}, expected {shape}")
+    _expect(tensor.dtype in dtypes, name, f"dtype {tensor.dtype}")
+    if tensor.is_floating_point():
+        _expect(bool(torch.isfinite(tensor).all()), name, "holds values that are not finite")
+
+
+def _check_meta(
+    meta: Any, tensors: dict[str, torch.Tensor], shape: tuple, model: R3MemModel
+) -> list[dict[str, Any]]:
+    """The entry records of a memory file's metadata, once every field and tensor of the
+    file has been found consistent with itself and with ``model``."""
+    _expect(isinstance(meta, dict), "metadata", "not a JSON object")
+    _expect(meta.get("format") == FORMAT, "format", f"{meta.get('format')!r}, expected {FORMAT}")
+    _expect(isinstance(meta.get("fingerprint"), str), "fingerprint", "missing or not a string")
+    budget = meta.get("budget_entries")
+    _expect(budget is None or _is_int(budget, 1), "budget_entries", f"{budget!r}")
+    _expect(meta.get("entry_dtype") in ENTRY_DTYPES, "entry_dtype", f"{meta.get('entry_dtype')!r}")
+    _expect(_is_int(meta.get("next_id"), 0), "next_id", f"{meta.get('next_id')!r}")
+    records = meta.get("entries")
+    _expect(isinstance(records, list), "entries", "not a list")
+    floats = (torch.float16, torch.bfloat16, torch.float32)
+    _check_tensor(tensors, "document", shape, floats)
+    _check_tensor(tensors, "document_tokens_seen", (1,), (torch.int64, torch.int32))
+    if records:
+        stored = (len(records), *shape[1:])
+        _check_tensor(tensors, "entries", stored, (ENTRY_DTYPES[meta["entry_dtype"]],))
+    else:
+        _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
+    length, vocab = model.config.segment_length, model.spec["vocab_size"]
+    seen: set[int] = set()
+    keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}
+    for index, record in enumerate(records):
+        field = f"entries[{index}]"
+        _expect(isinstance(record, dict) and set(record) == keys, field, f"keys must be {keys}")
+        entry_id, tokens = record["id"], record["tokens"]
+        _expect(
+            _is_int(entry_id, 0, meta["next_id"]),
+            f"{field}.id",
+            f"{entry_id!r} (next_id {meta['next_id']})",
+        )
+        _expect(entry_id not in seen, f"{field}.id", f"{entry_id} appears twice")
+        seen.add(entry_id)
+        _expect(_is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
+        entities = record["entities"]
+        ok = isinstance(entities, list) and all(isinstance(e, str) for e in entities)
+        _expect(ok, f"{field}.entities", "not a list of strings")
+        fixes = record["corrections"]
+        ok = isinstance(fixes, list) and all(
+            isinstance(fix, list)
+            and len(fix) == 2
+            and _is_int(fix[0], 0, tokens)
+            and _is_int(fix[1], 0, vocab)
+            for fix in fixes
+        )
+        ok = ok and len({fix[0] for fix in fixes}) == len(fixes)
+        _expect(ok, f"{field}.corrections", f"not distinct [position < {tokens}, token < {vocab}]")
+        _expect(_is_int(record["checksum"], 0, 2**32), f"{field}.checksum", "not a CRC-32")
+        _expect(isinstance(record["meta"], dict), f"{field}.meta", "not a JSON object")
+    return records
 
 
 def check_budget(budget: int | None) -> int | None:

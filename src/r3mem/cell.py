@@ -24,7 +24,7 @@ from .checkpoint import base_spec, fingerprint
 from .config import LEVELS, R3MemConfig
 from .coupling import CouplingStack, find_decoder_layers
 from .forms import Context, memory_form
-from .generation import Sampling, generate
+from .generation import CACHE, Sampling, generate
 from .lora import DECODER, ENCODER, active_lora, inject_lora, projection_names
 from .state import MemoryState
 
@@ -229,14 +229,14 @@ class MemoryCell(nn.Module):
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=context.past,
             use_cache=self.form.caches,
+            **{CACHE: context.past},
         )
         before = context.embeds.shape[1]
         hidden = out.last_hidden_state
         text = hidden[:, max(before - 1, 0) : before + length]
         at_write = hidden[:, before + length :]  # [B, m, d]
-        written = self.form.written(self, at_write, out.past_key_values, inputs_embeds.dtype)
+        written = self.form.written(self, at_write, getattr(out, CACHE), inputs_embeds.dtype)
         previous = written[:, :0] if memory is None else memory
         memory = self.form.renew(previous, written, inputs_embeds, attention_mask)
         return Compressed(text, memory, before > 0)
@@ -359,7 +359,7 @@ class MemoryCell(nn.Module):
         prefix, past = self._reading(state, entities, cue_ids)
         text, _ = self.embed_text(target_ids, None, None)
         embeds = torch.cat([prefix, text[:, :-1]], dim=1)
-        logits = self.run("expand", logits=True, inputs_embeds=embeds, past_key_values=past).logits
+        logits = self.run("expand", logits=True, inputs_embeds=embeds, **{CACHE: past}).logits
         return logits[:, prefix.shape[1] - 1 :]
 
     @torch.no_grad()

@@ -81,7 +81,8 @@ def chat(
                 write("usage: /recall QUERY")
                 continue
             for hit in memory.recall(rest, k=RECALL_K, exact=exact):
-                write(f"[{hit.score:.3f}] {hit.text}")
+                label = "" if hit.exact else " (approximate: decoded from memory)"
+                write(f"[{hit.score:.3f}]{label} {hit.text}")
             continue
         if command == "/forget":
             if rest.strip() not in ("", "all"):

@@ -5,12 +5,16 @@ Only the trainable weights are saved; the base model is named, checked, never co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import re
+import socket
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from safetensors import SafetensorError
@@ -24,6 +28,14 @@ from .files import atomic_path, atomic_write
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 SPEC_KEYS = ("vocab_size", "hidden_size", "num_layers")
+# R3MemConfig fields added after adapters were first saved, with the value under which those
+# adapters computed.
+LATER_FIELDS = {
+    "memory_mode": "recurrent",
+    "window_segments": R3MemConfig.window_segments,
+    "summary_segments": R3MemConfig.summary_segments,
+    "write_positions": "after_text",
+}
 
 
 def load_base(name_or_path: str | os.PathLike) -> nn.Module:
@@ -31,8 +43,32 @@ def load_base(name_or_path: str | os.PathLike) -> nn.Module:
     lossy), the stored dtype on a GPU."""
     from transformers import AutoModelForCausalLM
 
+    check_model_source(name_or_path)
     dtype = "auto" if torch.cuda.is_available() else torch.float32
     return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+
+
+def check_model_source(name_or_path: str | os.PathLike) -> None:
+    """A model that is not a folder here must be a hub name the hub can be asked for: fail at
+    once, naming it, instead of after a minute of retries on a machine with no network."""
+    name = str(name_or_path)
+    if Path(name).expanduser().is_dir():
+        return
+    shaped = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith(".")
+    if not shaped or Path(name).exists():
+        raise FileNotFoundError(f"{name}: no such model folder")
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return  # transformers looks in the local cache only, and fails at once
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError as err:
+        raise FileNotFoundError(
+            f"{name}: no such model folder here, and the model hub ({host}) cannot be "
+            f"reached to fetch it by name ({err})"
+        ) from None
 
 
 def base_spec(base_model: nn.Module) -> dict[str, Any]:
@@ -104,12 +140,30 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path}: no adapter config (is {directory} an r3mem adapter?)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-        meta["r3mem_config"].setdefault("write_positions", "after_text")
-        R3MemConfig.from_dict(meta["r3mem_config"])
-        meta["base_model"]["name_or_path"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a valid r3mem adapter config ({err!r})") from err
-    return meta
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid r3mem adapter config ({err})") from err
+
+    def expect(ok: bool, why: str) -> None:
+        if not ok:
+            raise ValueError(f"{path}: not a valid r3mem adapter config: {why}")
+
+    expect(isinstance(meta, dict), "not a JSON object")
+    config, base = meta.get("r3mem_config"), meta.get("base_model")
+    expect(isinstance(config, dict), "r3mem_config missing or not an object")
+    expect(isinstance(base, dict), "base_model missing or not an object")
+    # Adapters record every field; fields added since fill in as the adapters that came
+    # before them computed, any other missing one is an error (it would silently take
+    # today's default: a kv adapter read as embedding decodes garbage).
+    config = {**LATER_FIELDS, **config}
+    missing = sorted({f.name for f in dataclasses.fields(R3MemConfig)} - set(config))
+    expect(not missing, f"r3mem_config lacks {', '.join(missing)}")
+    for key in SPEC_KEYS:
+        value = base.get(key)
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        expect(ok, f"base_model.{key} missing or not a positive integer")
+    expect(isinstance(base.get("name_or_path"), str), "base_model.name_or_path missing")
+    R3MemConfig.from_dict(config)  # ValueError naming the field
+    return {**meta, "r3mem_config": config}
 
 
 def read_adapter_weights(directory: str | Path) -> dict[str, torch.Tensor]:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 
-from .sources import DataError
+from .files import LOCK_TIMEOUT
+
+# How recall labels text decoded from memory without its corrections.
+APPROXIMATE = "approximate: decoded from memory (--exact gives the stored text)"
+
+# Errors that a user's input or files cause: one line, exit 2. Anything else is a fault of
+# ours: one line too, exit 1, and --debug shows its traceback.
+USER_ERRORS = (ValueError, OSError, NotImplementedError)
 
 
 def _train_base(args: argparse.Namespace) -> None:
@@ -56,42 +64,48 @@ def _bench(args: argparse.Namespace) -> None:
     print(markdown(report))
 
 
-def _open_memory(args: argparse.Namespace):
-    """The memory file if it exists (with its recorded model unless --model), else a new one."""
-    from pathlib import Path
-
-    from .memory import Memory
-
-    if Path(args.memory).is_file():
-        return Memory.open(args.memory, args.model)
-    return Memory.load(args.model)
-
-
 def _remember(args: argparse.Namespace) -> None:
-    from .sources import read_texts
+    from .memory import Memory
+    from .sources import decode_text, read_texts
 
-    memory = _open_memory(args)
-    text = sys.stdin.read() if args.text == "-" else next(read_texts(args.text))[1]
-    done = memory.remember(text, source=args.text)
-    memory.save(args.memory)
-    added = f"+{done.entries_added} entries ({done.tokens} tokens)"
-    folded = f"{done.evicted} folded into the document memory"
-    print(f"{args.memory}: {added}, {folded}, {len(memory.bank)} entries in all")
+    if args.text == "-":
+        texts = iter([("-", decode_text(sys.stdin.buffer.read(), "standard input"))])
+    else:
+        texts = read_texts(args.text)  # checks the path now, reads each file when reached
+    with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
+        before = len(memory.bank)
+        added = tokens = evicted = files = 0
+        for source, text in texts:
+            done = memory.remember(text, source=source, progress=sys.stderr.isatty())
+            added, tokens = added + done.entries_added, tokens + done.tokens
+            evicted, files = evicted + done.evicted, files + 1
+    read = f"{files} texts, " if files > 1 else ""
+    folded = f"{evicted} folded into the document memory"
+    print(
+        f"{args.memory}: +{added} entries ({read}{tokens} tokens), {folded}, "
+        f"{before + added - evicted} entries in all"
+    )
 
 
 def _recall(args: argparse.Namespace) -> None:
-    memory = _open_memory(args)
+    from .memory import Memory
+
+    memory = Memory.open(args.memory, args.model)
+    if not memory.bank.entries:
+        print(f"{args.memory}: no entries to recall from", file=sys.stderr)
+    how = "exact" if args.exact else APPROXIMATE
     for hit in memory.recall(args.query, k=args.k, exact=args.exact):
-        print(f"[{hit.score:.3f}] #{hit.entry_id}\n{hit.text}\n")
+        print(f"[{hit.score:.3f}] #{hit.entry_id}  {how}\n{hit.text}\n")
 
 
 def _chat(args: argparse.Namespace) -> None:
     from .chat import chat
+    from .memory import Memory
     from .reader import Reader
 
-    memory = _open_memory(args)
-    reader = Reader.of_memory(memory) if args.reader is None else Reader.load(args.reader)
-    chat(memory, args.memory, reader, input, print, exact=args.exact)
+    with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
+        reader = Reader.of_memory(memory) if args.reader is None else Reader.load(args.reader)
+        chat(memory, args.memory, reader, input, print, exact=args.exact)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
@@ -103,40 +117,57 @@ def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument("--stop-after", type=int, help="end this invocation at this step")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="r3mem", description="Reversible compressed memory for LMs."
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=LOCK_TIMEOUT,
+        help=f"seconds to wait while another process writes the memory file ({LOCK_TIMEOUT:g})",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    parser = argparse.ArgumentParser(
+        prog="r3mem", description="Reversible compressed memory for LMs.", parents=[common]
+    )
+    parser.set_defaults(debug=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    base = commands.add_parser("train-base", help="train the tokenizer and the small base model")
+    add = functools.partial(commands.add_parser, parents=[common])
+    base = add("train-base", help="train the tokenizer and the small base model")
     _add_run_options(base, "configs/base-tiny-books.toml")
     base.set_defaults(run=_train_base)
-    adapters = commands.add_parser("train", help="train R³Mem adapters on a frozen base model")
+    adapters = add("train", help="train R³Mem adapters on a frozen base model")
     _add_run_options(adapters, "configs/r3mem-tiny-books.toml")
     adapters.set_defaults(run=_train)
-    demo = commands.add_parser("demo", help="write a text into memory and reconstruct it")
+    demo = add("demo", help="write a text into memory and reconstruct it")
     demo.add_argument("--model", help="model directory (default: the shipped model)")
     demo.add_argument("--text", help="a .txt or .txt.gz file (default: a packaged sample)")
     demo.set_defaults(run=_demo)
-    remember = commands.add_parser("remember", help="write a text into a memory file")
+    remember = add("remember", help="write a text into a memory file")
     remember.add_argument("text", help="a .txt or .txt.gz file, or - for standard input")
     remember.add_argument("--memory", required=True, help="memory file (created if absent)")
     remember.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
+    _add_wait(remember)
     remember.set_defaults(run=_remember)
-    recall = commands.add_parser("recall", help="passages of a memory file that match a query")
+    recall = add("recall", help="passages of a memory file that match a query")
     recall.add_argument("query")
     recall.add_argument("--memory", required=True, help="memory file")
     recall.add_argument("--model", help="model directory (default: the one the file records)")
     recall.add_argument("-k", type=int, default=3, help="how many passages")
     recall.add_argument("--exact", action="store_true", help="lossless, by stored corrections")
     recall.set_defaults(run=_recall)
-    talk = commands.add_parser("chat", help="a terminal chat with a persistent memory file")
+    talk = add("chat", help="a terminal chat with a persistent memory file")
     talk.add_argument("--memory", required=True, help="memory file (created if absent)")
     talk.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
     talk.add_argument("--reader", help="causal LM directory for replies (default: the model's)")
     talk.add_argument("--exact", action="store_true", help="recall losslessly, by corrections")
+    _add_wait(talk)
     talk.set_defaults(run=_chat)
-    bench = commands.add_parser("bench", help="measure methods on one task; writes JSON + Markdown")
+    bench = add("bench", help="measure methods on one task; writes JSON + Markdown")
     bench.add_argument("task", help="lm, reconstruct, cost, rag or conv")
     bench.add_argument("--model", help="model directory (default: the shipped model)")
     bench.add_argument("--methods", help="comma-separated: the task's methods, or NAME=DIR")
@@ -157,9 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, ValueError, FileNotFoundError, NotImplementedError) as err:
-        print(f"r3mem {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"r3mem {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        user = isinstance(err, USER_ERRORS)
+        kind = "error" if user else f"internal error ({type(err).__name__})"
+        hint = "" if user else " (run again with --debug for the traceback)"
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"r3mem {args.command}: {kind}: {message}{hint}", file=sys.stderr)
+        return 2 if user else 1
     return 0
 
 

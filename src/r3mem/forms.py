@@ -29,6 +29,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from .config import R3MemConfig
+from .generation import CACHE
 
 
 class Cell(Protocol):
@@ -117,7 +118,7 @@ class RecurrentKV(MemoryForm):
     def initial(self, cell: Cell, batch: int) -> torch.Tensor:
         vectors = super().initial(cell, batch)
         out = cell.run("compress", inputs_embeds=vectors, use_cache=True)
-        return pack(out.past_key_values, vectors.shape[1])
+        return pack(getattr(out, CACHE), vectors.shape[1])
 
     def context(self, cell: Cell, memory: torch.Tensor, dtype: torch.dtype) -> Context:
         return self.reading(cell, memory, cell.tag("document", memory.shape[0]))
@@ -194,9 +195,8 @@ def kv_heads(base_model: nn.Module) -> int:
     """Key/value heads per layer, read off one cached step (no per-architecture table)."""
     device = base_model.get_input_embeddings().weight.device
     with torch.no_grad():
-        cache = base_model(
-            input_ids=torch.zeros(1, 1, dtype=torch.long, device=device)
-        ).past_key_values
+        out = base_model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+        cache = getattr(out, CACHE)
     return cache.layers[0].keys.shape[1]
 
 

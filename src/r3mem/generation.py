@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache
+from transformers import DynamicCache, LlamaModel
+
+# What a model's forward calls its KV cache, in and out: ``cache`` since transformers 5.x
+# renamed it (``past_key_values`` is deprecated there, and warns on every call).
+_RENAMED = "cache" in inspect.signature(LlamaModel.forward).parameters
+CACHE = "cache" if _RENAMED else "past_key_values"
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,7 @@ def generate(
     eos = sampling.eos_token_id
     done = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
     tokens: list[torch.Tensor] = []
-    out = model(inputs_embeds=prefix, past_key_values=past, use_cache=True)
+    out = model(inputs_embeds=prefix, use_cache=True, **{CACHE: past})
     for _ in range(max_new_tokens):
         token = sampling.pick(out.logits[:, -1].float())
         if eos is not None:
@@ -62,5 +68,5 @@ def generate(
         tokens.append(token)
         if bool(done.all()):
             break
-        out = model(input_ids=token[:, None], past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=token[:, None], use_cache=True, **{CACHE: getattr(out, CACHE)})
     return torch.stack(tokens, dim=1)

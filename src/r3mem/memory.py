@@ -8,7 +8,8 @@ no network. ``remember`` / ``recall`` write to and read from the hierarchical ba
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,13 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .assets import DEFAULT_MODEL, asset_path
 from .bank import (
     ENTRY_DTYPES,
+    BankFileError,
     Entry,
     MemoryBank,
     check_budget,
@@ -31,13 +34,17 @@ from .bank import (
     find_corrections,
     round_state,
 )
-from .checkpoint import CONFIG_NAME, adapter_digest, load_base
-from .files import atomic_path
+from .checkpoint import CONFIG_NAME, adapter_digest, check_model_source, load_base
+from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .model import R3MemModel, one_row, recur
-from .segment import Segment, Tokens, cut, pad_rows
-from .sources import Conversation, Session, Turn
+from .segment import Segment, Tokens, batched, cut, cut_stream, pad_rows
+from .sources import Conversation, messages_conversation
 from .state import MemoryState
+
+# Segments written, compressed and corrected at once by ``remember``: what its working memory
+# holds beside the entries it keeps, whatever the length of the text.
+WRITE_BATCH = 64
 
 
 def default_model_path() -> Path:
@@ -62,6 +69,7 @@ class Recalled:
     score: float
     entry_id: int
     meta: dict[str, Any]
+    exact: bool  # False: decoded greedily from the memory, which may differ from the text
 
 
 class Memory:
@@ -110,6 +118,7 @@ class Memory:
         else:
             hint = " (the default model is not packaged in this install)" if path is None else ""
             raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
+        check_model_source(base_dir)
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
@@ -162,32 +171,57 @@ class Memory:
             raise
 
     def remember(
-        self, content: str | Sequence[dict[str, Any]] | Sequence[Segment], source: str | None = None
+        self,
+        content: str | Sequence[dict[str, Any]] | Sequence[Segment],
+        source: str | None = None,
+        *,
+        progress: bool = False,
     ) -> Remembered:
         """Write ``content`` into every level: the document memory (recurrently), one paragraph
         entry per segment (compressed alone, with its exact-recall corrections) and the
         entity index. ``content`` is a text, chat messages ``{speaker, text[, time]}`` (one
         session), or segments already cut by :meth:`segments`. Over budget, the oldest entries
         are folded into the document memory.
+
+        A text is cut and written ``WRITE_BATCH`` segments at a time, so the work beside the
+        entries kept does not grow with the text; ``progress`` shows a bar from the start.
+        The bank changes only once all of it is written: an error leaves it as it was.
         """
         if source is not None and not isinstance(source, str):
             raise TypeError(f"source must be a str or None, got {type(source).__name__}")
-        paragraphs = self.segments(content)
-        ids = [p.ids for p in paragraphs]
-        with torch.no_grad():
-            document = self._write_document(self.bank.document, ids)
-            states = round_state(self._write_batch(ids), self.bank.entry_dtype)
-            corrections = find_corrections(self.model, states, ids)
-        entries = []
-        for row, (paragraph, tokens) in enumerate(zip(paragraphs, ids, strict=True)):
-            meta = {**paragraph.meta, **({"source": source} if source is not None else {})}
-            memory = states.memory[row].to(ENTRY_DTYPES[self.bank.entry_dtype], copy=True)
-            entity_list = list(paragraph.entities)
-            entries.append(
-                Entry(memory, len(tokens), entity_list, corrections[row], checksum(tokens), meta)
+        stream, total = self._segment_stream(content)
+        keep_ids = self.bank.budget_entries is not None  # new entries may be folded at once
+        document, entries, new_ids, tokens = self.bank.document, [], [], 0
+        with tqdm(total=total, desc="remembering", unit="char", disable=not progress) as bar:
+            for batch, done in batched(stream, WRITE_BATCH):
+                ids = [segment.ids for segment in batch]
+                with torch.no_grad():
+                    document = self._write_document(document, ids)
+                    entries += self._entries(batch, source)
+                tokens += sum(map(len, ids))
+                new_ids += [torch.tensor(row) for row in ids] if keep_ids else []
+                bar.update(done - bar.n)
+        evicted = self._commit(document, entries, new_ids)
+        return Remembered(len(entries), tokens, evicted)
+
+    def _entries(self, segments: list[Segment], source: str | None) -> list[Entry]:
+        """One entry per segment: compressed alone, rounded as kept, with its corrections."""
+        ids = [segment.ids for segment in segments]
+        states = round_state(self._write_batch(ids), self.bank.entry_dtype)
+        corrections = find_corrections(self.model, states, ids)
+        dtype = ENTRY_DTYPES[self.bank.entry_dtype]
+        extra = {"source": source} if source is not None else {}
+        return [
+            Entry(
+                states.memory[row].to(dtype, copy=True),
+                len(segment.ids),
+                list(segment.entities),
+                corrections[row],
+                checksum(segment.ids),
+                {**segment.meta, **extra},
             )
-        evicted = self._commit(document, entries, ids)
-        return Remembered(len(entries), sum(map(len, ids)), evicted)
+            for row, segment in enumerate(segments)
+        ]
 
     def segments(
         self, content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment]
@@ -195,30 +229,39 @@ class Memory:
         """``content`` cut into the segments ``remember`` writes (:func:`r3mem.segment.cut`),
         with token ids, entities and meta: a text, a conversation, or chat messages (one
         session); segments are checked and returned as they are."""
+        stream, _ = self._segment_stream(content)
+        return [segment for segment, _ in stream]
+
+    def _segment_stream(
+        self, content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment]
+    ) -> tuple[Iterator[tuple[Segment, int]], int]:
+        """``content``'s segments, each with how far into ``content`` it reaches, and the
+        whole length (characters of a text, else segments); the content is checked now."""
         limit = self.model.config.segment_length
         if isinstance(content, str):
             if not content.strip():
                 raise ValueError("empty text: nothing to remember")
-            return cut(content, self.tokens, limit, self.extractor)
+            return cut_stream(content, self.tokens, limit, self.extractor), len(content)
         if isinstance(content, Conversation):
-            return cut(content, self.tokens, limit, self.extractor)
-        if not isinstance(content, list | tuple):
+            segments = cut(content, self.tokens, limit, self.extractor)
+        elif not isinstance(content, list | tuple):
             raise TypeError(
                 "remember takes a str, a Conversation, a list of messages or of segments; "
                 f"got {type(content).__name__}"
             )
-        if not content:
+        elif not content:
             raise ValueError("no messages: nothing to remember")
-        if all(isinstance(item, Segment) for item in content):
+        elif all(isinstance(item, Segment) for item in content):
             for item in content:
                 if not 0 < len(item.ids) <= limit:
                     raise ValueError(
                         f"a segment must hold 1 to {limit} tokens, got {len(item.ids)}"
                     )
-            return list(content)
-        turns = [_turn(message, index) for index, message in enumerate(content)]
-        session = Session("1", turns[0].time, turns)
-        return cut(Conversation("messages", [session], []), self.tokens, limit, self.extractor)
+            segments = list(content)
+        else:
+            conversation = messages_conversation(content)
+            segments = cut(conversation, self.tokens, limit, self.extractor)
+        return ((segment, row + 1) for row, segment in enumerate(segments)), len(segments)
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
         """Each row compressed alone from the initial paragraph memory, right-padded."""
@@ -227,14 +270,16 @@ class Memory:
         device = self.model.device
         return self.model.write(state, input_ids.to(device), attention_mask=mask.to(device))
 
-    def _write_document(self, document: MemoryState, rows: list[list[int]]) -> MemoryState:
+    def _write_document(
+        self, document: MemoryState, rows: Sequence[list[int] | torch.Tensor]
+    ) -> MemoryState:
         """The document memory after reading ``rows`` (segments' token ids) in order."""
         for step in recur(self.model, document, one_row(rows, self.model.device)):
             document = step.memory
         return document
 
     def _commit(
-        self, document: MemoryState, new: list[Entry], new_ids: list[list[int]] | None = None
+        self, document: MemoryState, new: list[Entry], new_ids: Sequence[torch.Tensor] = ()
     ) -> int:
         """Add ``new`` and fold the oldest entries over budget into ``document``; the bank
         changes only once every model call has succeeded. Returns how many were evicted."""
@@ -242,7 +287,7 @@ class Memory:
         old = list(self.bank.entries)[:count]
         with torch.no_grad():
             folded = exact_tokens(self.model, [self.bank.entries[i] for i in old]) if old else []
-            folded += (new_ids or [])[: count - len(old)]
+            folded += list(new_ids[: count - len(old)])
             document = self._write_document(document, folded)
         self.bank.document = document
         added = [self.bank.add(entry) for entry in new]
@@ -282,21 +327,42 @@ class Memory:
             out = self.model.reconstruct(entry_states(self.model, entries), max_new_tokens=longest)
             tokens = [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
         return [
-            Recalled(self.tokenizer.decode(ids), scores[entry_id], entry_id, dict(entry.meta))
+            Recalled(
+                self.tokenizer.decode(ids), scores[entry_id], entry_id, dict(entry.meta), exact
+            )
             for ids, entry_id, entry in zip(tokens, best, entries, strict=True)
         ]
 
     # ----------------------------------------------------------------------------- save / open
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, timeout: float = LOCK_TIMEOUT) -> None:
         """Write the bank to one safetensors file (tensors + JSON metadata with the model's
-        fingerprint and directory), atomically: written whole or not at all."""
-        path = Path(path)
+        fingerprint and directory) under the file's lock, atomically: written whole or not
+        at all, with the old file's permissions. Temporaries that writers killed mid-save
+        left beside it are removed."""
+        path = check_target(path)
         tensors, meta = self.bank.to_file_parts()
         meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
         meta["adapter_digest"] = adapter_digest(self.model.trainable_parameters())
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
+        with locked(path, timeout):
+            remove_stale_temps(path)
+            with atomic_path(path) as tmp:
+                save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
+
+    @classmethod
+    @contextmanager
+    def editing(
+        cls, path: str | Path, model_dir: str | Path | None = None, *, timeout: float = LOCK_TIMEOUT
+    ) -> Iterator[Memory]:
+        """The memory file at ``path`` (a new memory on ``model_dir`` when there is none yet),
+        read, changed by the block and saved when it ends normally, all under the file's
+        lock: a second writer waits (up to ``timeout`` seconds) and then changes what the
+        first saved, so no writer's entries are lost."""
+        path = check_target(path)
+        with locked(path, timeout):
+            memory = cls.open(path, model_dir) if path.exists() else cls.load(model_dir)
+            yield memory
+            memory.save(path, timeout=timeout)
 
     @classmethod
     def open(cls, path: str | Path, model_dir: str | Path | None = None) -> Memory:
@@ -329,26 +395,16 @@ class Memory:
             )
         try:
             memory.bank = MemoryBank.from_file_parts(tensors, meta, memory.model)
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
+        except BankFileError as err:
+            raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
         return memory
 
 
-def _turn(message: object, index: int) -> Turn:
-    """A chat message ``{speaker, text[, time]}`` as a Turn whose id is its index."""
-    if not isinstance(message, dict):
-        raise TypeError(f"message {index} must be a dict, got {type(message).__name__}")
-    unknown = set(message) - {"speaker", "text", "time"}
-    if unknown:
-        raise ValueError(f"message {index}: unknown keys {sorted(unknown)}")
-    for key in ("speaker", "text"):
-        if key not in message:
-            raise ValueError(f"message {index}: missing {key!r}")
-        if not isinstance(message[key], str):
-            raise TypeError(f"message {index}: {key!r} must be a str")
-        if not message[key].strip():
-            raise ValueError(f"message {index}: empty {key!r}")
-    time = message.get("time")
-    if time is not None and not isinstance(time, str):
-        raise TypeError(f"message {index}: 'time' must be a str or None")
-    return Turn(message["speaker"], message["text"], time, str(index))
+def check_target(path: str | Path) -> Path:
+    """``path`` as a memory file can be written there: in an existing folder, not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; a memory file is one file")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: no folder {path.parent} to write the memory file in")
+    return path

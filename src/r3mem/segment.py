@@ -9,6 +9,7 @@ keeps the ids of the texts it measured last, so a kept segment is never tokenise
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ from transformers import PreTrainedTokenizerBase
 
 from .hierarchy import EntityExtractor, build_document
 from .sources import Conversation, conversation_to_document
+
+# A long text is cut a block of about this many characters at a time (cut_stream).
+BLOCK_CHARS = 1 << 16
 
 # Packing measures a segment, then the segment with the next piece (too long): the segment it
 # keeps was measured a few calls back. A short memory of recent texts holds it.
@@ -75,6 +79,59 @@ def cut(
     else:
         document = build_document("text", content, length, tokens.count, extractor)
     return [Segment(p.text, tokens.ids(p.text), p.entities, p.meta) for p in document.paragraphs]
+
+
+def cut_stream(
+    text: str,
+    tokens: Tokens,
+    length: int,
+    extractor: EntityExtractor | None = None,
+    block_chars: int = BLOCK_CHARS,
+) -> Iterator[tuple[Segment, int]]:
+    """:func:`cut` of a text, one block of about ``block_chars`` characters at a time: each
+    segment with how many characters of ``text`` were read when it came, so time and memory
+    do not grow with the text before the first segment. The segments are :func:`cut`'s
+    wherever the text has a blank line at least every ``block_chars`` characters (packing
+    is greedy, so the last segment of a block, carried into the next, packs as it would
+    have); elsewhere a block ends at a line end or a space, which may cut a paragraph."""
+    carry, start = "", 0
+    while start < len(text):
+        end = _block_end(text, start, block_chars)
+        block = text[start:end]
+        segments = cut(f"{carry}\n\n{block}" if carry else block, tokens, length, extractor)
+        carry = segments.pop().text if end < len(text) and segments else ""
+        start = end
+        yield from ((segment, end) for segment in segments)
+    if carry:
+        yield from ((segment, len(text)) for segment in cut(carry, tokens, length, extractor))
+
+
+def _block_end(text: str, start: int, size: int) -> int:
+    """Where the block of ``text`` from ``start`` ends: after the last blank line, else line
+    end, else space, of the next ``size`` characters (or the text's end)."""
+    if len(text) - start <= size:
+        return len(text)
+    window = text[start : start + size]
+    for mark in ("\n\n", "\n", " "):
+        found = window.rfind(mark)
+        if found > 0:
+            return start + found + len(mark)
+    return start + size
+
+
+def batched(
+    stream: Iterable[tuple[Segment, int]], size: int
+) -> Iterator[tuple[list[Segment], int]]:
+    """The stream's segments ``size`` at a time, each batch with how far its last reaches."""
+    batch: list[Segment] = []
+    done = 0
+    for segment, done in stream:
+        batch.append(segment)
+        if len(batch) == size:
+            yield batch, done
+            batch = []
+    if batch:
+        yield batch, done
 
 
 def pad_rows(

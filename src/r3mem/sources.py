@@ -65,15 +65,23 @@ def _read_text(path: Path) -> str:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({error})") from error
+    return decode_text(data, str(path))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """``data`` as text: UTF-8 (a byte-order mark dropped), not empty, no NUL bytes (binary
+    data that happens to be valid UTF-8); ``name`` says where it came from in errors."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})"
+            f"{name}: not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})"
         ) from error
+    if "\x00" in text:
+        raise DataError(f"{name}: binary data (NUL bytes), not text")
     if not text.strip():
-        raise DataError(f"{path}: empty file")
+        raise DataError(f"{name}: empty, no text to read")
     return text
 
 
@@ -320,3 +328,30 @@ def conversation_to_document(
             found = extractor(text) if extractor else []
             paragraphs.append(Paragraph(text, unique([*speakers, *found]), meta))
     return Document(conversation.conv_id, paragraphs)
+
+
+def messages_conversation(messages: list | tuple) -> Conversation:
+    """Chat messages ``{speaker, text[, time]}`` as a one-session conversation whose turn ids
+    are the messages' indices; a malformed message is an error naming it."""
+    turns = [_turn(message, index) for index, message in enumerate(messages)]
+    return Conversation("messages", [Session("1", turns[0].time, turns)], [])
+
+
+def _turn(message: object, index: int) -> Turn:
+    """A chat message ``{speaker, text[, time]}`` as a Turn whose id is its index."""
+    if not isinstance(message, dict):
+        raise TypeError(f"message {index} must be a dict, got {type(message).__name__}")
+    unknown = set(message) - {"speaker", "text", "time"}
+    if unknown:
+        raise ValueError(f"message {index}: unknown keys {sorted(unknown)}")
+    for key in ("speaker", "text"):
+        if key not in message:
+            raise ValueError(f"message {index}: missing {key!r}")
+        if not isinstance(message[key], str):
+            raise TypeError(f"message {index}: {key!r} must be a str")
+        if not message[key].strip():
+            raise ValueError(f"message {index}: empty {key!r}")
+    time = message.get("time")
+    if time is not None and not isinstance(time, str):
+        raise TypeError(f"message {index}: 'time' must be a str or None")
+    return Turn(message["speaker"], message["text"], time, str(index))

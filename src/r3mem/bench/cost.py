@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..bank import entry_nbytes
+from ..generation import CACHE
 from ..model import R3MemModel
 
 # Full attention stops being measured once its KV cache would pass this size.
@@ -102,7 +103,7 @@ def time_per_token(
 def _cache_bytes_per_token(base: torch.nn.Module, device: torch.device) -> int:
     """Bytes one token adds to the base model's KV cache, read off one cached step."""
     out = base(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device), use_cache=True)
-    layers = out.past_key_values.layers
+    layers = getattr(out, CACHE).layers
     return sum(t.numel() * t.element_size() for layer in layers for t in (layer.keys, layer.values))
 
 
@@ -119,8 +120,8 @@ def _full_attention(
         for start in range(0, history, step):
             n = min(step, history - start)
             ids = torch.randint(0, model.spec["vocab_size"], (1, n), generator=generator)
-            past = base(input_ids=ids.to(model.device), past_key_values=past, use_cache=True)
-            past = past.past_key_values
+            out = base(input_ids=ids.to(model.device), use_cache=True, **{CACHE: past})
+            past = getattr(out, CACHE)
         copies = iter([copy.deepcopy(past) for _ in range(5)])  # a read appends to its cache
-        seconds = _timed(lambda: base(input_ids=segment, past_key_values=next(copies)), 5)
+        seconds = _timed(lambda: base(input_ids=segment, **{CACHE: next(copies)}), 5)
     return seconds / segment.shape[1]

@@ -10,6 +10,8 @@ import os
 import shutil
 import sys
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +72,14 @@ class RunConfig:
     mixed_precision: str = "no"  # "bf16" on hardware that has it
 
     def __post_init__(self) -> None:
+        check_types(self)
         check_positive(self, "batch_size", "grad_accum", "steps", "lr", "warmup", "save_every")
         check_positive(self, "eval_every", "clip")
         check_choice(self, "mixed_precision", ("no", "bf16", "fp16"))
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"{type(self).__name__}.min_lr_ratio must be in [0, 1]")
+        if self.weight_decay < 0 or self.seed < 0:
+            raise ValueError(f"{type(self).__name__}: weight_decay and seed must be >= 0")
 
 
 def make_accelerator(mixed_precision: str) -> Accelerator:
@@ -82,6 +89,22 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     return Accelerator(
         mixed_precision=mixed_precision, cpu=several and not torch.cuda.is_available()
     )
+
+
+def check_types(config: Any) -> None:
+    """Every field of a config dataclass holds a value of its declared type (an int field
+    no float, a table no number): what a TOML file gives is checked before it is used."""
+    for name, hint in typing.get_type_hints(type(config)).items():
+        if name not in {f.name for f in dataclasses.fields(config)}:
+            continue
+        value = getattr(config, name)
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = tuple(typing.get_origin(kind) or kind for kind in allowed)
+        if float in kinds:
+            kinds += (int,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            wanted = " or ".join(getattr(kind, "__name__", str(kind)) for kind in allowed)
+            raise ValueError(f"{type(config).__name__}.{name} must be {wanted}, got {value!r}")
 
 
 def check_positive(config: Any, *names: str) -> None:

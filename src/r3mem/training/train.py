@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from ..checkpoint import load_base, load_trainable
+from ..checkpoint import check_model_source, load_base, load_trainable
 from ..config import R3MemConfig
 from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
@@ -35,6 +35,7 @@ from .common import (
     MetricsLog,
     RunConfig,
     check_positive,
+    check_types,
     make_accelerator,
     make_optimizer,
     run_steps,
@@ -58,6 +59,7 @@ class TrainConfig(RunConfig):
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        check_types(self)  # before the [r3mem] and [[stage]] tables are read
         if self.stage and self.steps is not None:
             total = sum(t.get("steps", 0) for t in self.stage if isinstance(t, dict))
             if self.steps != total:
@@ -198,6 +200,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     returns the trained model."""
     out = Path(config.out_dir)
     accelerator = make_accelerator(config.mixed_precision)
+    check_model_source(config.base_model)
     tokenizer = AutoTokenizer.from_pretrained(config.base_model)
     model_config, stages = config.model_config, config.stages
     segment_length = model_config.segment_length
