@@ -308,3 +308,73 @@ def test_bad_budget_is_refused(full):
             full.budget_entries = budget
     assert full.budget_entries is None
     assert_same(full, before)
+
+
+def crafted(src, dst, change) -> None:
+    """Copy a memory file through ``change(meta, tensors)``, which edits both in place."""
+    with safe_open(str(src), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["r3mem"])
+    tensors = load_file(str(src))
+    change(meta, tensors)
+    save_file(tensors, str(dst), metadata={"r3mem": json.dumps(meta)})
+
+
+def _entry(index: int, **changes):
+    return lambda meta, tensors: meta["entries"][index].update(changes)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (_entry(0, tokens=10**9), r"entries\[0\]\.tokens"),
+        (_entry(0, tokens=0), r"entries\[0\]\.tokens"),
+        (_entry(1, id=0), r"entries\[1\]\.id: 0 appears twice"),
+        (lambda meta, tensors: meta.update(next_id=0), r"entries\[0\]\.id"),
+        (lambda meta, tensors: meta.update(next_id=-1), "next_id"),
+        (_entry(0, corrections=[[999, 1]]), r"entries\[0\]\.corrections"),
+        (_entry(0, corrections=[[0, 10**6]]), r"entries\[0\]\.corrections"),
+        (_entry(0, checksum="x"), r"entries\[0\]\.checksum"),
+        (_entry(0, entities="Lyon"), r"entries\[0\]\.entities"),
+        (_entry(0, meta=[]), r"entries\[0\]\.meta"),
+        (lambda meta, tensors: meta["entries"][0].pop("tokens"), r"entries\[0\]: keys"),
+        (lambda meta, tensors: meta.update(budget_entries=0), "budget_entries"),
+        (
+            lambda meta, tensors: tensors.update(entries=tensors["entries"][:, :-1].clone()),
+            "entries: shape",
+        ),
+        (
+            lambda meta, tensors: tensors.update(document=tensors["document"][:, :, :-1].clone()),
+            "document: shape",
+        ),
+        (lambda meta, tensors: tensors.pop("document_tokens_seen"), "document_tokens_seen"),
+        (lambda meta, tensors: tensors["entries"].fill_(float("nan")), "entries: holds"),
+    ],
+)
+def test_every_field_is_checked_on_open(full, tmp_path, change, field):
+    """A crafted or damaged file is refused at once, naming the file and the field, instead
+    of hanging recall (a huge token count) or overwriting entries (a low next_id) later."""
+    good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
+    full.save(good)
+    crafted(good, bad, change)
+    before = bad.read_bytes()
+    with pytest.raises(ValueError, match=rf"bad\.r3mem: not a valid r3mem memory file: {field}"):
+        Memory.open(bad)
+    assert bad.read_bytes() == before
+
+
+def test_remember_writes_a_long_text_in_batches_as_in_one(adapter_dir, monkeypatch):
+    """Batching is the working set's bound, not a change of what is stored."""
+    text = "\n\n".join([TEXT] * 6)
+    whole = Memory.load(adapter_dir)
+    whole.remember(text)
+    monkeypatch.setattr(r3mem.memory, "WRITE_BATCH", 3)
+    batched = Memory.load(adapter_dir)
+    done = batched.remember(text)
+    assert done.entries_added == len(whole.bank) == len(batched.bank) > 3
+    for a, b in zip(whole.bank.entries.values(), batched.bank.entries.values(), strict=True):
+        assert (a.tokens, a.checksum, a.entities) == (b.tokens, b.checksum, b.entities)
+        torch.testing.assert_close(a.memory.float(), b.memory.float(), atol=2e-3, rtol=0)
+    torch.testing.assert_close(batched.bank.document.memory, whole.bank.document.memory)
+    assert [h.text for h in batched.recall("bees", k=3, exact=True)] == [
+        h.text for h in whole.recall("bees", k=3, exact=True)
+    ]

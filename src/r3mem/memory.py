@@ -39,7 +39,7 @@ from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .model import R3MemModel, one_row, recur
 from .segment import Segment, Tokens, batched, cut, cut_stream, pad_rows
-from .sources import Conversation, messages_conversation
+from .sources import Conversation, check_text, messages_conversation
 from .state import MemoryState
 
 # Segments written, compressed and corrected at once by ``remember``: what its working memory
@@ -241,6 +241,7 @@ class Memory:
         if isinstance(content, str):
             if not content.strip():
                 raise ValueError("empty text: nothing to remember")
+            check_text(content, "the text")
             return cut_stream(content, self.tokens, limit, self.extractor), len(content)
         if isinstance(content, Conversation):
             segments = cut(content, self.tokens, limit, self.extractor)
@@ -309,6 +310,7 @@ class Memory:
             raise TypeError(f"query must be a str, got {type(query).__name__}")
         if not query.strip():
             raise ValueError("empty query: nothing to recall")
+        check_text(query, "the query")
         if isinstance(k, bool) or not isinstance(k, int):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         if k < 1:

@@ -68,6 +68,16 @@ def _read_text(path: Path) -> str:
     return decode_text(data, str(path))
 
 
+def check_text(text: str, what: str) -> str:
+    """``text`` if it can be written as UTF-8; lone surrogates (bytes a shell passed that were
+    not UTF-8) are an error naming ``what``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise DataError(f"{what} is not valid UTF-8 text (at character {error.start})") from None
+    return text
+
+
 def decode_text(data: bytes, name: str) -> str:
     """``data`` as text: UTF-8 (a byte-order mark dropped), not empty, no NUL bytes (binary
     data that happens to be valid UTF-8); ``name`` says where it came from in errors."""
@@ -351,6 +361,7 @@ def _turn(message: object, index: int) -> Turn:
             raise TypeError(f"message {index}: {key!r} must be a str")
         if not message[key].strip():
             raise ValueError(f"message {index}: empty {key!r}")
+        check_text(message[key], f"message {index}: {key!r}")
     time = message.get("time")
     if time is not None and not isinstance(time, str):
         raise TypeError(f"message {index}: 'time' must be a str or None")
