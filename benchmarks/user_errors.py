@@ -424,6 +424,17 @@ def git_revision(src: str) -> str:
     return rev + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
 
 
+def git_diff(src: str) -> str:
+    """The uncommitted changes under the source's src/ when the run starts."""
+    root = Path(src).resolve().parent
+    return subprocess.run(
+        ["git", "-C", str(root), "diff", "HEAD", "--", "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+
+
 def show(arg: Arg) -> str:
     """An argument as text; raw bytes as backslash escapes."""
     return arg.decode("ascii", "backslashreplace") if isinstance(arg, bytes) else arg
@@ -524,7 +535,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="r3mem-user-errors-"))
     for label, src in (("before", args.before_src), ("after", args.after_src)):
         src = str(Path(src).resolve())
-        report["sources"][label] = {"src": src, "rev": git_revision(src)}
+        report["sources"][label] = {"src": src, "rev": git_revision(src), "diff": git_diff(src)}
         work = root / label
         work.mkdir()
         make_fixtures(work, src, report["fixtures"].setdefault(label, {}))

@@ -48,6 +48,7 @@ def test_bench_configs_are_valid_and_share_their_budget():
     assert model_configs["icae"].decoder == "separate" and not model_configs["rmt"].reversible
 
 
+@pytest.mark.slow
 def test_quick_run_all_regenerates_the_results_page(base_dir, tmp_path):
     runs = tmp_path / "runs"
     env = {

@@ -44,6 +44,8 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     )
 
 
+# Set on a base model an R3MemModel has taken over: a second wrap of it would find LoRA in it.
+WRAPPED = "r3mem_wrapped"
 DIRECTIONS = ("compress", "expand", "bare")
 
 
@@ -79,6 +81,11 @@ class MemoryCell(nn.Module):
                 "r3mem.recompute.enable_gradient_checkpointing(model): plain recomputation "
                 "runs the couplings and LoRA in the modes set at backward time"
             )
+        if getattr(base_model, WRAPPED, False):
+            raise ValueError(
+                "this base model is wrapped already: an R3MemModel takes its base over (LoRA "
+                "and couplings go into its layers); load the base again for another model"
+            )
         self.config = config
         self.base = base_model
         base_model.requires_grad_(False)
@@ -112,6 +119,7 @@ class MemoryCell(nn.Module):
         for name, param in self.named_parameters():
             if not name.startswith("base."):
                 param.data = param.data.to(device=embeddings.device, dtype=embeddings.dtype)
+        setattr(base_model, WRAPPED, True)
 
     # ----------------------------------------------------------------------------- parts
 
