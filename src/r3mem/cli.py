@@ -190,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    # Runs that take long say what they use; remember, recall and chat print only answers.
+    chatty = args.command in ("train-base", "train", "demo", "bench")
+    logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per weight file loaded says nothing to a user
