@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -108,9 +109,13 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
     if not last:
         out = [line.strip() for line in result["stdout"].split("\n") if line.strip()]
         last = f"(stdout) {out[-1]}" if out else ""
+    hits = re.findall(r"^\[[-0-9.]+\] #(\d+)", result["stdout"], re.MULTILINE)
+    out = [line.strip() for line in result["stdout"].split("\n") if line.strip()]
     return {
         "exit": result["exit"],
         "killed": result["killed"],
+        "hits": [int(hit) for hit in hits],
+        "stdout_first": out[0][:100] if out and not hits else "",
         "seconds": result["seconds"],
         "stderr_lines": len(lines),
         "traceback": "Traceback" in stderr,
@@ -236,6 +241,8 @@ def make_fixtures(work: Path, src: str, log: dict[str, Any]) -> Path:
     craft(memory, work / "bad.r3mem", _bad_checksums)
     craft(memory, work / "huge.r3mem", _huge_tokens)
     craft(memory, work / "huge_exact.r3mem", _huge_tokens)
+    craft(memory, work / "huge_all.r3mem", _huge_tokens)
+    craft(memory, work / "huge_all_exact.r3mem", _huge_tokens)
     craft(memory, work / "shape.r3mem", _drop_slot)
     craft(memory, work / "nextid.r3mem", _next_id_zero)
     craft(memory, work / "dupid.r3mem", _duplicate_id)
@@ -314,6 +321,11 @@ def cases() -> list[Case]:
              [*rec, "huge.r3mem"], None, "huge.r3mem"),
         Case("huge_tokens_exact", "entry 0 tokens = 10**9, recall --exact",
              [*rec, "huge_exact.r3mem", "--exact"], None, "huge_exact.r3mem"),
+        Case("huge_tokens_all", "entry 0 tokens = 10**9, recall -k 16 (every entry, so #0 too)",
+             [*rec, "huge_all.r3mem", "-k", "16"], None, "huge_all.r3mem"),
+        Case("huge_tokens_all_exact", "entry 0 tokens = 10**9, recall --exact -k 16",
+             [*rec, "huge_all_exact.r3mem", "--exact", "-k", "16"], None,
+             "huge_all_exact.r3mem"),
         Case("entries_wrong_shape", "entries tensor without its last slot, recall",
              [*rec, "shape.r3mem"], None, "shape.r3mem"),
         Case("next_id_zero", "next_id = 0, remember small.txt",
@@ -468,6 +480,10 @@ def cell(record: dict[str, Any] | None) -> str:
         extras.append(f"entries {record['before']['entries']} → {record['entries']}")
     if "distinct_sources" in record:
         extras.append(f"sources {record['sources']}")
+    if record["hits"]:
+        extras.append(f"recalled #{', #'.join(map(str, record['hits']))}")
+    if record["stdout_first"]:
+        extras.append(f"stdout: {record['stdout_first']}")
     if "mode" in record:
         extras.append(f"mode {record['mode']}")
     if record.get("config_check"):
