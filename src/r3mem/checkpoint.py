@@ -24,6 +24,7 @@ from torch import nn
 from .config import R3MemConfig
 from .coupling import find_decoder_layers
 from .files import atomic_path, atomic_write
+from .pretrained import resolve
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -39,28 +40,28 @@ LATER_FIELDS = {
 
 
 def load_base(name_or_path: str | os.PathLike) -> nn.Module:
-    """A base model by hub name or path: float32 on CPU (half precision there is slow and
-    lossy), the stored dtype on a GPU."""
+    """A base model by name (:mod:`r3mem.pretrained`, or the hub's) or path: float32 on CPU
+    (half precision there is slow and lossy), the stored dtype on a GPU."""
     from transformers import AutoModelForCausalLM
 
-    check_model_source(name_or_path)
     dtype = "auto" if torch.cuda.is_available() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(model_source(name_or_path), dtype=dtype)
 
 
-def check_model_source(name_or_path: str | os.PathLike) -> None:
-    """A model that is not a folder here must be a hub name the hub can be asked for: fail at
-    once, naming it, instead of after a minute of retries on a machine with no network."""
-    name = str(name_or_path)
+def model_source(name_or_path: str | os.PathLike) -> str:
+    """What to hand ``from_pretrained`` for a model: the folder of a model r3mem knows by name
+    (converted on first use), a folder here, or a hub name the hub can be asked for. Anything
+    else fails at once, naming it, instead of after a minute of retries with no network."""
+    name = resolve(str(name_or_path))
     if Path(name).expanduser().is_dir():
-        return
+        return name
     shaped = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith(".")
     if not shaped or Path(name).exists():
         raise FileNotFoundError(f"{name}: no such model folder")
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        return  # transformers looks in the local cache only, and fails at once
+        return name  # transformers looks in the local cache only, and fails at once
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=3).close()
@@ -69,6 +70,7 @@ def check_model_source(name_or_path: str | os.PathLike) -> None:
             f"{name}: no such model folder here, and the model hub ({host}) cannot be "
             f"reached to fetch it by name ({err})"
         ) from None
+    return name
 
 
 def base_spec(base_model: nn.Module) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from .bank import (
     find_corrections,
     round_state,
 )
-from .checkpoint import CONFIG_NAME, adapter_digest, check_model_source, load_base
+from .checkpoint import CONFIG_NAME, adapter_digest, load_base, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .model import R3MemModel, one_row, recur
@@ -118,8 +118,7 @@ class Memory:
         else:
             hint = " (the default model is not packaged in this install)" if path is None else ""
             raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
-        check_model_source(base_dir)
-        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
         return cls(model, tokenizer, root, budget_entries, entry_dtype)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from .checkpoint import check_model_source
+from .checkpoint import model_source
 from .memory import Memory
 
 ANSWER_TOKENS = 16
@@ -38,10 +38,11 @@ class Reader:
 
     @classmethod
     def load(cls, path: str | Path) -> Reader:
-        """Any local Hugging Face causal LM directory (nothing is downloaded for a path)."""
-        check_model_source(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(AutoModelForCausalLM.from_pretrained(path).eval(), tokenizer)
+        """Any local Hugging Face causal LM directory (nothing is downloaded for a path), or a
+        model r3mem knows by name (``smollm2-135m``)."""
+        source = model_source(path)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        return cls(AutoModelForCausalLM.from_pretrained(source).eval(), tokenizer)
 
     @classmethod
     def of_memory(cls, memory: Memory) -> Reader:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from ..checkpoint import check_model_source, load_base, load_trainable
+from ..checkpoint import load_base, load_trainable, model_source
 from ..config import R3MemConfig
 from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
@@ -200,8 +200,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     returns the trained model."""
     out = Path(config.out_dir)
     accelerator = make_accelerator(config.mixed_precision)
-    check_model_source(config.base_model)
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(model_source(config.base_model))
     model_config, stages = config.model_config, config.stages
     segment_length = model_config.segment_length
     train_set = load_segments(
