@@ -274,3 +274,21 @@ def test_build_document() -> None:
         [],
     ]
     assert all(p.meta == {} for p in document.paragraphs)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_text_cut_block_by_block_gives_the_whole_text_s_segments(newline) -> None:
+    """cut_stream reads a long text a block at a time (bounded work before the first
+    segment) and, where blank lines come at least every block, cuts it as cut does."""
+    from transformers import AutoTokenizer
+
+    from r3mem.assets import DEFAULT_MODEL, SAMPLE_TEXT, asset_path
+    from r3mem.segment import Tokens, cut, cut_stream
+
+    tokens = Tokens(AutoTokenizer.from_pretrained(asset_path(DEFAULT_MODEL) / "base"))
+    text = asset_path(SAMPLE_TEXT).read_text(encoding="utf-8").replace("\n", newline)
+    whole = cut(text, tokens, 64)
+    streamed = list(cut_stream(text, tokens, 64, block_chars=2000))
+    assert [s.ids for s, _ in streamed] == [s.ids for s in whole]
+    reached = [done for _, done in streamed]
+    assert reached == sorted(reached) and reached[-1] == len(text) and reached[0] < len(text) / 4

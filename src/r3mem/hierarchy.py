@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 CountTokens = Callable[[str], int]
 
-_BLANK_LINE = re.compile(r"\n\s*\n")
+BLANK_LINE = re.compile(r"\n\s*\n")
 
 
 def _normalise(text: str) -> str:
@@ -31,7 +31,7 @@ def _normalise(text: str) -> str:
 
 def _blocks(text: str) -> list[str]:
     """Blank-line separated paragraphs, whitespace normalised, empty ones dropped."""
-    blocks = (_normalise(block) for block in _BLANK_LINE.split(text))
+    blocks = (_normalise(block) for block in BLANK_LINE.split(text))
     return [block for block in blocks if block]
 
 

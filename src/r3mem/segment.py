@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .hierarchy import EntityExtractor, build_document
+from .hierarchy import BLANK_LINE, EntityExtractor, build_document
 from .sources import Conversation, conversation_to_document
 
 # A long text is cut a block of about this many characters at a time (cut_stream).
@@ -112,10 +112,13 @@ def _block_end(text: str, start: int, size: int) -> int:
     if len(text) - start <= size:
         return len(text)
     window = text[start : start + size]
-    for mark in ("\n\n", "\n", " "):
+    blanks = [match for match in BLANK_LINE.finditer(window) if match.start() > 0]
+    if blanks:
+        return start + blanks[-1].end()
+    for mark in ("\n", " "):
         found = window.rfind(mark)
         if found > 0:
-            return start + found + len(mark)
+            return start + found + 1
     return start + size
 
 
