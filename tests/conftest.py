@@ -67,3 +67,11 @@ def wide_adapter_dir(base_dir, tmp_path_factory):
     config = adapter_config(base_dir, out, steps=2)
     train(dataclasses.replace(config, r3mem={**config.r3mem, "segment_length": 64}))
     return out / "adapter"
+
+
+@pytest.fixture(autouse=True)
+def tiny_reader(request, monkeypatch):
+    """Tests answer with their tiny local models; SmolLM2, the users' default reader when
+    installed, is tested in test_pretrained alone (loading it takes seconds a test)."""
+    if not request.module.__name__.endswith("test_pretrained"):
+        monkeypatch.setattr("r3mem.reader.available", lambda name: False)

@@ -32,6 +32,18 @@ def run(memory, path, lines, exact=True):
 
 def test_prompt_puts_the_best_recall_nearest_the_message():
     assert prompt(["best", "second"], "hi") == "second\nbest\nuser: hi\nassistant:"
+    system, user = prompt(["best", "second"], "hi", chats=True)
+    notes = system["content"]
+    assert system["role"] == "system" and notes.index("\nsecond\n") < notes.index("\nbest\n")
+    assert user == {"role": "user", "content": "hi"}
+    assert "notes" not in prompt([], "hi", chats=True)[0]["content"]
+
+
+def test_only_the_user_s_words_are_remembered(adapter_dir, tmp_path):
+    memory, _ = run(Memory.load(adapter_dir), tmp_path / "chat.r3mem", ["My cat is Tom."])
+    texts = [hit.text for hit in memory.recall("cat", k=5, exact=True)]
+    assert texts and all("assistant" not in text for text in texts)
+    assert any("My cat is Tom." in text for text in texts)
 
 
 def test_turns_survive_a_restart_and_forget_removes_them(adapter_dir, tmp_path):

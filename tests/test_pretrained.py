@@ -85,3 +85,15 @@ def test_r3mem_on_smollm2_is_the_base_at_init_and_inverts_exactly(smollm2, tmp_p
         state = model.write(model.init_memory(1), ids)
         again = loaded.write(loaded.init_memory(1), ids)
         torch.testing.assert_close(state.memory, again.memory, rtol=0, atol=0)
+
+
+@needs_package
+@pytest.mark.slow
+def test_smollm2_is_the_default_reader_and_answers_from_passages(smollm2, adapter_dir):
+    from r3mem.memory import Memory
+    from r3mem.reader import Reader
+
+    reader = Reader.default(Memory.load(adapter_dir))
+    assert reader.chats  # answers through its chat template
+    passages = ["My sister Alice lives in Lisbon.", "Bob keeps bees in Lyon."]
+    assert "Lisbon" in reader.answer("Where does my sister Alice live?", passages)

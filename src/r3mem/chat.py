@@ -1,8 +1,8 @@
 """``r3mem chat``: a terminal chat whose memory is an R³Mem file that outlives the process.
 
-Each message is answered by the model from what ``recall`` brings back, then the exchange
-(your message and the reply) is remembered and the file saved (write, then rename), so a
-restart finds every earlier turn. Commands:
+Each message is answered by the model from what ``recall`` brings back, then the message (the
+user's words; not the reply, which recalled later would drown them) is remembered and the
+file saved (write, then rename), so a restart finds every earlier turn. Commands:
 
 - ``/recall QUERY``: show what the memory gives back for QUERY, best first.
 - ``/forget``: forget the latest exchange still in the memory (repeat to go further back).
@@ -36,10 +36,15 @@ def _exchanges(memory: Memory) -> dict[int, list[int]]:
     return found
 
 
-def prompt(recalled: list[str], message: str) -> str:
-    """What the reader continues: recalled passages, best last, then the new message."""
+def prompt(recalled: list[str], message: str, chats: bool = False) -> str | list[dict[str, str]]:
+    """What the reader answers: the recalled passages, best last, then the new message; as
+    chat messages for a reader tuned to chat (``chats``), else as a text to continue."""
     context = "".join(f"{text}\n" for text in reversed(recalled))
-    return f"{context}user: {message}\nassistant:"
+    if not chats:
+        return f"{context}user: {message}\nassistant:"
+    notes = f"What the user told you before (notes, best last):\n{context}" if recalled else ""
+    system = f"You are a helpful assistant with a memory. {notes}Answer briefly."
+    return [{"role": "system", "content": system}, {"role": "user", "content": message}]
 
 
 def forget(memory: Memory, everything: bool) -> tuple[Memory, str]:
@@ -96,11 +101,10 @@ def chat(
             write(f"unknown command {command}; {HELP}")
             continue
         recalled = [hit.text for hit in memory.recall(line, k=RECALL_K, exact=exact)]
-        reply = reader.generate(prompt(recalled, line), REPLY_TOKENS)
-        messages = [{"speaker": "user", "text": line}]
-        if reply:
-            messages.append({"speaker": "assistant", "text": reply})
+        reply = reader.generate(prompt(recalled, line, reader.chats), REPLY_TOKENS)
+        # Only the user's words are remembered: the replies, recalled later, would outrank
+        # what the user said with what the model made of it.
         number = max(_exchanges(memory), default=0) + 1
-        memory.remember(messages, source=f"{SOURCE}{number}")
+        memory.remember([{"speaker": "user", "text": line}], source=f"{SOURCE}{number}")
         memory.save(path)
         write(reply or "(no reply)")

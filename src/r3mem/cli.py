@@ -110,7 +110,7 @@ def _chat(args: argparse.Namespace) -> None:
     from .reader import Reader
 
     with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
-        reader = Reader.of_memory(memory) if args.reader is None else Reader.load(args.reader)
+        reader = Reader.default(memory) if args.reader is None else Reader.load(args.reader)
         chat(memory, args.memory, reader, input, print, exact=args.exact)
 
 
@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     talk = add("chat", help="a terminal chat with a persistent memory file")
     talk.add_argument("--memory", required=True, help="memory file (created if absent)")
     talk.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
-    talk.add_argument("--reader", help="causal LM directory for replies (default: the model's)")
+    talk.add_argument(
+        "--reader", help="causal LM for replies (default: smollm2-135m if installed, else ours)"
+    )
     talk.add_argument("--exact", action="store_true", help="recall losslessly, by corrections")
     _add_wait(talk)
     talk.set_defaults(run=_chat)

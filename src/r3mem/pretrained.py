@@ -48,6 +48,13 @@ def resolve(name_or_path: str | os.PathLike) -> str:
     return str(folder)
 
 
+def available(name: str) -> bool:
+    """Whether the named model can be loaded here: converted already, or convertible."""
+    model = NAMED[name]
+    found = importlib.util.find_spec(model.package) and importlib.util.find_spec("gguf")
+    return (cache_dir() / name / "config.json").is_file() or bool(found)
+
+
 def gguf_path(name: str) -> Path:
     """Where the installed package keeps the named model's GGUF file."""
     model = NAMED[name]

@@ -251,7 +251,7 @@ def run_bench(
         results = bench_cost(Memory.load(model), [m.name for m in parsed], quick, seed, Path(out))
     elif task in ("rag", "conv"):
         memory = Memory.load(model)
-        answerer = Reader.of_memory(memory) if reader is None else Reader.load(reader)
+        answerer = Reader.default(memory) if reader is None else Reader.load(reader)
         names = [m.name for m in parsed]
         if task == "rag":
             results = bench_rag(memory, paths[0], names, quick, seed, answerer, questions, passages)
