@@ -251,12 +251,12 @@ def test_a_failed_save_leaves_the_old_file_and_no_tmp(full, tmp_path, monkeypatc
     full.save(path)
     before = path.read_bytes()
 
-    def broken(tensors, filename, metadata=None):
+    def broken(filename, tensors, metadata):
         with open(filename, "wb") as file:
             file.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(r3mem.memory, "save_file", broken)
+    monkeypatch.setattr(r3mem.memory, "write_tensors", broken)
     with pytest.raises(OSError, match="disk full"):
         full.save(path)
     assert path.read_bytes() == before
@@ -378,3 +378,25 @@ def test_remember_writes_a_long_text_in_batches_as_in_one(adapter_dir, monkeypat
     assert [h.text for h in batched.recall("bees", k=3, exact=True)] == [
         h.text for h in whole.recall("bees", k=3, exact=True)
     ]
+
+
+def test_a_budgeted_long_text_drops_as_it_goes_and_folds_what_it_dropped(adapter_dir, monkeypatch):
+    """Over budget, remember keeps no more pending entries than the budget (its memory stays
+    bounded) and folds the rest as before: the text, then the old entries, then the
+    oldest new ones, into the document memory; the newest stay as entries."""
+    from r3mem.bank import checksum, exact_tokens
+
+    monkeypatch.setattr(r3mem.memory, "WRITE_BATCH", 3)
+    memory = Memory.load(adapter_dir, budget_entries=2)
+    memory.remember(TEXT)
+    document = memory.bank.document
+    old = exact_tokens(memory.model, list(memory.bank.entries.values()))
+    text = "\n\n".join([TEXT] * 3)
+    new = [segment.ids for segment in memory.segments(text)]
+    done = memory.remember(text)
+    assert (done.entries_added, done.evicted) == (len(new), len(new))
+    expected = memory._write_document(document, [*new, *old, *new[:-2]])
+    torch.testing.assert_close(memory.bank.document.memory, expected.memory)
+    kept = list(memory.bank.entries.values())
+    assert [entry.checksum for entry in kept] == [checksum(ids) for ids in new[-2:]]
+    assert memory.bank.next_id == len(paragraphs(memory)) + len(new)

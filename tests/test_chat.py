@@ -114,3 +114,14 @@ def test_cli_chat_remembers_into_a_new_file(adapter_dir, tmp_path, monkeypatch, 
     out = capsys.readouterr().out
     assert out.startswith("0 entries in memory") and "] user: Rain again" in out
     assert len(Memory.open(path).bank) > 0
+
+
+def test_cli_chat_keeps_what_follows_forget_all(adapter_dir, tmp_path, monkeypatch):
+    """The file the CLI saves on leaving is the memory the chat went on with."""
+    path = tmp_path / "chat.r3mem"
+    lines = ["My cat is Tom.", "/forget all", "I like tea.", "/quit"]
+    monkeypatch.setattr("builtins.input", scripted(lines))
+    assert main(["chat", "--memory", str(path), "--model", str(adapter_dir)]) == 0
+    texts = [hit.text for hit in Memory.open(path).recall("tea cat", k=9, exact=True)]
+    assert any("I like tea." in text for text in texts)
+    assert not any("Tom" in text for text in texts)

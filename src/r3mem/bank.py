@@ -228,15 +228,16 @@ class MemoryBank:
 
     # ------------------------------------------------------------------------- serialisation
 
-    def to_file_parts(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors and JSON-able metadata for one safetensors file."""
+    def to_file_parts(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, Any]]:
+        """Tensors for one safetensors file, each as the pieces stacked along its first
+        dimension (``entries``: one ``[m, width]`` piece per entry, never stacked in memory),
+        and JSON-able metadata."""
         tensors = {
-            "document": self.document.memory.detach().contiguous().cpu(),
-            "document_tokens_seen": self.document.tokens_seen.cpu(),
+            "document": list(self.document.memory),
+            "document_tokens_seen": list(self.document.tokens_seen),
         }
         if self.entries:
-            stacked = torch.stack([e.memory for e in self.entries.values()])  # [N, m, width]
-            tensors["entries"] = stacked.detach().contiguous().cpu()
+            tensors["entries"] = [entry.memory for entry in self.entries.values()]
         meta = {
             "format": FORMAT,
             "fingerprint": self.document.fingerprint,
@@ -330,6 +331,10 @@ def _check_meta(
     floats = (torch.float16, torch.bfloat16, torch.float32)
     _check_tensor(tensors, "document", shape, floats)
     _check_tensor(tensors, "document_tokens_seen", (1,), (torch.int64, torch.int32))
+    _expect(int(tensors["document_tokens_seen"][0]) >= 0, "document_tokens_seen", "negative")
+    unknown = sorted(set(tensors) - {"document", "document_tokens_seen", "entries"})
+    _expect(not unknown, "tensors", f"unknown {unknown}")
+    _expect(budget is None or len(records) <= budget, "entries", f"more than {budget}")
     if records:
         stored = (len(records), *shape[1:])
         _check_tensor(tensors, "entries", stored, (ENTRY_DTYPES[meta["entry_dtype"]],))
@@ -348,6 +353,7 @@ def _check_meta(
             f"{entry_id!r} (next_id {meta['next_id']})",
         )
         _expect(entry_id not in seen, f"{field}.id", f"{entry_id} appears twice")
+        _expect(entry_id > max(seen, default=-1), f"{field}.id", "not after the one before")
         seen.add(entry_id)
         _expect(_is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
         entities = record["entities"]

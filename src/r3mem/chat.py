@@ -47,17 +47,19 @@ def prompt(recalled: list[str], message: str, chats: bool = False) -> str | list
     return [{"role": "system", "content": system}, {"role": "user", "content": message}]
 
 
-def forget(memory: Memory, everything: bool) -> tuple[Memory, str]:
-    """The memory with the latest exchange (or everything) forgotten, and what was done."""
+def forget(memory: Memory, everything: bool) -> str:
+    """Forget the latest exchange (or everything) in ``memory`` itself, the object the
+    caller saves; says what was done."""
     if everything:
-        return memory.fresh(), "memory emptied"
+        memory.bank = memory.fresh().bank
+        return "memory emptied"
     exchanges = _exchanges(memory)
     if not exchanges:
-        return memory, "nothing to forget"
+        return "nothing to forget"
     latest = max(exchanges)
     for entry_id in exchanges[latest]:
         memory.bank.remove(entry_id)
-    return memory, f"forgot exchange {latest}"
+    return f"forgot exchange {latest}"
 
 
 def chat(
@@ -86,14 +88,14 @@ def chat(
                 write("usage: /recall QUERY")
                 continue
             for hit in memory.recall(rest, k=RECALL_K, exact=exact):
-                label = "" if hit.exact else " (approximate: decoded from memory)"
+                label = "" if hit.exact else f" ({hit.label})"
                 write(f"[{hit.score:.3f}]{label} {hit.text}")
             continue
         if command == "/forget":
             if rest.strip() not in ("", "all"):
                 write("usage: /forget, or /forget all")
                 continue
-            memory, done = forget(memory, everything=rest.strip() == "all")
+            done = forget(memory, everything=rest.strip() == "all")
             memory.save(path)
             write(done)
             continue

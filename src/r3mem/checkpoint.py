@@ -53,22 +53,25 @@ def model_source(name_or_path: str | os.PathLike) -> str:
     (converted on first use), a folder here, or a hub name the hub can be asked for. Anything
     else fails at once, naming it, instead of after a minute of retries with no network."""
     name = resolve(str(name_or_path))
-    if Path(name).expanduser().is_dir():
+    if name and Path(name).expanduser().is_dir():
         return name
     shaped = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith(".")
     if not shaped or Path(name).exists():
-        raise FileNotFoundError(f"{name}: no such model folder")
-    from huggingface_hub import constants
+        raise FileNotFoundError(f"{name!r}: no such model folder")
+    from huggingface_hub import constants, try_to_load_from_cache
 
-    if constants.HF_HUB_OFFLINE:
-        return name  # transformers looks in the local cache only, and fails at once
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    proxied = any(os.environ.get(key) for key in ("HTTPS_PROXY", "https_proxy"))
+    if cached or proxied or constants.HF_HUB_OFFLINE:
+        return name  # from the local cache, or through a proxy this check cannot see
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or 443
     try:
-        socket.create_connection((host, 443), timeout=3).close()
+        socket.create_connection((host, port), timeout=3).close()
     except OSError as err:
         raise FileNotFoundError(
             f"{name}: no such model folder here, and the model hub ({host}) cannot be "
-            f"reached to fetch it by name ({err})"
+            f"reached to fetch it by name ({err}; HF_HUB_OFFLINE=1 reads its cache only)"
         ) from None
     return name
 

@@ -9,9 +9,6 @@ import sys
 
 from .files import LOCK_TIMEOUT
 
-# How recall labels text decoded from memory without its corrections.
-APPROXIMATE = "approximate: decoded from memory (--exact gives the stored text)"
-
 # Errors that a user's input or files cause: one line, exit 2. Anything else is a fault of
 # ours: one line too, exit 1, and --debug shows its traceback.
 USER_ERRORS = (ValueError, OSError, NotImplementedError)
@@ -99,9 +96,9 @@ def _recall(args: argparse.Namespace) -> None:
     memory = Memory.open(args.memory, args.model)
     if not memory.bank.entries:
         print(f"{args.memory}: no entries to recall from", file=sys.stderr)
-    how = "exact" if args.exact else APPROXIMATE
+    hint = "" if args.exact else " (--exact gives the stored text)"
     for hit in memory.recall(args.query, k=args.k, exact=args.exact):
-        print(f"[{hit.score:.3f}] #{hit.entry_id}  {how}\n{hit.text}\n")
+        print(f"[{hit.score:.3f}] #{hit.entry_id}  {hit.label}{hint}\n{hit.text}\n")
 
 
 def _chat(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -38,9 +38,10 @@ from .checkpoint import CONFIG_NAME, adapter_digest, load_base, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .model import R3MemModel, one_row, recur
-from .segment import Segment, Tokens, batched, cut, cut_stream, pad_rows
-from .sources import Conversation, check_text, messages_conversation
+from .segment import Segment, Tokens, batched, pad_rows, segment_stream
+from .sources import Conversation, check_text
 from .state import MemoryState
+from .tensorfile import write_tensors
 
 # Segments written, compressed and corrected at once by ``remember``: what its working memory
 # holds beside the entries it keeps, whatever the length of the text.
@@ -70,6 +71,11 @@ class Recalled:
     entry_id: int
     meta: dict[str, Any]
     exact: bool  # False: decoded greedily from the memory, which may differ from the text
+
+    @property
+    def label(self) -> str:
+        """How to read ``text``: as stored, or decoded from memory and perhaps not equal."""
+        return "exact" if self.exact else "approximate: decoded from memory"
 
 
 class Memory:
@@ -125,7 +131,7 @@ class Memory:
 
     def fresh(self) -> Memory:
         """An empty memory on the same model, tokenizer and entity extractor: one per
-        document set or conversation in a benchmark, or a chat's memory cleared."""
+        document set or conversation in a benchmark."""
         memory = Memory(
             self.model, self.tokenizer, self.model_dir, self.budget_entries, self.bank.entry_dtype
         )
@@ -189,30 +195,36 @@ class Memory:
         if source is not None and not isinstance(source, str):
             raise TypeError(f"source must be a str or None, got {type(source).__name__}")
         stream, total = self._segment_stream(content)
-        keep_ids = self.bank.budget_entries is not None  # new entries may be folded at once
-        document, entries, new_ids, tokens = self.bank.document, [], [], 0
+        budget = self.bank.budget_entries
+        document, tokens = self.bank.document, 0
+        pending: list[tuple[Entry, list[int] | None]] = []  # ids kept only to fold, if budgeted
+        dropped: list[torch.Tensor] = []  # ids of new entries over budget on their own
         with tqdm(total=total, desc="remembering", unit="char", disable=not progress) as bar:
             for batch, done in batched(stream, WRITE_BATCH):
                 ids = [segment.ids for segment in batch]
                 with torch.no_grad():
                     document = self._write_document(document, ids)
-                    entries += self._entries(batch, source)
+                    entries = self._entries(batch, source)
                 tokens += sum(map(len, ids))
-                new_ids += [torch.tensor(row) for row in ids] if keep_ids else []
+                pending += zip(entries, ids if budget else [None] * len(ids), strict=True)
+                over = 0 if budget is None else max(0, len(pending) - budget)
+                dropped += [torch.tensor(row) for _, row in pending[:over]]
+                del pending[:over]
                 bar.update(done - bar.n)
-        evicted = self._commit(document, entries, new_ids)
-        return Remembered(len(entries), tokens, evicted)
+        entries = [entry for entry, _ in pending]
+        evicted = self._commit(document, entries, dropped)
+        return Remembered(len(dropped) + len(entries), tokens, evicted)
 
     def _entries(self, segments: list[Segment], source: str | None) -> list[Entry]:
         """One entry per segment: compressed alone, rounded as kept, with its corrections."""
         ids = [segment.ids for segment in segments]
         states = round_state(self._write_batch(ids), self.bank.entry_dtype)
         corrections = find_corrections(self.model, states, ids)
-        dtype = ENTRY_DTYPES[self.bank.entry_dtype]
+        kept = states.memory.to(ENTRY_DTYPES[self.bank.entry_dtype])  # one block a batch
         extra = {"source": source} if source is not None else {}
         return [
             Entry(
-                states.memory[row].to(dtype, copy=True),
+                kept[row],
                 len(segment.ids),
                 list(segment.entities),
                 corrections[row],
@@ -234,34 +246,8 @@ class Memory:
     def _segment_stream(
         self, content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment]
     ) -> tuple[Iterator[tuple[Segment, int]], int]:
-        """``content``'s segments, each with how far into ``content`` it reaches, and the
-        whole length (characters of a text, else segments); the content is checked now."""
         limit = self.model.config.segment_length
-        if isinstance(content, str):
-            if not content.strip():
-                raise ValueError("empty text: nothing to remember")
-            check_text(content, "the text")
-            return cut_stream(content, self.tokens, limit, self.extractor), len(content)
-        if isinstance(content, Conversation):
-            segments = cut(content, self.tokens, limit, self.extractor)
-        elif not isinstance(content, list | tuple):
-            raise TypeError(
-                "remember takes a str, a Conversation, a list of messages or of segments; "
-                f"got {type(content).__name__}"
-            )
-        elif not content:
-            raise ValueError("no messages: nothing to remember")
-        elif all(isinstance(item, Segment) for item in content):
-            for item in content:
-                if not 0 < len(item.ids) <= limit:
-                    raise ValueError(
-                        f"a segment must hold 1 to {limit} tokens, got {len(item.ids)}"
-                    )
-            segments = list(content)
-        else:
-            conversation = messages_conversation(content)
-            segments = cut(conversation, self.tokens, limit, self.extractor)
-        return ((segment, row + 1) for row, segment in enumerate(segments)), len(segments)
+        return segment_stream(content, self.tokens, limit, self.extractor)
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
         """Each row compressed alone from the initial paragraph memory, right-padded."""
@@ -279,20 +265,23 @@ class Memory:
         return document
 
     def _commit(
-        self, document: MemoryState, new: list[Entry], new_ids: Sequence[torch.Tensor] = ()
+        self, document: MemoryState, new: list[Entry], dropped: Sequence[torch.Tensor] = ()
     ) -> int:
-        """Add ``new`` and fold the oldest entries over budget into ``document``; the bank
-        changes only once every model call has succeeded. Returns how many were evicted."""
-        count = self.bank.over_budget(len(new))
-        old = list(self.bank.entries)[:count]
+        """Add ``new`` and fold the oldest entries over budget into ``document``: every old
+        entry that must go, then the new ones ``remember`` already dropped (their token ids:
+        the oldest of the new, over budget on their own). The bank changes only once every
+        model call has succeeded. Returns how many were evicted."""
+        count = self.bank.over_budget(len(new) + len(dropped))
+        old = list(self.bank.entries)[: count - len(dropped)]
         with torch.no_grad():
             folded = exact_tokens(self.model, [self.bank.entries[i] for i in old]) if old else []
-            folded += list(new_ids[: count - len(old)])
-            document = self._write_document(document, folded)
+            document = self._write_document(document, [*folded, *dropped])
         self.bank.document = document
-        added = [self.bank.add(entry) for entry in new]
-        for entry_id in [*old, *added][:count]:
+        for entry_id in old:
             self.bank.remove(entry_id)
+        self.bank.next_id += len(dropped)  # ids as if the dropped had been added, then evicted
+        for entry in new:
+            self.bank.add(entry)
         return count
 
     # ----------------------------------------------------------------------------- recall
@@ -348,7 +337,7 @@ class Memory:
         with locked(path, timeout):
             remove_stale_temps(path)
             with atomic_path(path) as tmp:
-                save_file(tensors, str(tmp), metadata={"r3mem": json.dumps(meta)})
+                write_tensors(tmp, tensors, {"r3mem": json.dumps(meta)})
 
     @classmethod
     @contextmanager
@@ -378,8 +367,10 @@ class Memory:
                 meta = json.loads(handle.metadata()["r3mem"])
             tensors = load_file(str(path))
             fingerprint, recorded = meta["fingerprint"], meta["model_dir"]
-            digest = str(meta["adapter_digest"])
-        except (SafetensorError, KeyError, TypeError, json.JSONDecodeError, OSError) as err:
+            digest = meta["adapter_digest"]
+            if not isinstance(recorded, str | None) or not isinstance(digest, str):
+                raise TypeError("model_dir or adapter_digest is not a string")
+        except (SafetensorError, KeyError, TypeError, ValueError, OSError, RecursionError) as err:
             raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
         if model_dir is None and recorded is None:
             raise ValueError(f"{path}: records no model directory; pass model_dir")

@@ -16,6 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import remove_stale_temps, temp_name
+
 
 @dataclass(frozen=True)
 class NamedModel:
@@ -34,6 +36,7 @@ NAMED = {
 
 
 def cache_dir() -> Path:
+    """Where named models are converted to: ``$R3MEM_CACHE``, else ``~/.cache/r3mem``."""
     return Path(os.environ.get("R3MEM_CACHE") or Path.home() / ".cache" / "r3mem")
 
 
@@ -87,13 +90,15 @@ def convert(name: str, folder: Path) -> None:
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_temps(folder)  # what conversions killed midway left
+    tmp = temp_name(folder)
     try:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(**source).save_pretrained(tmp)
-        if folder.exists():  # another process converted it meanwhile
-            return
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "config.json").is_file():  # not another process's conversion
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,7 @@ keeps the ids of the texts it measured last, so a kept segment is never tokenise
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .hierarchy import BLANK_LINE, EntityExtractor, build_document
-from .sources import Conversation, conversation_to_document
+from .sources import Conversation, check_text, conversation_to_document, messages_conversation
 
 # A long text is cut a block of about this many characters at a time (cut_stream).
 BLOCK_CHARS = 1 << 16
@@ -79,6 +79,40 @@ def cut(
     else:
         document = build_document("text", content, length, tokens.count, extractor)
     return [Segment(p.text, tokens.ids(p.text), p.entities, p.meta) for p in document.paragraphs]
+
+
+def segment_stream(
+    content: str | Conversation | Sequence[Any],
+    tokens: Tokens,
+    length: int,
+    extractor: EntityExtractor | None,
+) -> tuple[Iterator[tuple[Segment, int]], int]:
+    """What ``Memory.remember`` writes of ``content`` (a text, a conversation, chat messages
+    ``{speaker, text[, time]}`` or segments already cut): its segments, each with how far
+    into ``content`` it reaches, and the whole length (characters of a text, else
+    segments). The content is checked now; a text is cut as it is read (:func:`cut_stream`)."""
+    if isinstance(content, str):
+        if not content or content.isspace():
+            raise ValueError("empty text: nothing to remember")
+        check_text(content, "the text")
+        return cut_stream(content, tokens, length, extractor), len(content)
+    if isinstance(content, Conversation):
+        segments = cut(content, tokens, length, extractor)
+    elif not isinstance(content, list | tuple):
+        raise TypeError(
+            "remember takes a str, a Conversation, a list of messages or of segments; "
+            f"got {type(content).__name__}"
+        )
+    elif not content:
+        raise ValueError("no messages: nothing to remember")
+    elif all(isinstance(item, Segment) for item in content):
+        for item in content:
+            if not 0 < len(item.ids) <= length:
+                raise ValueError(f"a segment must hold 1 to {length} tokens, got {len(item.ids)}")
+        segments = list(content)
+    else:
+        segments = cut(messages_conversation(content), tokens, length, extractor)
+    return ((segment, row + 1) for row, segment in enumerate(segments)), len(segments)
 
 
 def cut_stream(
