@@ -159,7 +159,9 @@ def two_writers(src: str, work: Path, base: Path, index: int) -> dict[str, Any]:
     return record
 
 
-def kill_mid_save(src: str, work: Path, base: Path, index: int) -> dict[str, Any]:
+def kill_mid_save(
+    src: str, work: Path, base: Path, index: int, poll: float = POLL
+) -> dict[str, Any]:
     """``remember`` killed by SIGKILL once its temporary appears, then a normal one."""
     folder = try_folder(work, f"kill{index:02d}", base)
     memory = folder / "mem.r3mem"
@@ -172,7 +174,7 @@ def kill_mid_save(src: str, work: Path, base: Path, index: int) -> dict[str, Any
             os.kill(proc.pid, signal.SIGKILL)
             killed_at, seen = time.monotonic() - begin, found
             break
-        time.sleep(POLL)
+        time.sleep(poll)
     killed_run = finish(proc)
     left_at_once = temps(memory)
     meta = meta_of(memory)
@@ -231,6 +233,17 @@ def markdown(report: dict[str, Any]) -> str:
         f"- command: `{report['command']}`",
         f"- base memory file: remember of a 2,000-character text; sources recorded as "
         f"{report['source_recorded']!r} for base.txt",
+    ]
+    if two:
+        rows += two_table(two)
+    if kill:
+        rows += kill_table(kill, report["poll_s"])
+    return "\n".join(rows) + "\n"
+
+
+def two_table(two: list[dict[str, Any]]) -> list[str]:
+    """The two-writers section: a summary line and one row per try."""
+    rows = [
         "",
         "## Two writers at once (texts A and B, ~1 KB each, into one copy)",
         "",
@@ -247,10 +260,16 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['try']} | {r['exit_a']} | {r['exit_b']} | {lost} | {r['entries']} "
             f"| {len(r['temps_left'])} | {r['seconds']} |"
         )
+    return rows
+
+
+def kill_table(kill: list[dict[str, Any]], poll: float) -> list[str]:
+    """The kill -9 section: a summary line and one row per try."""
     killed = [r for r in kill if r["killed_mid_save"]]
-    rows += [
+    rows = [
         "",
-        "## kill -9 mid-save (remember of ~30 KB, killed when its temp appears)",
+        f"## kill -9 mid-save (remember of ~30 KB, killed when its temp appears; "
+        f"polled every {poll * 1000:g} ms)",
         "",
         f"Killed mid-save: {len(killed)} of {len(kill)}; temps left after the next remember: "
         f"{sum(len(r['temps_left_after']) for r in kill)} (target 0); next remember failed: "
@@ -269,7 +288,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {'yes' if r['opens'] else 'no'} | {'yes' if r['old_entries_kept'] else 'no'} "
             f"| {len(r['temps_left_after'])} |"
         )
-    return "\n".join(rows) + "\n"
+    return rows
 
 
 def main() -> None:
@@ -278,6 +297,8 @@ def main() -> None:
     parser.add_argument("--tries", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/results", help="output folder")
     parser.add_argument("--label", help="names the outputs (default: the source's revision)")
+    parser.add_argument("--poll", type=float, default=POLL, help="seconds between looks")
+    parser.add_argument("--loops", default="two,kill", help="which loops: two, kill or both")
     args = parser.parse_args()
     src = str(Path(args.src).resolve())
     rev = git_revision(src)
@@ -294,15 +315,17 @@ def main() -> None:
         "src": src,
         "rev": rev,
         "command": " ".join(["python", *sys.argv]),
+        "poll_s": args.poll,
         "source_recorded": sorted({str(e["meta"].get("source")) for e in meta["entries"]}),
         "two_writers": [],
         "kill": [],
     }
-    for index in range(args.tries):
+    loops = args.loops.split(",")
+    for index in range(args.tries if "two" in loops else 0):
         report["two_writers"].append(two_writers(src, work, base, index))
         print(f"two writers {index}: {report['two_writers'][-1]}", flush=True)
-    for index in range(args.tries):
-        report["kill"].append(kill_mid_save(src, work, base, index))
+    for index in range(args.tries if "kill" in loops else 0):
+        report["kill"].append(kill_mid_save(src, work, base, index, args.poll))
         print(f"kill {index}: {report['kill'][-1]}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

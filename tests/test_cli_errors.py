@@ -155,7 +155,7 @@ def test_a_folder_of_texts_is_remembered_whole(adapter_dir, tmp_path, capsys):
     from r3mem.memory import Memory
 
     sources = {entry.meta["source"] for entry in Memory.open(memory).bank.entries.values()}
-    assert sources == {f"{folder}/a", f"{folder}/b"}
+    assert sources == {str(folder / "a.txt"), str(folder / "b.txt")}
 
 
 def test_recall_says_when_text_is_approximate(stored, tmp_path, capsys):

@@ -62,19 +62,13 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _remember(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from .memory import Memory
-    from .sources import decode_text, read_texts
+    from .sources import decode_text, read_texts, text_files
 
     if args.text == "-":
         texts = iter([("-", decode_text(sys.stdin.buffer.read(), "standard input"))])
-    else:
-        texts = read_texts(args.text)  # checks the path now, reads each file when reached
-        if Path(args.text).is_dir():  # each text's source: the file it came from
-            texts = ((f"{Path(args.text) / doc_id}", text) for doc_id, text in texts)
-        else:
-            texts = ((args.text, text) for _, text in texts)
+    else:  # each text's source: the file it came from; checked now, read when reached
+        texts = ((str(file), next(read_texts(file))[1]) for file in text_files(args.text))
     with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
         before = len(memory.bank)
         added = tokens = evicted = files = 0

@@ -109,20 +109,26 @@ def read_texts(path: str | Path) -> Iterator[tuple[str, str]]:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(
-            file
-            for file in path.rglob("*")
-            if file.is_file() and file.name.endswith((".txt", ".txt.gz"))
-        )
-        if not files:
-            raise DataError(f"{path}: directory holds no .txt or .txt.gz files")
         return (
             (file.relative_to(path).with_name(_doc_id(file)).as_posix(), _read_text(file))
-            for file in files
+            for file in text_files(path)
         )
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
-    return iter([(_doc_id(path), _read_text(path))])
+    return iter([(_doc_id(path), _read_text(text_files(path)[0]))])
+
+
+def text_files(path: str | Path) -> list[Path]:
+    """``path`` itself, or every *.txt and *.txt.gz file under the folder ``path`` (recursive,
+    sorted); a missing path or a folder without one is an error."""
+    path = Path(path)
+    if not path.is_dir():
+        if not path.exists():
+            raise DataError(f"{path}: no such file or directory")
+        return [path]
+    suffixes = (".txt", ".txt.gz")
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.name.endswith(suffixes))
+    if not files:
+        raise DataError(f"{path}: directory holds no .txt or .txt.gz files")
+    return files
 
 
 def _load_json(path: Path) -> Any:
