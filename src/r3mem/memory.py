@@ -328,8 +328,9 @@ class Memory:
     def save(self, path: str | Path, *, timeout: float = LOCK_TIMEOUT) -> None:
         """Write the bank to one safetensors file (tensors + JSON metadata with the model's
         fingerprint and directory) under the file's lock, atomically: written whole or not
-        at all, with the old file's permissions. Temporaries that writers killed mid-save
-        left beside it are removed."""
+        at all, with the old file's permissions; it replaces what the file held (use
+        :meth:`editing` to add to a file other processes write). Temporaries that writers
+        killed mid-save left beside it are removed."""
         path = check_target(path)
         tensors, meta = self.bank.to_file_parts()
         meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
