@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safetensors import safe_open
+from user_errors import git_revision, meta_of  # benchmarks/ is on sys.path as a script
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = "src/r3mem/assets/tale_of_two_cities_ch1-2.txt"
@@ -77,15 +77,6 @@ def finish(proc: subprocess.Popen) -> dict[str, Any]:
 
 def run(src: str, args: list[str], cwd: Path) -> dict[str, Any]:
     return finish(start(src, args, cwd))
-
-
-def meta_of(path: Path) -> dict | None:
-    """The "r3mem" metadata of a memory file, or None when it cannot be read."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return json.loads(handle.metadata()["r3mem"])
-    except Exception:
-        return None
 
 
 def temps(path: Path) -> list[str]:
@@ -204,24 +195,6 @@ def kill_mid_save(
         record["note"] = "not killed mid-save"
     shutil.rmtree(folder)
     return record
-
-
-def git_revision(src: str) -> str:
-    root = Path(src).resolve().parent
-    rev = subprocess.run(
-        ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    status = subprocess.run(
-        ["git", "-C", str(root), "status", "--porcelain", "--", "src"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split("\n")
-    changed = [line[3:] for line in status if line.strip()]
-    return rev + (f" + uncommitted changes in {', '.join(changed)}" if changed else "")
 
 
 def markdown(report: dict[str, Any]) -> str:
