@@ -3,7 +3,7 @@ what was said before. Input and output are plain callables, so a script plays th
 
 import pytest
 
-from r3mem.chat import chat, prompt
+from r3mem.chat import FileNotes, chat, prompt
 from r3mem.cli import main
 from r3mem.memory import Memory
 from r3mem.reader import Reader
@@ -26,8 +26,9 @@ def scripted(lines):
 
 def run(memory, path, lines, exact=True):
     said: list[str] = []
-    memory = chat(memory, path, Reader.of_memory(memory), scripted(lines), said.append, exact)
-    return memory, said
+    notes = FileNotes(memory, path)
+    chat(notes, Reader.of_memory(memory), scripted(lines), said.append, exact)
+    return notes.memory, said
 
 
 def test_prompt_puts_the_best_recall_nearest_the_message():

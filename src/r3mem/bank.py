@@ -184,6 +184,7 @@ class MemoryBank:
         self.entries: dict[int, Entry] = {}
         self.entity_index: dict[str, set[int]] = {}
         self.next_id = 0
+        self._pooled: tuple[list[int], torch.Tensor] | None = None  # ids, [n, width] float32
         self.budget_entries = check_budget(budget_entries)
         self.entry_dtype = check_entry_dtype(entry_dtype)
 
@@ -194,12 +195,14 @@ class MemoryBank:
         entry_id = self.next_id
         self.next_id += 1
         self.entries[entry_id] = entry
+        self._pooled = None
         for entity in entry.entities:
             self.entity_index.setdefault(entity.lower(), set()).add(entry_id)
         return entry_id
 
     def remove(self, entry_id: int) -> Entry:
         entry = self.entries.pop(entry_id)
+        self._pooled = None
         for entity in entry.entities:
             ids = self.entity_index.get(entity.lower(), set())
             ids.discard(entry_id)
@@ -216,9 +219,13 @@ class MemoryBank:
     def scores(self, query: torch.Tensor, entities: Sequence[str]) -> dict[int, float]:
         """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's, plus
         ``ENTITY_WEIGHT`` times the fraction of ``entities`` the entry mentions."""
-        ids = list(self.entries)
-        stacked = torch.stack([self.entries[i].memory for i in ids]).to(query.device)
-        cosine = torch.nn.functional.cosine_similarity(pooled(stacked), pooled(query)[None], dim=-1)
+        if self._pooled is None:  # pooled once per change of the entries, not per query
+            ids = list(self.entries)
+            self._pooled = (ids, torch.stack([pooled(self.entries[i].memory) for i in ids]))
+        ids, matrix = self._pooled
+        cosine = torch.nn.functional.cosine_similarity(
+            matrix.to(query.device), pooled(query)[None], dim=-1
+        )
         scores = dict(zip(ids, cosine.tolist(), strict=True))
         wanted = {entity.lower() for entity in entities}
         for entity in wanted:

@@ -1,8 +1,9 @@
 """``r3mem chat``: a terminal chat whose memory is an R³Mem file that outlives the process.
 
 Each message is answered by the model from what ``recall`` brings back, then the message (the
-user's words; not the reply, which recalled later would drown them) is remembered and the
-file saved (write, then rename), so a restart finds every earlier turn. Commands:
+user's words; not the reply, which recalled later would drown them) is remembered: in a memory
+file saved at once (write, then rename), or in a memory service (``--server``, see
+:mod:`r3mem.serve.client`), so a restart finds every earlier turn. Commands:
 
 - ``/recall QUERY``: show what the memory gives back for QUERY, best first.
 - ``/forget``: forget the latest exchange still in the memory (repeat to go further back).
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from .memory import Memory
+from .memory import Memory, Recalled
 from .reader import Reader
 
 RECALL_K = 3
@@ -26,14 +28,25 @@ HELP = "commands: /recall QUERY, /forget, /forget all, /quit"
 SOURCE = "chat:"  # an exchange's entries carry source "chat:N", N counting exchanges
 
 
-def _exchanges(memory: Memory) -> dict[int, list[int]]:
-    """Entry ids of each exchange still in the bank, by exchange number."""
+def exchange(meta: dict) -> int | None:
+    """The exchange number an entry's meta records (source ``chat:N``), if any."""
+    source = str(meta.get("source", ""))
+    number = source[len(SOURCE) :]
+    return int(number) if source.startswith(SOURCE) and number.isdigit() else None
+
+
+def exchanges(metas: dict[int, dict]) -> dict[int, list[int]]:
+    """Entry ids of each exchange, by exchange number, from the entries' meta by id."""
     found: dict[int, list[int]] = {}
-    for entry_id, entry in memory.bank.entries.items():
-        source = str(entry.meta.get("source", ""))
-        if source.startswith(SOURCE) and source[len(SOURCE) :].isdigit():
-            found.setdefault(int(source[len(SOURCE) :]), []).append(entry_id)
+    for entry_id, meta in metas.items():
+        number = exchange(meta)
+        if number is not None:
+            found.setdefault(number, []).append(entry_id)
     return found
+
+
+def _exchanges(memory: Memory) -> dict[int, list[int]]:
+    return exchanges({i: entry.meta for i, entry in memory.bank.entries.items()})
 
 
 def prompt(recalled: list[str], message: str, chats: bool = False) -> str | list[dict[str, str]]:
@@ -62,32 +75,63 @@ def forget(memory: Memory, everything: bool) -> str:
     return f"forgot exchange {latest}"
 
 
+class Notes(Protocol):
+    """Where the chat keeps what the user said: a memory file, or a memory service."""
+
+    def __len__(self) -> int: ...
+    def recall(self, query: str, k: int, exact: bool) -> list[Recalled]: ...
+    def remember(self, message: str) -> None: ...
+    def forget(self, everything: bool) -> str: ...
+
+
+class FileNotes:
+    """A memory file, saved (write, then rename) after every change."""
+
+    def __init__(self, memory: Memory, path: str | Path) -> None:
+        self.memory, self.path = memory, path
+
+    def __len__(self) -> int:
+        return len(self.memory.bank)
+
+    def recall(self, query: str, k: int, exact: bool) -> list[Recalled]:
+        return self.memory.recall(query, k=k, exact=exact)
+
+    def remember(self, message: str) -> None:
+        number = max(_exchanges(self.memory), default=0) + 1
+        self.memory.remember([{"speaker": "user", "text": message}], source=f"{SOURCE}{number}")
+        self.memory.save(self.path)
+
+    def forget(self, everything: bool) -> str:
+        done = forget(self.memory, everything)
+        self.memory.save(self.path)
+        return done
+
+
 def chat(
-    memory: Memory,
-    path: str | Path,
+    notes: Notes,
     reader: Reader,
     read: Callable[[str], str] = input,
     write: Callable[[str], None] = print,
     exact: bool = False,
-) -> Memory:
+) -> None:
     """Run the conversation until ``/quit`` or end of input (``read`` raising EOFError);
-    the memory file at ``path`` is saved after every change. Returns the final memory."""
-    write(f"{len(memory.bank)} entries in memory. {HELP}")
+    ``notes`` keep every message the user writes, the moment it is written."""
+    write(f"{len(notes)} entries in memory. {HELP}")
     while True:
         try:
             line = read("> ").strip()
         except (EOFError, KeyboardInterrupt):
-            return memory
+            return
         if not line:
             continue
         command, _, rest = line.partition(" ")
         if command == "/quit":
-            return memory
+            return
         if command == "/recall":
             if not rest.strip():
                 write("usage: /recall QUERY")
                 continue
-            for hit in memory.recall(rest, k=RECALL_K, exact=exact):
+            for hit in notes.recall(rest, RECALL_K, exact):
                 label = "" if hit.exact else f" ({hit.label})"
                 write(f"[{hit.score:.3f}]{label} {hit.text}")
             continue
@@ -95,18 +139,14 @@ def chat(
             if rest.strip() not in ("", "all"):
                 write("usage: /forget, or /forget all")
                 continue
-            done = forget(memory, everything=rest.strip() == "all")
-            memory.save(path)
-            write(done)
+            write(notes.forget(everything=rest.strip() == "all"))
             continue
         if command.startswith("/"):
             write(f"unknown command {command}; {HELP}")
             continue
-        recalled = [hit.text for hit in memory.recall(line, k=RECALL_K, exact=exact)]
+        recalled = [hit.text for hit in notes.recall(line, RECALL_K, exact)]
         reply = reader.generate(prompt(recalled, line, reader.chats), REPLY_TOKENS)
         # Only the user's words are remembered: the replies, recalled later, would outrank
         # what the user said with what the model made of it.
-        number = max(_exchanges(memory), default=0) + 1
-        memory.remember([{"speaker": "user", "text": line}], source=f"{SOURCE}{number}")
-        memory.save(path)
+        notes.remember(line)
         write(reply or "(no reply)")

@@ -96,13 +96,55 @@ def _recall(args: argparse.Namespace) -> None:
 
 
 def _chat(args: argparse.Namespace) -> None:
-    from .chat import chat
+    from .chat import FileNotes, chat
     from .memory import Memory
     from .reader import Reader
 
+    if (args.memory is None) == (args.server is None):
+        raise ValueError("give one of --memory FILE or --server URL")
+    if args.server is not None:  # the service holds the memory; the model here only reads
+        client = _serve_module("client").Client(args.server, args.key)
+        reader = Reader.default(Memory.load(args.model)) if args.reader is None else None
+        reader = reader or Reader.load(args.reader)
+        chat(_serve_module("client").ServiceNotes(client, args.user), reader, exact=args.exact)
+        return
     with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
         reader = Reader.default(memory) if args.reader is None else Reader.load(args.reader)
-        chat(memory, args.memory, reader, input, print, exact=args.exact)
+        chat(FileNotes(memory, args.memory), reader, input, print, exact=args.exact)
+
+
+def _serve_module(name: str):
+    """``r3mem.serve.NAME``, or one line on what to install when FastAPI or httpx is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"r3mem.serve.{name}")
+    except ModuleNotFoundError as err:
+        raise NotImplementedError(
+            f"the memory service needs {err.name}: pip install 'r3mem[serve]'"
+        ) from err
+
+
+def _serve(args: argparse.Namespace) -> None:
+    _serve_module("app").serve(
+        args.db, args.host, args.port, args.model, args.max_batch, args.max_request_bytes
+    )
+
+
+def _keys(args: argparse.Namespace) -> None:
+    store = _serve_module("store").Store(args.db)
+    if args.action == "add":
+        if args.tenant is None:
+            raise ValueError("keys add needs a TENANT")
+        key, key_id = store.add_key(args.tenant)
+        print(f"{key}\n(key {key_id} for tenant {args.tenant}: shown once, stored hashed)")
+    elif args.action == "list":
+        for key_id, tenant, _ in store.keys():
+            print(f"{key_id}  {tenant}")
+    elif args.tenant is None or not store.revoke_key(args.tenant):
+        raise ValueError(f"keys revoke: no key {args.tenant!r} (see: r3mem keys list)")
+    else:
+        print(f"key {args.tenant} revoked")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:
@@ -157,8 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("-k", type=int, default=3, help="how many passages")
     recall.add_argument("--exact", action="store_true", help="lossless, by stored corrections")
     recall.set_defaults(run=_recall)
-    talk = add("chat", help="a terminal chat with a persistent memory file")
-    talk.add_argument("--memory", required=True, help="memory file (created if absent)")
+    talk = add("chat", help="a terminal chat with a persistent memory file or service")
+    talk.add_argument("--memory", help="memory file (created if absent)")
+    talk.add_argument("--server", help="or a memory service's URL (r3mem serve)")
+    talk.add_argument("--user", default="me", help="--server: the user whose memory it is")
+    talk.add_argument("--key", help="--server: API key (default: $R3MEM_API_KEY)")
     talk.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
     talk.add_argument(
         "--reader", help="causal LM for replies (default: smollm2-135m if installed, else ours)"
@@ -166,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--exact", action="store_true", help="recall losslessly, by corrections")
     _add_wait(talk)
     talk.set_defaults(run=_chat)
+    server = add("serve", help="a memory service for agents over HTTP (FastAPI)")
+    server.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    server.add_argument("--host", default="127.0.0.1")
+    server.add_argument("--port", type=int, default=8000)
+    server.add_argument("--model", help="model directory (default: the shipped one)")
+    server.add_argument("--max-batch", type=int, default=16, help="requests run as one batch")
+    server.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    server.set_defaults(run=_serve)
+    keys = add("keys", help="API keys of the memory service")
+    keys.add_argument("action", choices=("add", "list", "revoke"))
+    keys.add_argument("tenant", nargs="?", help="add: the tenant; revoke: the key id")
+    keys.add_argument("--db", required=True, help="SQLite file or postgresql:// URL")
+    keys.set_defaults(run=_keys)
     bench = add("bench", help="measure methods on one task; writes JSON + Markdown")
     bench.add_argument("task", help="lm, reconstruct, cost, rag or conv")
     bench.add_argument("--model", help="model directory (default: the shipped model)")
@@ -185,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Runs that take long say what they use; remember, recall and chat print only answers.
-    chatty = args.command in ("train-base", "train", "demo", "bench")
+    chatty = args.command in ("train-base", "train", "demo", "bench", "serve")
     logging.basicConfig(level=logging.INFO if chatty else logging.WARNING, format="%(message)s")
     from transformers.utils import logging as hf_logging
 

@@ -204,7 +204,7 @@ class Memory:
                 ids = [segment.ids for segment in batch]
                 with torch.no_grad():
                     document = self._write_document(document, ids)
-                    entries = self._entries(batch, source)
+                    entries = self.entries(batch, source)
                 tokens += sum(map(len, ids))
                 pending += zip(entries, ids if budget else [None] * len(ids), strict=True)
                 over = 0 if budget is None else max(0, len(pending) - budget)
@@ -215,8 +215,9 @@ class Memory:
         evicted = self._commit(document, entries, dropped)
         return Remembered(len(dropped) + len(entries), tokens, evicted)
 
-    def _entries(self, segments: list[Segment], source: str | None) -> list[Entry]:
-        """One entry per segment: compressed alone, rounded as kept, with its corrections."""
+    def entries(self, segments: Sequence[Segment], source: str | None = None) -> list[Entry]:
+        """One entry per segment: compressed alone, rounded as kept, with its corrections
+        (what ``remember`` adds to the bank, for a store of its own: ``r3mem serve``)."""
         ids = [segment.ids for segment in segments]
         states = round_state(self._write_batch(ids), self.bank.entry_dtype)
         corrections = find_corrections(self.model, states, ids)
@@ -305,23 +306,33 @@ class Memory:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not self.bank.entries:
             return []
-        with torch.no_grad():
-            state = self.model.write(self.model.init_memory(1, "paragraph"), self.encode(query))
-        scores = self.bank.scores(state.memory[0], self.extractor(query))
+        scores = self.bank.scores(self.query_memories([query])[0], self.extractor(query))
         best = sorted(scores, key=lambda entry_id: -scores[entry_id])[:k]
         entries = [self.bank.entries[entry_id] for entry_id in best]
+        return [
+            Recalled(text, scores[entry_id], entry_id, dict(entry.meta), exact)
+            for text, entry_id, entry in zip(self.read(entries, exact), best, entries, strict=True)
+        ]
+
+    @torch.no_grad()
+    def query_memories(self, queries: Sequence[str]) -> torch.Tensor:
+        """``[len(queries), m, width]``: each query compressed by the same forward invocation
+        as a paragraph, all in one batch."""
+        return self._write_batch([self.encode(query)[0].tolist() for query in queries]).memory
+
+    @torch.no_grad()
+    def read(self, entries: Sequence[Entry], exact: bool = False) -> list[str]:
+        """The texts of ``entries`` decoded from their memories in one batch: greedily, or
+        ``exact``ly with their stored corrections."""
+        if not entries:
+            return []
         if exact:
             tokens = exact_tokens(self.model, entries)
         else:
             longest = max(entry.tokens for entry in entries)
             out = self.model.reconstruct(entry_states(self.model, entries), max_new_tokens=longest)
             tokens = [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
-        return [
-            Recalled(
-                self.tokenizer.decode(ids), scores[entry_id], entry_id, dict(entry.meta), exact
-            )
-            for ids, entry_id, entry in zip(tokens, best, entries, strict=True)
-        ]
+        return [self.tokenizer.decode(ids) for ids in tokens]
 
     # ----------------------------------------------------------------------------- save / open
 

@@ -1,0 +1,83 @@
+"""The service's engine without HTTP: one user's writes applied in the order they came,
+batched work equal to the same work one job at a time, and a cache that follows the store."""
+
+from __future__ import annotations
+
+import pytest
+
+from r3mem.memory import Memory
+from r3mem.serve.engine import Engine, NotFound
+from r3mem.serve.store import Store
+
+NOTES = [
+    "Alice keeps bees in Lisbon.",
+    "Bob repairs old clocks in Porto.",
+    "Carol grows lemons near Faro.",
+    "Dave sells maps of the harbour.",
+]
+
+
+@pytest.fixture
+def engines(adapter_dir, tmp_path):
+    """An engine that batches and one that does not, on one model, each with its store."""
+    memory = Memory.load(adapter_dir)
+    made = []
+    for name, batch in (("batched", 16), ("alone", 1)):
+        made.append(Engine(memory, Store(tmp_path / f"{name}.db"), max_batch=batch))
+    yield made
+    for engine in made:
+        engine.stop()
+
+
+def test_one_user_s_writes_apply_in_the_order_they_came(engines):
+    engine = engines[0]
+    first = engine.submit("add", "acme", NOTES[0], "alice", {})
+    wiped = engine.submit("delete_user", "acme", "alice")
+    last = engine.submit("add", "acme", NOTES[1], "alice", {"n": 2})
+    assert wiped.result() == len(first.result())  # the delete came after the first add
+    added = last.result()
+    assert [entry.id for entry in engine.store.entries("acme", "alice")] == added
+
+
+def test_batched_jobs_give_what_each_job_alone_gives(engines):
+    batched, alone = engines
+    results = []
+    for engine in (batched, alone):
+        adds = [engine.submit("add", "acme", note, "alice", {}) for note in NOTES]
+        ids = [future.result() for future in adds]
+        searches = [
+            engine.submit("search", "acme", "alice", note, 2, exact)
+            for note in NOTES
+            for exact in (False, True)
+        ]
+        texts = [engine.submit("reconstruct", "acme", i[0], False) for i in ids]
+        results.append((ids, [f.result() for f in searches], [f.result() for f in texts]))
+    (ids_b, found_b, texts_b), (ids_a, found_a, texts_a) = results
+    assert ids_b == ids_a and texts_b == texts_a
+    for hits_b, hits_a in zip(found_b, found_a, strict=True):
+        assert [(h["id"], h["text"]) for h in hits_b] == [(h["id"], h["text"]) for h in hits_a]
+        assert [h["score"] for h in hits_b] == pytest.approx([h["score"] for h in hits_a], abs=1e-4)
+
+
+def test_the_search_cache_follows_the_store(engines):
+    engine = engines[0]
+    ids = [i for note in NOTES[:2] for i in engine.submit("add", "acme", note, "bob", {}).result()]
+    assert {
+        h["id"] for h in engine.submit("search", "acme", "bob", "bees", 9, False).result()
+    } == set(ids)
+    engine.store.delete_entry("acme", ids[0])  # another server on the same database
+    hits = engine.submit("search", "acme", "bob", "bees", 9, False).result()
+    assert {hit["id"] for hit in hits} == set(ids[1:])
+    with pytest.raises(NotFound, match=f"no memory {ids[0]}"):
+        engine.submit("reconstruct", "acme", ids[0], False).result()
+    with pytest.raises(NotFound):
+        engine.submit("delete_entry", "globex", ids[1]).result()  # not globex's
+
+
+def test_a_failing_job_fails_alone(engines):
+    engine = engines[0]
+    good = engine.submit("add", "acme", NOTES[0], "carol", {})
+    bad = engine.submit("add", "acme", "   ", "carol", {})
+    with pytest.raises(ValueError, match="empty"):
+        bad.result()
+    assert len(good.result()) >= 1
