@@ -155,3 +155,30 @@ def test_a_file_that_is_not_a_database_is_one_clear_error(tmp_path):
         Store(path)
     with pytest.raises(FileNotFoundError, match="no folder"):
         Store(tmp_path / "missing" / "db.sqlite")
+
+
+def test_cli_keys_add_list_revoke(tmp_path, capsys):
+    from r3mem.cli import main
+
+    db = str(tmp_path / "memories.db")
+    assert main(["keys", "add", "acme", "--db", db]) == 0
+    key, note = capsys.readouterr().out.splitlines()
+    key_id = note.split()[1]
+    assert Store(db).tenant_of(key) == "acme" and "shown once" in note
+    assert main(["keys", "list", "--db", db]) == 0
+    assert capsys.readouterr().out.split() == [key_id, "acme"]
+    assert main(["keys", "revoke", key_id, "--db", db]) == 0
+    assert Store(db).tenant_of(key) is None
+    assert main(["keys", "revoke", key_id, "--db", db]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_cli_serve_and_chat_refuse_bad_options_in_one_line(tmp_path, capsys):
+    from r3mem.cli import main
+
+    assert main(["serve", "--db", str(tmp_path / "missing" / "memories.db")]) == 2
+    assert main(["chat"]) == 2
+    assert main(["chat", "--memory", "a.r3mem", "--server", "http://127.0.0.1:9"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and "no folder" in lines[0]
+    assert all("give one of --memory FILE or --server URL" in line for line in lines[1:])
