@@ -139,7 +139,7 @@ def _keys(args: argparse.Namespace) -> None:
         key, key_id = store.add_key(args.tenant)
         print(f"{key}\n(key {key_id} for tenant {args.tenant}: shown once, stored hashed)")
     elif args.action == "list":
-        for key_id, tenant, _ in store.keys():
+        for key_id, tenant, _ in store.list_keys():
             print(f"{key_id}  {tenant}")
     elif args.tenant is None or not store.revoke_key(args.tenant):
         raise ValueError(f"keys revoke: no key {args.tenant!r} (see: r3mem keys list)")

@@ -270,7 +270,7 @@ class Store:
         rows = self.query("SELECT tenant FROM api_keys WHERE key_hash = ?", [hash_key(key)])
         return rows[0][0] if rows else None
 
-    def keys(self) -> list[tuple[str, str, float]]:
+    def list_keys(self) -> list[tuple[str, str, float]]:
         """``(key_id, tenant, created_at)`` of every key."""
         return self.query("SELECT key_id, tenant, created_at FROM api_keys ORDER BY created_at")
 
