@@ -65,7 +65,7 @@ def test_conversion_gives_the_gguf_model_s_logits(smollm2):
 @pytest.mark.slow
 def test_r3mem_on_smollm2_is_the_base_at_init_and_inverts_exactly(smollm2, tmp_path):
     ids = torch.tensor([[1, 504, 3458, 282, 4649, 314, 1345, 28]])
-    base = load_base(smollm2)
+    base = load_base(NAME)
     with torch.no_grad():
         expected = base(ids).logits
         hidden = base(ids, output_hidden_states=True).hidden_states[10]
@@ -80,6 +80,7 @@ def test_r3mem_on_smollm2_is_the_base_at_init_and_inverts_exactly(smollm2, tmp_p
         assert relative_error(coupling.inverse(out), hidden) <= 1e-5
     randomize(model)
     model.save_pretrained(tmp_path / "adapter")
+    assert R3MemModel.base_name(tmp_path / "adapter") == NAME  # not this machine's cache folder
     loaded = R3MemModel.from_pretrained(tmp_path / "adapter", load_base(smollm2)).eval()
     with torch.no_grad():
         state = model.write(model.init_memory(1), ids)

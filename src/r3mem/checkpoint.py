@@ -24,7 +24,7 @@ from torch import nn
 from .config import R3MemConfig
 from .coupling import find_decoder_layers
 from .files import atomic_path, atomic_write
-from .pretrained import resolve
+from .pretrained import NAMED, resolve
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -45,7 +45,10 @@ def load_base(name_or_path: str | os.PathLike) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     dtype = "auto" if torch.cuda.is_available() else torch.float32
-    return AutoModelForCausalLM.from_pretrained(model_source(name_or_path), dtype=dtype)
+    base = AutoModelForCausalLM.from_pretrained(model_source(name_or_path), dtype=dtype)
+    if str(name_or_path) in NAMED:  # adapters saved on it name it, not this machine's cache
+        base.config.name_or_path = str(name_or_path)
+    return base
 
 
 def model_source(name_or_path: str | os.PathLike) -> str:
