@@ -12,7 +12,7 @@ them (k=5, greedy). Clients are threads with their own HTTP connection, started 
 latencies count from request to answer. Then the SQLite server again with --max-batch 1 at
 the largest number of clients: the same work, one request at a time through the model.
 
-Writes serve_load.{json,md,png} under --out.
+Writes serve_load.{json,md} and serve_load_rps.png under --out (RESULTS.md picks them up).
 """
 
 from __future__ import annotations
@@ -119,7 +119,10 @@ def measure(db: str, label: str, counts: list[int], seconds: float, texts, *opti
 
 def markdown(report: dict) -> str:
     lines = [
-        "# r3mem serve under load",
+        "### serve_load",
+        "",
+        "`r3mem serve` under load: requests/s and latency of add (one paragraph) and search "
+        "(k=5, greedy reconstruction) with concurrent clients, each on its own user.",
         "",
         f"`{report['command']}` · revision {report['revision']} · seed {report['seed']} · "
         f"{report['machine']}",
@@ -180,6 +183,7 @@ def main() -> None:
     import platform
 
     report = {
+        "task": "serve_load",
         "command": "python " + " ".join(sys.argv),
         "revision": git_revision(str(REPO / "src")),
         "seed": args.seed,
@@ -191,7 +195,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve_load.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "serve_load.md").write_text(markdown(report))
-    plot(report, out / "serve_load.png")
+    plot(report, out / "serve_load_rps.png")
     print(markdown(report))
 
 

@@ -46,6 +46,9 @@ def service(adapter_dir, tmp_path_factory):
     acme, globex = keys(db, "acme", "globex")
     with Server(db, acme, str(adapter_dir)) as server:
         yield server.url, acme, globex, db
+        log = server.output()
+    assert "POST /v1/memories" in log  # the access log is on, and it never holds a key
+    assert acme not in log and globex not in log and "Traceback" not in log
 
 
 def call(url: str, key: str | None, method: str, path: str, **kwargs) -> httpx.Response:
@@ -108,6 +111,8 @@ def test_a_tenant_never_reaches_another_tenant_s_users(service, segments):
         response = call(url, globex, method, path)
         assert response.status_code == 404 and response.json() == {"detail": f"no memory {ids[0]}"}
     assert theirs.delete_user("carol") == 0
+    theirs.add("carol", "Their own carol.")  # another tenant's user of the same name
+    assert len(theirs.entries("carol")) >= 1
     assert [e["id"] for e in mine.entries("carol")] == ids  # untouched by all of the above
     assert mine.reconstruct(ids[0], exact=True) == segments[0]
 
@@ -229,3 +234,17 @@ def test_the_chat_keeps_its_notes_in_the_service(service, adapter_dir):
     assert not any("tea" in text for text in texts)
     chat(notes, reader, scripted(["/forget all"]), said.append)
     assert said[-1] == "memory emptied" and len(notes) == 0
+
+
+def test_cli_chat_through_the_service(service, adapter_dir, monkeypatch, capsys):
+    from r3mem.cli import main
+
+    url, acme, _, _ = service
+    monkeypatch.setattr("builtins.input", scripted(["Rain again today.", "/recall rain"]))
+    argv = ["chat", "--server", url, "--key", acme, "--user", "gina", "--model", str(adapter_dir)]
+    assert main([*argv, "--exact"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("0 entries in memory") and "] user: Rain again" in out
+    assert len(Client(url, acme).entries("gina")) > 0
+    assert main([*argv[:-4], "--key", "r3m_wrong"]) == 2
+    assert "the memory service answered 401: invalid API key" in capsys.readouterr().err

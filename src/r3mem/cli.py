@@ -106,7 +106,8 @@ def _chat(args: argparse.Namespace) -> None:
         client = _serve_module("client").Client(args.server, args.key)
         reader = Reader.default(Memory.load(args.model)) if args.reader is None else None
         reader = reader or Reader.load(args.reader)
-        chat(_serve_module("client").ServiceNotes(client, args.user), reader, exact=args.exact)
+        notes = _serve_module("client").ServiceNotes(client, args.user)
+        chat(notes, reader, input, print, exact=args.exact)
         return
     with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
         reader = Reader.default(memory) if args.reader is None else Reader.load(args.reader)
