@@ -147,6 +147,18 @@ def test_bad_requests_get_one_line_and_no_traceback(service):
     response = call(url, acme, "POST", "/v1/memories", content=b"{not json")
     assert response.status_code == 422
     assert call(url, acme, "GET", "/v1/memories/abc/reconstruct").status_code == 422
+    for method, path in (
+        ("GET", f"/v1/memories/{2**64}/reconstruct"),
+        ("DELETE", f"/v1/memories/{2**64}"),
+        ("GET", f"/v1/memories?user_id=u&after={2**64}"),
+        ("GET", "/v1/memories?user_id=%00"),
+        ("DELETE", "/v1/users/%00"),
+    ):
+        response = call(url, acme, method, path)
+        assert response.status_code == 422, path
+        assert "\n" not in response.json()["detail"]
+    response = call(url, acme, "POST", "/v1/memories", content=b'{"user_id": ')
+    assert response.json()["detail"].startswith("body: invalid JSON")
 
 
 def test_32_concurrent_clients_lose_no_acknowledged_write(service):
@@ -197,6 +209,7 @@ def test_kill_9_mid_write_loses_nothing_acknowledged(adapter_dir, tmp_path):
     while len(acknowledged) < 12 and time.monotonic() < deadline:
         time.sleep(0.05)
     server.kill()  # mid-write: requests in flight die with it
+    server.close()
     stop.set()
     for thread in writers:
         thread.join()

@@ -81,3 +81,33 @@ def test_a_failing_job_fails_alone(engines):
     with pytest.raises(ValueError, match="empty"):
         bad.result()
     assert len(good.result()) >= 1
+
+
+def test_a_cancelled_request_leaves_the_others_in_its_batch_alone(engines):
+    engine = engines[0]
+    with engine._ready:  # hold the engine so that the three wait together
+        jobs = [engine.submit("add", "acme", note, "dora", {}) for note in NOTES[:3]]
+        assert jobs[0].cancel()  # its caller gave up before it ran
+    assert all(job.result() for job in jobs[1:])
+    stored = [entry.id for entry in engine.store.entries("acme", "dora")]
+    assert stored == jobs[1].result() + jobs[2].result()
+
+
+def test_a_corrupt_record_fails_its_own_entry(engines):
+    from r3mem.serve.store import CorruptEntry
+
+    engine = engines[0]
+    ids = [i for note in NOTES for i in engine.submit("add", "acme", note, "eve", {}).result()]
+    with engine.store.transaction() as db:
+        engine.store._run(db, "UPDATE memories SET record = ? WHERE id = ?", ["{}", ids[0]])
+    with pytest.raises(CorruptEntry, match=f"memory {ids[0]}: its stored record is corrupt"):
+        engine.submit("reconstruct", "acme", ids[0], False).result()
+    hits = engine.submit("search", "acme", "eve", "bees", 99, False).result()
+    assert {hit["id"] for hit in hits} == set(ids[1:])
+
+
+def test_the_engine_refuses_a_batch_size_that_would_run_nothing(adapter_dir, tmp_path):
+    memory = Memory.load(adapter_dir)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_batch must be a positive integer"):
+            Engine(memory, Store(tmp_path / "db.sqlite"), max_batch=bad)

@@ -100,6 +100,7 @@ def test_entries_are_scoped_to_their_tenant_and_versions_move(target):
     assert not store.delete_entry("acme", other[0])  # another tenant's id: not found
     assert store.delete_entry("acme", first[0]) and store.version("acme", "alice") == 2
     assert store.delete_user("acme", "alice") == 1 and store.version("acme", "alice") == 3
+    assert store.delete_user("acme", "nobody") == 0 and store.version("acme", "nobody") == 0
     assert store.entries("acme", "alice") == []
     assert [e.id for e in store.entries("globex", "alice")] == other
     again = store.add_entries("acme", "alice", [row()])
@@ -115,7 +116,7 @@ def test_the_database_is_bound_to_the_model_that_writes_it(target):
 
 
 def test_writers_in_many_threads_all_land(target):
-    store = Store(target)
+    store = Store(target, connections=3)  # 8 threads share 3 connections
     done: list[int] = []
 
     def write(worker: int) -> None:
@@ -130,6 +131,7 @@ def test_writers_in_many_threads_all_land(target):
     stored = [e.id for user in range(3) for e in store.entries("acme", f"user{user}")]
     assert sorted(stored) == sorted(done) and len(done) == 80
     assert sum(store.version("acme", f"user{u}") for u in range(3)) == 80
+    assert len(store._idle) <= 3
     store.close()
 
 

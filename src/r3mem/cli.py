@@ -103,11 +103,16 @@ def _chat(args: argparse.Namespace) -> None:
     if (args.memory is None) == (args.server is None):
         raise ValueError("give one of --memory FILE or --server URL")
     if args.server is not None:  # the service holds the memory; the model here only reads
-        client = _serve_module("client").Client(args.server, args.key)
-        reader = Reader.default(Memory.load(args.model)) if args.reader is None else None
-        reader = reader or Reader.load(args.reader)
-        notes = _serve_module("client").ServiceNotes(client, args.user)
-        chat(notes, reader, input, print, exact=args.exact)
+        client_module = _serve_module("client")
+        client = client_module.Client(args.server, args.key)
+        try:
+            if args.reader is None:
+                reader = Reader.default(Memory.load(args.model))
+            else:
+                reader = Reader.load(args.reader)
+            chat(client_module.ServiceNotes(client, args.user), reader, input, print, args.exact)
+        finally:
+            client.close()
         return
     with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
         reader = Reader.default(memory) if args.reader is None else Reader.load(args.reader)
@@ -134,18 +139,21 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _keys(args: argparse.Namespace) -> None:
     store = _serve_module("store").Store(args.db)
-    if args.action == "add":
-        if args.tenant is None:
-            raise ValueError("keys add needs a TENANT")
-        key, key_id = store.add_key(args.tenant)
-        print(f"{key}\n(key {key_id} for tenant {args.tenant}: shown once, stored hashed)")
-    elif args.action == "list":
-        for key_id, tenant, _ in store.list_keys():
-            print(f"{key_id}  {tenant}")
-    elif args.tenant is None or not store.revoke_key(args.tenant):
-        raise ValueError(f"keys revoke: no key {args.tenant!r} (see: r3mem keys list)")
-    else:
-        print(f"key {args.tenant} revoked")
+    try:
+        if args.action == "add":
+            if args.tenant is None:
+                raise ValueError("keys add needs a TENANT")
+            key, key_id = store.add_key(args.tenant)
+            print(f"{key}\n(key {key_id} for tenant {args.tenant}: shown once, stored hashed)")
+        elif args.action == "list":
+            for key_id, tenant, _ in store.list_keys():
+                print(f"{key_id}  {tenant}")
+        elif args.tenant is None or not store.revoke_key(args.tenant):
+            raise ValueError(f"keys revoke: no key {args.tenant!r} (see: r3mem keys list)")
+        else:
+            print(f"key {args.tenant} revoked")
+    finally:
+        store.close()
 
 
 def _add_run_options(parser: argparse.ArgumentParser, example: str) -> None:

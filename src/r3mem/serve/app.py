@@ -15,13 +15,13 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from .engine import Engine, NotFound
+from .engine import LEVEL, BadInput, Engine, NotFound
 from .store import CorruptEntry, Store
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ MAX_QUERY = 4_000
 UserId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
+MAX_ID = 2**63 - 1  # the databases' integer ids
+EntryId = Annotated[int, Path(ge=0, le=MAX_ID)]
 Metadata = dict[Annotated[str, StringConstraints(max_length=64)], str | int | float | bool | None]
 
 
@@ -176,14 +178,17 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        lines = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".removeprefix("body.")
-            for e in error.errors()
-        ]
+        lines = []
+        for e in error.errors():
+            where = ".".join(str(p) for p in e["loc"]).removeprefix("body.")
+            what = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "json_invalid":
+                where, what = "body", f"invalid JSON ({e.get('ctx', {}).get('error', '')})"
+            lines.append(f"{where}: {what}")
         return JSONResponse({"detail": "; ".join(lines)}, status_code=422)
 
-    @app.exception_handler(ValueError)
-    async def bad_value(request: Request, error: ValueError) -> JSONResponse:
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, error: BadInput) -> JSONResponse:
         return JSONResponse({"detail": " ".join(str(error).split())}, status_code=422)
 
     @app.exception_handler(NotFound)
@@ -196,7 +201,7 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception) -> JSONResponse:
-        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        # Starlette then re-raises it to the server, which logs the traceback (not the client).
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     @app.get("/v1/health")
@@ -222,7 +227,7 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
                 id=h["id"],
                 text=h["text"],
                 score=h["score"],
-                level="paragraph",
+                level=LEVEL,
                 exact=request.exact,
                 metadata=h["meta"],
             )
@@ -233,8 +238,8 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
     @app.get("/v1/memories")
     def entries(
         tenant: Tenant,
-        user_id: Annotated[str, Query(min_length=1, max_length=128)],
-        after: Annotated[int, Query(ge=-1)] = -1,
+        user_id: Annotated[UserId, Query()],
+        after: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     ) -> EntriesResponse:
         listed = store.entries(tenant, user_id, after, limit)
@@ -252,17 +257,17 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
         )
 
     @app.get("/v1/memories/{entry_id}/reconstruct")
-    async def reconstruct(entry_id: int, tenant: Tenant, exact: bool = False) -> Reconstruction:
+    async def reconstruct(entry_id: EntryId, tenant: Tenant, exact: bool = False) -> Reconstruction:
         text = await run("reconstruct", tenant, entry_id, exact)
         return Reconstruction(id=entry_id, text=text, exact=exact)
 
     @app.delete("/v1/memories/{entry_id}")
-    async def delete_entry(entry_id: int, tenant: Tenant) -> dict[str, Any]:
+    async def delete_entry(entry_id: EntryId, tenant: Tenant) -> dict[str, Any]:
         await run("delete_entry", tenant, entry_id)
         return {"deleted": entry_id}
 
     @app.delete("/v1/users/{user_id:path}")
-    async def delete_user(user_id: str, tenant: Tenant) -> dict[str, Any]:
+    async def delete_user(user_id: Annotated[UserId, Path()], tenant: Tenant) -> dict[str, Any]:
         count = await run("delete_user", tenant, user_id)
         return {"user_id": user_id, "deleted": count}
 

@@ -152,7 +152,7 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         command = [sys.executable, "-m", "r3mem.cli", "serve", "--db", self.db]
         command += ["--port", str(port), *(["--model", self.model] if self.model else [])]
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the object)
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self.process = subprocess.Popen([*command, *self.options], stdout=self.log, stderr=self.log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -182,6 +182,7 @@ class Server:
             self.process.wait()
 
     def stop(self) -> None:
+        """Interrupt (queued jobs finish); kill after 30 s."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -189,8 +190,12 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+
     def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()

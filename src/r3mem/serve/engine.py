@@ -36,6 +36,10 @@ class NotFound(LookupError):
     """No such memory for this tenant (another tenant's ids are not found either)."""
 
 
+class BadInput(ValueError):
+    """What a request asked for cannot be done (an empty text, say): the client's error."""
+
+
 @dataclass
 class Job:
     kind: str  # "add", "search", "reconstruct", "delete_entry", "delete_user"
@@ -48,7 +52,6 @@ class Job:
 class _UserBank:
     version: int
     bank: MemoryBank
-    created: dict[int, float]  # entry id -> created_at
     corrupt: set[int]
 
 
@@ -62,6 +65,9 @@ class Engine:
     def __init__(
         self, memory: Memory, store: Store, max_batch: int = 16, cache_users: int = 64
     ) -> None:
+        for name, value in (("max_batch", max_batch), ("cache_users", cache_users)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.memory, self.store = memory, store
         self.max_batch, self.cache_users = max_batch, cache_users
         self.fingerprint = memory.model.fingerprint
@@ -71,9 +77,6 @@ class Engine:
         self._jobs: deque[Job] = deque()
         self._ready = threading.Condition()
         self._cache: OrderedDict[tuple[str, str], _UserBank] = OrderedDict()
-        self._running = True
-        self._thread = threading.Thread(target=self._loop, name="r3mem-engine", daemon=True)
-        self._thread.start()
         self._handlers: dict[str, Callable[[list[Job]], None]] = {
             "add": self._add,
             "search": self._search,
@@ -81,6 +84,9 @@ class Engine:
             "delete_entry": self._delete_entry,
             "delete_user": self._delete_user,
         }
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, name="r3mem-engine", daemon=True)
+        self._thread.start()
 
     def submit(self, kind: str, tenant: str, *args: Any) -> Future:
         job = Job(kind, tenant, args)
@@ -98,30 +104,42 @@ class Engine:
             self._ready.notify()
         self._thread.join()
 
-    def _take(self) -> list[Job]:
-        """The oldest job and the jobs of its kind right behind it (order kept)."""
+    def _take(self) -> list[Job] | None:
+        """The oldest job and the jobs of its kind right behind it (order kept); None once
+        stopped with nothing left."""
         with self._ready:
             while not self._jobs and self._running:
                 self._ready.wait()
+            if not self._jobs:
+                return None
             batch: list[Job] = []
             while self._jobs and len(batch) < self.max_batch:
                 if batch and self._jobs[0].kind != batch[0].kind:
                     break
-                batch.append(self._jobs.popleft())
+                job = self._jobs.popleft()
+                if job.future.set_running_or_notify_cancel():  # False: its caller gave up
+                    batch.append(job)
             return batch
 
     def _loop(self) -> None:
-        while True:
-            batch = self._take()
-            if not batch:
-                return  # stopped, and nothing left
-            try:
-                self._handlers[batch[0].kind](batch)
-            except Exception as err:  # the batch failed as a whole: each caller hears it
-                log.exception("engine: %s batch failed", batch[0].kind)
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(err)
+        while (batch := self._take()) is not None:
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[Job]) -> None:
+        """Run a batch; if it fails as a whole, its unanswered jobs again one by one, so one
+        request's failure is its own and never another tenant's."""
+        try:
+            self._handlers[batch[0].kind](batch)
+        except Exception as err:
+            waiting = [job for job in batch if not job.future.done()]
+            if len(batch) > 1:
+                for job in waiting:
+                    self._run([job])
+                return
+            log.exception("engine: a %s job failed", batch[0].kind)
+            for job in waiting:
+                job.future.set_exception(err)
 
     # ----------------------------------------------------------------------------- writes
 
@@ -133,7 +151,7 @@ class Engine:
             try:
                 cut.append((job, self.memory.segments(job.args[0])))
             except (ValueError, TypeError) as err:
-                job.future.set_exception(err)
+                job.future.set_exception(BadInput(str(err)))
         segments = [segment for _, found in cut for segment in found]
         entries: list[Entry] = []
         with torch.no_grad():
@@ -175,10 +193,21 @@ class Engine:
             stored.id, stored.blob, self.fingerprint, self.entry_shape, self.entry_dtype
         )
         record = stored.record
-        fixes = [(int(p), int(t)) for p, t in record["corrections"]]
-        return Entry(
-            memory, stored.tokens, record["entities"], fixes, record["checksum"], record["meta"]
-        )
+        try:
+            fixes = [(int(p), int(t)) for p, t in record["corrections"]]
+            entities = [str(entity) for entity in record["entities"]]
+            return Entry(
+                memory,
+                stored.tokens,
+                entities,
+                fixes,
+                int(record["checksum"]),
+                dict(record["meta"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CorruptEntry(
+                f"memory {stored.id}: its stored record is corrupt ({err!r})"
+            ) from err
 
     def _user_bank(self, tenant: str, user_id: str) -> _UserBank:
         """The user's entries, decoded, as of the store's current version of the user."""
@@ -189,7 +218,7 @@ class Engine:
             self._cache.move_to_end(key)
             return cached
         if cached is None:
-            cached = _UserBank(version, self.memory.fresh().bank, {}, set())
+            cached = _UserBank(version, self.memory.fresh().bank, set())
         listed = {entry.id: entry for entry in self.store.entries(tenant, user_id)}
         for gone in [i for i in cached.bank.entries if i not in listed]:
             cached.bank.remove(gone)
@@ -204,7 +233,6 @@ class Engine:
                 continue
             cached.bank.next_id = stored.id
             cached.bank.add(entry)
-            cached.created[stored.id] = stored.created_at
         cached.bank.next_id = max(listed, default=-1) + 1
         cached.version = version
         self._cache[key] = cached
@@ -216,6 +244,14 @@ class Engine:
     def _search(self, jobs: list[Job]) -> None:
         """Queries compressed in one batch; every job's best entries decoded in one batch
         per ``exact`` setting."""
+        for job in jobs:
+            try:
+                self.memory.encode(job.args[1])
+            except ValueError as err:
+                job.future.set_exception(BadInput(str(err)))
+        jobs = [job for job in jobs if not job.future.done()]
+        if not jobs:
+            return
         queries = self.memory.query_memories([job.args[1] for job in jobs])
         chosen: list[tuple[Job, list[tuple[int, float, Entry]]]] = []
         for job, query_memory in zip(jobs, queries, strict=True):
@@ -229,7 +265,11 @@ class Engine:
             chosen.append((job, [(i, scores[i], bank.entries[i]) for i in best]))
         for exact in (False, True):
             picked = [(job, hits) for job, hits in chosen if job.args[3] == exact]
-            texts = iter(self.memory.read([e for _, hits in picked for _, _, e in hits], exact))
+            entries = [entry for _, hits in picked for _, _, entry in hits]
+            try:
+                texts = iter(self.memory.read(entries, exact))
+            except ValueError as err:  # an exact replay diverged; alone, the job names it
+                raise CorruptEntry(f"search: {err}") from err
             for job, hits in picked:
                 job.future.set_result(
                     [

@@ -32,6 +32,8 @@ from safetensors.torch import save as save_tensors
 BLOB_FORMAT = "r3mem.entry/1"
 KEY_PREFIX = "r3m_"
 IN_CHUNK = 500  # ids per ``IN (...)`` query
+POOL_SIZE = 8  # connections one Store opens at most
+POOL_WAIT = 60.0  # seconds to wait for a free connection
 
 # Migration N brings the schema from version N to N + 1; each dialect has its own DDL.
 MIGRATIONS: list[dict[str, list[str]]] = [
@@ -125,20 +127,22 @@ class Store:
     """The database at ``target``: a file path (SQLite) or a ``postgresql://`` URL.
 
     Opening it migrates the schema to :data:`SCHEMA_VERSION` (refusing a newer one). Safe to
-    use from many threads: each thread gets its own connection.
+    use from many threads, which share a pool of at most ``connections`` connections.
     """
 
-    def __init__(self, target: str | Path) -> None:
+    def __init__(self, target: str | Path, connections: int = POOL_SIZE) -> None:
         self.target = str(target)
         self.dialect = "postgresql" if _is_postgres(self.target) else "sqlite"
         if self.dialect == "sqlite":
+            if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING
+                raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; r3mem needs 3.35")
             folder = Path(self.target).resolve().parent
             if not folder.is_dir():
                 raise FileNotFoundError(f"{self.target}: no folder {folder} for the database")
             if Path(self.target).is_dir():
                 raise IsADirectoryError(f"{self.target}: is a folder; the database is one file")
-        self._local = threading.local()
-        self._connections: list[Any] = []
+        self._slots = threading.BoundedSemaphore(connections)
+        self._idle: list[Any] = []
         self._lock = threading.Lock()
         self.migrate()
 
@@ -147,15 +151,6 @@ class Store:
         return f"Store({self.dialect}: {where})"  # a URL's password never shown
 
     # ----------------------------------------------------------------------------- connections
-
-    def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect()
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
-        return connection
 
     def _connect(self) -> Any:
         if self.dialect == "postgresql":
@@ -176,29 +171,50 @@ class Store:
             raise ValueError(f"{self.target}: not a usable SQLite database ({err})") from err
         return connection
 
+    @contextmanager
+    def _borrow(self) -> Iterator[Any]:
+        """A connection from the pool (at most ``connections`` open, whatever the number of
+        threads); one the server broke is closed, and the next borrower opens a new one."""
+        if not self._slots.acquire(timeout=POOL_WAIT):
+            raise TimeoutError(f"{self!r}: every connection busy for {POOL_WAIT:g} s")
+        connection = None
+        try:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            connection = connection or self._connect()
+            yield connection
+        finally:
+            if connection is not None:
+                if getattr(connection, "closed", False) or getattr(connection, "broken", False):
+                    connection.close()
+                else:
+                    with self._lock:
+                        self._idle.append(connection)
+            self._slots.release()
+
     def close(self) -> None:
+        """Close the idle connections (those in use close when given back, if broken)."""
         with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        """One transaction on this thread's connection: committed when the block ends,
-        rolled back when it raises. SQLite takes the write lock at once (no upgrade races)."""
-        connection = self._connection()
-        if self.dialect == "postgresql":
-            with connection.transaction():
+        """One transaction on a pooled connection: committed when the block ends, rolled back
+        when it raises. SQLite takes the write lock at once (no upgrade races)."""
+        with self._borrow() as connection:
+            if self.dialect == "postgresql":
+                with connection.transaction():
+                    yield connection
+                return
+            connection.execute("BEGIN IMMEDIATE")
+            try:
                 yield connection
-            return
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
 
     def _run(self, db: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         if self.dialect == "postgresql":
@@ -208,7 +224,8 @@ class Store:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         """A read outside any transaction."""
-        return self._run(self._connection(), sql, params)
+        with self._borrow() as connection:
+            return self._run(connection, sql, params)
 
     # ----------------------------------------------------------------------------- schema
 
@@ -284,22 +301,14 @@ class Store:
 
     def _bump(self, db: Any, tenant: str, user_id: str) -> None:
         """A user's version grows with every change, so a cache knows it is stale. The row
-        stays when the user is deleted, so versions never repeat."""
-        rows = self._run(
-            db, "SELECT version FROM users WHERE tenant = ? AND user_id = ?", [tenant, user_id]
+        stays when the user is deleted, so versions never repeat. One statement: two
+        writers of a new user cannot both insert it."""
+        self._run(
+            db,
+            "INSERT INTO users (tenant, user_id, version) VALUES (?, ?, 1) ON CONFLICT "
+            "(tenant, user_id) DO UPDATE SET version = users.version + 1",
+            [tenant, user_id],
         )
-        if rows:
-            self._run(
-                db,
-                "UPDATE users SET version = version + 1 WHERE tenant = ? AND user_id = ?",
-                [tenant, user_id],
-            )
-        else:
-            self._run(
-                db,
-                "INSERT INTO users (tenant, user_id, version) VALUES (?, ?, 1)",
-                [tenant, user_id],
-            )
 
     def add_entries(
         self, tenant: str, user_id: str, rows: Sequence[tuple[str, int, dict, bytes]]
@@ -370,14 +379,20 @@ class Store:
                 "SELECT COUNT(*) FROM memories WHERE tenant = ? AND user_id = ?",
                 [tenant, user_id],
             )
-            self._run(
-                db, "DELETE FROM memories WHERE tenant = ? AND user_id = ?", [tenant, user_id]
-            )
-            self._bump(db, tenant, user_id)
-        return int(rows[0][0])
+            count = int(rows[0][0])
+            if count:  # a user with nothing stored gets no row
+                self._run(
+                    db, "DELETE FROM memories WHERE tenant = ? AND user_id = ?", [tenant, user_id]
+                )
+                self._bump(db, tenant, user_id)
+        return count
 
 
 def _entry(row: tuple) -> StoredEntry:
     blob = bytes(row[6]) if len(row) > 6 else None
-    record = json.loads(row[5])
+    try:
+        record = json.loads(row[5])
+    except json.JSONDecodeError:
+        record = None
+    record = record if isinstance(record, dict) else {}  # the engine names what is missing
     return StoredEntry(int(row[0]), row[1], row[2], float(row[3]), int(row[4]), record, blob)
