@@ -31,7 +31,9 @@ def test_adapters_give_the_outputs_they_gave(name):
     assert outputs.keys() == expected.keys()
     for key, value in expected.items():
         if value.dtype.is_floating_point:
-            torch.testing.assert_close(outputs[key], value, rtol=1e-5, atol=1e-6, msg=key)
+            # float32 round-off moves with the kernels of a transformers release (5.24 moved
+            # these logits by up to 4e-6); a changed computation moves them by far more.
+            torch.testing.assert_close(outputs[key], value, rtol=1e-4, atol=2e-5, msg=key)
         else:
             assert torch.equal(outputs[key], value), key
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .memory import Memory, Recalled
 from .reader import Reader
@@ -66,12 +66,16 @@ def forget(memory: Memory, everything: bool) -> str:
     if everything:
         memory.bank = memory.fresh().bank
         return "memory emptied"
-    exchanges = _exchanges(memory)
-    if not exchanges:
+    return forget_latest(_exchanges(memory), memory.bank.remove)
+
+
+def forget_latest(found: dict[int, list[int]], remove: Callable[[int], Any]) -> str:
+    """``remove`` every entry of the latest exchange in ``found``; says what was done."""
+    if not found:
         return "nothing to forget"
-    latest = max(exchanges)
-    for entry_id in exchanges[latest]:
-        memory.bank.remove(entry_id)
+    latest = max(found)
+    for entry_id in found[latest]:
+        remove(entry_id)
     return f"forgot exchange {latest}"
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ..chat import SOURCE, exchanges
+from ..chat import SOURCE, exchanges, forget_latest
 from ..memory import Recalled
 
 KEY_VARIABLE = "R3MEM_API_KEY"
@@ -123,13 +123,7 @@ class ServiceNotes:
         if everything:
             self.client.delete_user(self.user_id)
             return "memory emptied"
-        found = self._exchanges()
-        if not found:
-            return "nothing to forget"
-        latest = max(found)
-        for entry_id in found[latest]:
-            self.client.delete(entry_id)
-        return f"forgot exchange {latest}"
+        return forget_latest(self._exchanges(), self.client.delete)
 
 
 def free_port() -> int:
