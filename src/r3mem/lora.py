@@ -56,11 +56,18 @@ def inject_lora(model: nn.Module, config: R3MemConfig, targets: list[str]) -> No
         with warnings.catch_warnings():  # peft warns that a second adapter is deliberate
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             inject_adapter_in_model(lora_config, model, adapter_name=DECODER)
+    model.__dict__.pop("_r3mem_lora_layers", None)  # list the layers just injected
     _activate(model, ENCODER)
 
 
 def _lora_layers(model: nn.Module) -> list[BaseTunerLayer]:
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    """The model's LoRA layers, listed once: every segment switches adapters, and walking
+    the whole module tree each time cost a third of a tiny model's time per segment."""
+    layers = model.__dict__.get("_r3mem_lora_layers")
+    if layers is None:
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        model.__dict__["_r3mem_lora_layers"] = layers
+    return layers
 
 
 def _activate(model: nn.Module, adapter: str | None) -> None:
@@ -69,8 +76,9 @@ def _activate(model: nn.Module, adapter: str | None) -> None:
     peft's own switches also flip ``requires_grad``; the write and read paths of one training
     step use different adapters, so the flags are put back as they were.
     """
-    flags = {p: p.requires_grad for p in model.parameters()}
-    for layer in _lora_layers(model):
+    layers = _lora_layers(model)
+    flags = {p: p.requires_grad for layer in layers for p in layer.parameters()}
+    for layer in layers:
         if adapter is None:
             layer.enable_adapters(False)
         else:
