@@ -1,0 +1,143 @@
+"""Which score finds the evidence in R³Mem's memory: pooled cosine, the entity bonus, and query
+likelihood from the backward invocation, alone and together, against BM25 (issue 15).
+
+    python benchmarks/recall_scoring.py --data ../shared/data/qa/squad_v2_dev_cs224n \
+        [--passages 500] [--questions 100] [--seed 0] [--model DIR]
+
+The passages are written into one memory as ``bench rag`` writes them; every score ranks the
+same entries. Query likelihood is ``log p(query | entry memory)`` under the decoder;
+``pmi`` keeps, per query token, only what the memory adds over the memory-free decoder
+(``max(0, log p(t | memory) - log p(t | no memory))``, summed), so a query's common words
+weigh nothing. Writes benchmarks/results/recall_scoring.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from r3mem import Memory
+from r3mem.bank import entry_states
+from r3mem.bench.rag import QASet, read_qa, take
+from r3mem.bench.retrieval import BM25Index, Unit, recall_at
+from r3mem.report import write_report
+
+CANDIDATES = 50  # entries the first stage hands to a re-ranker
+RERANK = f"cosine + entities, top {CANDIDATES} re-ranked by z(pmi) + 3 entities"
+
+
+def _tick(seconds: dict[str, float], name: str, since: float) -> float:
+    """Add the time since ``since`` to ``name``'s; the clock now."""
+    now = time.perf_counter()
+    seconds[name] = seconds.get(name, 0.0) + now - since
+    return now
+
+
+@torch.no_grad()
+def token_logprobs(memory: Memory, state, query: torch.Tensor) -> torch.Tensor:
+    """``[entries, len]``: log p of each query token given each entry's memory."""
+    target = query.expand(state.batch_size, -1)
+    logits = memory.model.decode_logits(state, target).float()
+    return torch.log_softmax(logits, -1).gather(-1, target[..., None])[..., 0]
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    return (x - x.mean()) / (x.std() + 1e-6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True, help="QA files or folders (rag's)")
+    parser.add_argument("--passages", type=int, default=500)
+    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="r3mem model directory (default: the shipped one)")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    memory = Memory.load(args.model)
+    rows = []
+    for data in args.data:
+        for qa in read_qa(data):
+            rows += measure(memory, take(qa, args.passages, args.questions, args.seed))
+    notes = (
+        "ms/question: the score's own cost per query: cosine + entities includes writing the "
+        "query's memory; pmi scores every entry (query likelihood costs the same); the "
+        f"re-ranker adds its {CANDIDATES} candidates' pass to the first stage. Units are the "
+        "entries bench rag retrieves."
+    )
+    write_report(args.out, "recall_scoring", args.seed, rows, notes)
+
+
+def measure(memory: Memory, qa: QASet) -> list[dict]:
+    """One row per score: recall@5 of the gold passages over ``qa``'s questions."""
+    cut = [memory.segments(text) for text in qa.passages]
+    bank = memory.fresh()
+    for pid, segments in enumerate(cut):
+        bank.remember(segments, source=str(pid))
+    ids = list(bank.bank.entries)
+    entries = [bank.bank.entries[i] for i in ids]
+    sources = [entry.meta["source"] for entry in entries]
+    states = entry_states(bank.model, entries)
+    empty = bank.model.init_memory(1, "paragraph")
+    bm25 = BM25Index([Unit(s.text, [str(pid)]) for pid, segs in enumerate(cut) for s in segs])
+
+    found: dict[str, list[float]] = {}
+    seconds: dict[str, float] = {}
+    for question in qa.questions:
+        query = bank.encode(question.text)[:, : bank.model.config.segment_length]
+        clock = time.perf_counter()
+        hits = bm25.search(question.text, 5)
+        clock = _tick(seconds, "bm25", clock)
+        found.setdefault("bm25", []).append(recall_at(hits, question.gold, 5))
+        pooled = bank.query_memories([question.text])[0]
+        recall = bank.bank.scores(pooled, bank.extractor(question.text))
+        clock = _tick(seconds, "cosine + entities", clock)
+        cosine = bank.bank.scores(pooled, [])
+        cosine, with_entities = (torch.tensor([d[i] for i in ids]) for d in (cosine, recall))
+        bonus = with_entities - cosine
+        clock = time.perf_counter()
+        logp = token_logprobs(bank, states, query)
+        free = token_logprobs(bank, empty, query)[0]
+        clock = _tick(seconds, "pmi", clock)
+        pmi = (logp - free).clamp(min=0).sum(1)
+        first = torch.argsort(-with_entities)[:CANDIDATES]
+        picked = entry_states(bank.model, [entries[j] for j in first.tolist()])
+        gain = (token_logprobs(bank, picked, query) - free).clamp(min=0).sum(1)
+        rerank = torch.full_like(pmi, -torch.inf)
+        rerank[first] = zscore(gain) + 3 * bonus[first]
+        _tick(seconds, RERANK, clock)
+        scores = {
+            "cosine": cosine,
+            "cosine + entities": with_entities,
+            "query likelihood": logp.sum(1),
+            "pmi": pmi,
+            "z(cosine) + z(pmi) + 3 entities": zscore(cosine) + zscore(pmi) + 3 * bonus,
+            RERANK: rerank,
+        }
+        for name, score in scores.items():
+            top = [sources[j] for j in torch.argsort(-score)[:5].tolist()]
+            found.setdefault(name, []).append(
+                len(set(top) & set(question.gold)) / len(set(question.gold))
+            )
+    count = len(qa.questions)
+    rows = [
+        {
+            "dataset": qa.name,
+            "passages": len(qa.passages),
+            "entries": len(ids),
+            "questions": count,
+            "score": name,
+            "recall@5": round(sum(values) / count, 3),
+            "ms/question": round(1000 * seconds[name] / count, 1) if name in seconds else None,
+        }
+        for name, values in found.items()
+    ]
+    for row in rows:
+        print(row, flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
