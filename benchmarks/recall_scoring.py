@@ -78,7 +78,7 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
         bank.remember(segments, source=str(pid))
     ids = list(bank.bank.entries)
     entries = [bank.bank.entries[i] for i in ids]
-    sources = [entry.meta["source"] for entry in entries]
+    keyed = [Unit("", [entry.meta["source"]]) for entry in entries]  # what recall_at judges
     states = entry_states(bank.model, entries)
     empty = bank.model.init_memory(1, "paragraph")
     bm25 = BM25Index([Unit(s.text, [str(pid)]) for pid, segs in enumerate(cut) for s in segs])
@@ -117,10 +117,8 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
             RERANK: rerank,
         }
         for name, score in scores.items():
-            top = [sources[j] for j in torch.argsort(-score)[:5].tolist()]
-            found.setdefault(name, []).append(
-                len(set(top) & set(question.gold)) / len(set(question.gold))
-            )
+            top = [keyed[j] for j in torch.argsort(-score)[:5].tolist()]
+            found.setdefault(name, []).append(recall_at(top, question.gold, 5))
     count = len(qa.questions)
     rows = [
         {
