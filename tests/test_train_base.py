@@ -1,7 +1,9 @@
 import json
 import os
+import warnings
 
 import pytest
+from accelerate.state import AcceleratorState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r3mem.assets import SAMPLE_TEXT, asset_path
@@ -107,3 +109,32 @@ def test_corrupt_checkpoint_is_refused_and_a_failed_save_keeps_the_last(tmp_path
     weights.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt checkpoint"):
         train_base(config, resume=True)
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch):
+    from r3mem.training import common
+
+    without = tmp_path / "ice_lake"
+    without.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    with_bf16 = tmp_path / "sapphire_rapids"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16\n")
+    arm = tmp_path / "neoverse"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    assert common.cpu_has_native_bf16(without) is False
+    assert common.cpu_has_native_bf16(with_bf16) is True
+    assert common.cpu_has_native_bf16(arm) is True
+    assert common.cpu_has_native_bf16(tmp_path / "absent") is None
+
+    def accelerator(mixed_precision: str) -> None:
+        AcceleratorState._reset_state(reset_partial_state=True)  # one precision per process
+        common.make_accelerator(mixed_precision)
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+    monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="mixed_precision = 'no'"):
+        accelerator("bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accelerator("no")
+        monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
+        accelerator("bf16")
