@@ -1,5 +1,7 @@
 """Every term of the objective must be differentiable and go down when optimised."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -9,10 +11,11 @@ from r3mem.losses import (
     entity_loss,
     lm_loss,
     reconstruction_loss,
+    retrieval_loss,
     token_loss,
 )
 from r3mem.training.stages import objective
-from r3mem.training.train import window_loss
+from r3mem.training.train import cut_cues, window_loss
 
 from .conftest import randomize
 from .test_model import ids, wrapped
@@ -88,3 +91,45 @@ def test_training_objective_is_the_terms_defined_here():
     assert set(terms) == {"lm", "rec", "cyc", "ent"}  # one segment: no L_doc
     for name, value in expected.items():
         assert terms[name] == pytest.approx(value.item(), rel=1e-5), name
+
+
+def test_retrieval_loss_rewards_the_matching_paragraph():
+    torch.manual_seed(0)
+    model = wrapped()
+    paragraphs = model.write(model.init_memory(4, level="paragraph"), ids(4, 8))
+    same = retrieval_loss(paragraphs, paragraphs, temperature=0.05)
+    rolled = replace(paragraphs, memory=paragraphs.memory.roll(1, dims=0))
+    assert same.item() < retrieval_loss(rolled, paragraphs, temperature=0.05).item()
+    # identical cue and paragraph memories: the diagonal wins, the loss tends to 0 as the
+    # temperature falls
+    assert retrieval_loss(paragraphs, paragraphs, temperature=1e-3).item() < 1e-3
+    with pytest.raises(ValueError, match="at least 2"):
+        fewer = replace(paragraphs, memory=paragraphs.memory[:2], tokens_seen=torch.ones(2).long())
+        retrieval_loss(paragraphs, fewer, 0.05)
+
+
+def test_cues_are_spans_of_each_row_s_real_tokens():
+    text = torch.arange(40).view(4, 10)
+    mask = torch.ones_like(text)
+    mask[2, 5:] = 0  # five real tokens: shorter than a cue
+    stage = replace(objective(wrapped(doc_cue_length=3).config), retrieval_cue_length=4)
+    at = torch.tensor([0.0, 0.999, 0.5, 0.5])
+    cues, cue_mask = cut_cues(text, mask, at, stage)
+    assert cues.shape == cue_mask.shape == (4, 4)
+    assert cues[0].tolist() == [0, 1, 2, 3]  # at 0: the first tokens
+    assert cues[1].tolist() == [16, 17, 18, 19]  # at ~1: the last whole cue
+    assert cues[2].tolist() == [21, 22, 23, 24] and cue_mask[2].all()  # within the 5 real
+    assert cues[3].tolist() == [33, 34, 35, 36]
+
+
+def test_window_loss_adds_l_ret_that_trains_the_writer():
+    torch.manual_seed(0)
+    model = wrapped(doc_cue_length=3, lambda_ret=1.0, retrieval_cue_length=4)
+    text = ids(4, 8)
+    batch = {"ids": text[:, None], "mask": torch.ones_like(text)[:, None]}
+    batch |= {"entities": ids(4, 5)[:, None], "entity_mask": torch.ones(4, 1, 5)}
+    batch |= {"cue_at": torch.full((4, 1), 0.5)}
+    loss, terms = window_loss(model, batch, objective(model.config))
+    assert "ret" in terms and terms["ret"] > 0
+    loss.backward()
+    assert model.write_embeddings.grad is not None and model.write_embeddings.grad.abs().sum() > 0

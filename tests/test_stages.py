@@ -91,6 +91,9 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "doc_cue_length": 64}], "lambda_doc needs 0 < doc_cue_length"),
         ([{"steps": 5, "segment_length": 16, "lambda_doc": 0}], "lambda_ent needs whole"),
         ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
+        ([{"steps": 5, "lambda_ret": 1.0, "retrieval_cue_length": 64}], "retrieval_cue_length"),
+        ([{"steps": 5, "lambda_ret": 1.0, "batch_size": 1}], "lambda_ret needs batch_size"),
+        ([{"steps": 5, "lambda_ret": -1.0}], "invalid lambda_ret"),
         ("steps = 5", "stage must be list"),
     ],
 )

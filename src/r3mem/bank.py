@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .model import R3MemModel
-from .state import MemoryState
+from .state import MemoryState, pooled
 
 FORMAT = "r3mem.Memory/1"
 
@@ -162,11 +162,6 @@ def round_state(state: MemoryState, entry_dtype: str) -> MemoryState:
 def entry_nbytes(memory: torch.Tensor, entry_dtype: str) -> int:
     """Bytes ``memory`` takes once kept as entries in ``entry_dtype``."""
     return memory.numel() * ENTRY_DTYPES[entry_dtype].itemsize
-
-
-def pooled(memory: torch.Tensor) -> torch.Tensor:
-    """Mean over the memory slots, in float32: ``[..., m, width] -> [..., width]``."""
-    return memory.float().mean(dim=-2)
 
 
 class MemoryBank:

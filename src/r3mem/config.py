@@ -20,8 +20,9 @@ MEMORY_MODES = ("recurrent", "accumulate", "window", "none")
 # its length (every slot at the same offsets from the text, in every segment); ``after_text``,
 # right after the last real token (adapters saved before the field existed).
 WRITE_POSITIONS = ("fixed", "after_text")
-# Terms that read a memory back: they need a memory that holds vectors the model wrote.
-DECODING_TERMS = ("lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc")
+# Terms that read a memory back, or search it: they need a memory that holds vectors the
+# model wrote.
+DECODING_TERMS = ("lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc", "lambda_ret")
 
 
 @dataclass
@@ -41,6 +42,11 @@ class R3MemConfig:
     lambda_ent: float = 0.25
     lambda_cyc: float = 0.1
     doc_cue_length: int = 8
+    # L_ret (DESIGN 2.6, off by default): a cue of retrieval_cue_length tokens cut from a
+    # paragraph must find that paragraph's memory among the batch's, by the cosine recall uses.
+    lambda_ret: float = 0.0
+    retrieval_cue_length: int = 16
+    retrieval_temperature: float = 0.05
     # Ablation switches.
     reversible: bool = True
     decoder: str = "inverse"
@@ -72,13 +78,16 @@ class R3MemConfig:
         ):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("doc_cue_length", self.doc_cue_length, minimum=0)
+        _check_int("retrieval_cue_length", self.retrieval_cue_length, minimum=1)
         if self.lora:
             _check_int("lora_rank", self.lora_rank, minimum=1)
-        for name in ("lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc", "lora_alpha"):
+        for name in (*DECODING_TERMS, "lora_alpha", "retrieval_temperature"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"R3MemConfig.{name} must be a number >= 0, got {value!r}")
             setattr(self, name, float(value))
+        if self.retrieval_temperature == 0:
+            raise ValueError("R3MemConfig.retrieval_temperature must be > 0")
         if not 0.0 <= float(self.lora_dropout) < 1.0:
             raise ValueError(
                 f"R3MemConfig.lora_dropout must be in [0, 1), got {self.lora_dropout!r}"

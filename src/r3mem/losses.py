@@ -1,6 +1,6 @@
 """The five terms of R³Mem's objective (DESIGN 2.5), each a plain function.
 
-    L = L_lm + λ_rec·L_rec + λ_doc·L_doc + λ_ent·L_ent + λ_cyc·L_cyc
+    L = L_lm + λ_rec·L_rec + λ_doc·L_doc + λ_ent·L_ent + λ_cyc·L_cyc (+ λ_ret·L_ret, DESIGN 2.6)
 
 The training loop decides which memories and targets feed each term; these functions only
 say what each term measures.
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .cell import IGNORE, MemoryCell, lm_loss, token_loss
-from .state import MemoryState
+from .state import MemoryState, pooled
 
 __all__ = [
     "IGNORE",
@@ -21,6 +21,7 @@ __all__ = [
     "entity_loss",
     "lm_loss",
     "reconstruction_loss",
+    "retrieval_loss",
     "token_loss",
 ]
 
@@ -91,3 +92,21 @@ def cycle_loss(
     again = model(inputs_embeds=soft, memory=start, attention_mask=attention_mask).memory
     cosine = F.cosine_similarity(again.memory.float(), memory.memory.detach().float(), dim=-1)
     return (1 - cosine).mean()
+
+
+def retrieval_loss(
+    cue_memory: MemoryState, paragraph_memory: MemoryState, temperature: float
+) -> torch.Tensor:
+    """L_ret: row i's cue (a span cut from paragraph i, written like a query) must find
+    paragraph i's memory among the batch's, and the paragraph its cue: InfoNCE both ways over
+    the cosine of slot-averaged memories, the score ``Memory.recall`` ranks with."""
+    if cue_memory.batch_size != paragraph_memory.batch_size or cue_memory.batch_size < 2:
+        raise ValueError(
+            "retrieval_loss needs as many cues as paragraphs, at least 2 (in-batch negatives); "
+            f"got {cue_memory.batch_size} and {paragraph_memory.batch_size}"
+        )
+    cues = F.normalize(pooled(cue_memory.memory), dim=-1)
+    paragraphs = F.normalize(pooled(paragraph_memory.memory), dim=-1)
+    logits = cues @ paragraphs.T / temperature  # [B, B]
+    match = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, match) + F.cross_entropy(logits.T, match)) / 2

@@ -14,6 +14,12 @@ from .config import LEVELS
 from .files import atomic_path
 
 
+def pooled(memory: torch.Tensor) -> torch.Tensor:
+    """Mean over the memory slots, in float32: ``[..., m, width] -> [..., width]``; what
+    recall compares (and L_ret trains)."""
+    return memory.float().mean(dim=-2)
+
+
 @dataclass(frozen=True)
 class MemoryState:
     """A batch of memories.

@@ -37,9 +37,12 @@ OBJECTIVE_FIELDS = (
     "lambda_doc",
     "lambda_ent",
     "lambda_cyc",
+    "lambda_ret",
     "bptt_segments",
     "doc_cue_length",
+    "retrieval_cue_length",
 )
+TERMS = ("lm", "rec", "doc", "ent", "cyc", "ret")
 
 
 @dataclass
@@ -60,11 +63,13 @@ class Stage:
     segment_length: int
     bptt_segments: int
     doc_cue_length: int
+    retrieval_cue_length: int
     lambda_lm: float
     lambda_rec: float
     lambda_doc: float
     lambda_ent: float
     lambda_cyc: float
+    lambda_ret: float
     chunk_fraction: float
 
     def __post_init__(self) -> None:
@@ -77,19 +82,19 @@ class Stage:
         _check(
             self, "chunk_fraction", _number(self.chunk_fraction) and 0 <= self.chunk_fraction <= 1
         )
-        for name in ("lambda_lm", "lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc"):
+        for name in (f"lambda_{term}" for term in TERMS):
             _check(self, name, _number(getattr(self, name)) and getattr(self, name) >= 0)
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"stage '{self.name}': schedule must be one of {', '.join(SCHEDULES)}; "
                 f"got {self.schedule!r}"
             )
-        if not any(getattr(self, f"lambda_{t}") for t in ("lm", "rec", "doc", "ent", "cyc")):
+        if not any(getattr(self, f"lambda_{t}") for t in TERMS):
             raise ValueError(f"stage '{self.name}': every loss weight is 0, nothing to train")
 
     def weights(self) -> dict[str, float]:
         """The weight of each term of the objective, by its short name."""
-        return {t: getattr(self, f"lambda_{t}") for t in ("lm", "rec", "doc", "ent", "cyc")}
+        return {t: getattr(self, f"lambda_{t}") for t in TERMS}
 
     def learning_rate(self, local_step: int) -> float:
         """Linear warmup over ``warmup`` steps, then constant, or cosine on its way to
@@ -155,6 +160,12 @@ def _check_reads(stage: Stage, width: int) -> None:
         raise ValueError(
             f"stage '{stage.name}': lambda_doc needs 0 < doc_cue_length < segment_length"
         )
+    if stage.lambda_ret > 0 and not 0 < stage.retrieval_cue_length < stage.segment_length:
+        raise ValueError(
+            f"stage '{stage.name}': lambda_ret needs 0 < retrieval_cue_length < segment_length"
+        )
+    if stage.lambda_ret > 0 and stage.batch_size < 2:
+        raise ValueError(f"stage '{stage.name}': lambda_ret needs batch_size >= 2 (negatives)")
     if stage.lambda_ent > 0 and stage.segment_length < width:
         raise ValueError(
             f"stage '{stage.name}': lambda_ent needs whole segments (segment_length {width}): "
@@ -165,7 +176,7 @@ def _check_reads(stage: Stage, width: int) -> None:
 def objective(config: R3MemConfig) -> Stage:
     """DESIGN 2.5's whole objective, weighted as ``config`` says, as a one-step stage: what
     :func:`r3mem.training.train.window_loss` computes for a run without stages."""
-    run = {"steps": 1, "batch_size": 1, "lr": 1.0, "warmup": 0, "min_lr_ratio": 0.0}
+    run = {"steps": 1, "batch_size": 2, "lr": 1.0, "warmup": 0, "min_lr_ratio": 0.0}
     return build_stages([], config, run)[0]
 
 

@@ -27,7 +27,14 @@ from ..checkpoint import load_base, load_trainable, model_source
 from ..config import R3MemConfig
 from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
-from ..losses import IGNORE, cycle_loss, document_recall_loss, entity_loss, token_loss
+from ..losses import (
+    IGNORE,
+    cycle_loss,
+    document_recall_loss,
+    entity_loss,
+    retrieval_loss,
+    token_loss,
+)
 from ..model import R3MemModel, recur
 from ..recompute import enable_gradient_checkpointing
 from .common import (
@@ -90,7 +97,7 @@ def window_loss(
     ids, mask = batch["ids"], batch["mask"]
     size, span = ids.shape[:2]
     weights = stage.weights()
-    decoding = weights["rec"] > 0 or weights["ent"] > 0 or weights["cyc"] > 0
+    decoding = any(weights[term] > 0 for term in ("rec", "ent", "cyc", "ret"))
     carry = weights["lm"] > 0 or (weights["doc"] > 0 and span > 1)  # the document memory
     terms: dict[str, torch.Tensor] = {}
 
@@ -120,6 +127,10 @@ def window_loss(
                 add("rec", token_loss(logits, labels))
             if weights["cyc"] > 0:
                 add("cyc", cycle_loss(model, paragraph, logits, segment_mask))
+        if weights["ret"] > 0:
+            cue, cue_mask = cut_cues(segment, segment_mask, batch["cue_at"][:, t], stage)
+            cues = model.write(model.init_memory(size, "paragraph"), cue, cue_mask)
+            add("ret", retrieval_loss(cues, paragraph, model.config.retrieval_temperature))
         entity_mask = batch["entity_mask"][:, t]
         if weights["ent"] > 0 and entity_mask.any():  # rows cut from running text have none
             add("ent", entity_loss(model, paragraph, batch["entities"][:, t], entity_mask))
@@ -128,6 +139,20 @@ def window_loss(
         terms["doc"] = document_recall_loss(model, document, ids[:, 0], cue, mask[:, 0])
     loss = sum(weights[name] * value for name, value in terms.items())
     return loss, {name: float(value.detach()) for name, value in terms.items()}
+
+
+def cut_cues(
+    segment: torch.Tensor, mask: torch.Tensor, at: torch.Tensor, stage: Stage
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_ret's cues ``[B, c]`` and their mask: from each row, ``retrieval_cue_length`` tokens
+    (fewer when the row is shorter) starting at fraction ``at`` of where a cue can start."""
+    real = mask.sum(-1).clamp(min=1)
+    length = real.clamp(max=stage.retrieval_cue_length)
+    start = (at * (real - length + 1)).long().clamp(max=real - length)
+    offsets = torch.arange(int(length.max()), device=segment.device)
+    positions = (start[:, None] + offsets).clamp(max=segment.shape[1] - 1)
+    cue_mask = (offsets[None] < length[:, None]).to(mask.dtype)
+    return segment.gather(1, positions), cue_mask
 
 
 def draw_batch(
@@ -146,6 +171,9 @@ def draw_batch(
     starts = segments.window_starts(span)
     rng = np.random.default_rng(draw)
     rows = rng.choice(starts, size=size - chunks)[:, None] + np.arange(span)
+    cue_at = torch.from_numpy(
+        rng.random((size, span), dtype=np.float32)
+    )  # where L_ret's cues start
     batch = segments.batch(rows)
     batch["ids"], batch["mask"] = batch["ids"][..., :length], batch["mask"][..., :length]
     if chunks:
@@ -158,7 +186,7 @@ def draw_batch(
             "entity_mask": empty,
         }
         batch = {key: torch.cat([batch[key], parts[key]]) for key in batch}
-    return batch
+    return batch | {"cue_at": cue_at}
 
 
 def evaluate(model: R3MemModel, segments: Segments, count: int, length: int) -> dict[str, float]:
