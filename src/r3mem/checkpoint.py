@@ -36,6 +36,9 @@ LATER_FIELDS = {
     "window_segments": R3MemConfig.window_segments,
     "summary_segments": R3MemConfig.summary_segments,
     "write_positions": "after_text",
+    "lambda_ret": 0.0,  # trained before L_ret existed: without it
+    "retrieval_cue_length": R3MemConfig.retrieval_cue_length,
+    "retrieval_temperature": R3MemConfig.retrieval_temperature,
 }
 
 
