@@ -116,6 +116,18 @@ def test_books_read_side_by_side_score_as_read_alone():
         stream_perplexity(model, [books[2]], use_memory=True)
 
 
+def test_without_memory_every_segment_reads_what_a_book_starts_from():
+    """The same adapters, nothing carried: each segment scores as the first of a book."""
+    model = wrapped()
+    randomize(model)
+    book = list(ids(1, 24, seed=3)[0].split(8))
+    without = stream_perplexity(model, [book], use_memory=False)["by_segment"]
+    first = [stream_perplexity(model, [[s]], use_memory=True)["by_segment"][0] for s in book]
+    assert [n for n, _ in without] == pytest.approx([n for n, _ in first], rel=1e-5)
+    carried = stream_perplexity(model, [book], use_memory=True)["by_segment"]
+    assert carried[1][0] != pytest.approx(without[1][0], rel=1e-4)  # memory changes the rest
+
+
 def test_books_are_cut_where_remember_cuts_them(adapter_dir):
     memory = Memory.load(adapter_dir)
     text = asset_path(SAMPLE_TEXT).read_text(encoding="utf-8")

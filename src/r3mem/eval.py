@@ -127,7 +127,10 @@ def stream_perplexity(
     tokens) read side by side, one segment per step, one batch row per book.
 
     With memory, each row carries the model's memory across its book (whatever its
-    ``memory_mode`` keeps); without, each segment is read alone. Every method scores the same
+    ``memory_mode`` keeps); without, every segment reads the initial memory, as the first
+    segment of a book does: the same adapters on the inputs they were trained on, with nothing
+    carried from the segments before (reading no memory at all, adapters trained always to
+    read one score 10x worse, which says nothing about the memory). Every method scores the same
     tokens (all but the first of each segment), so the figures compare like with like.
     ``adapters=False`` scores them with the frozen base alone (LoRA and couplings off), which
     is what the adapters are measured against. ``by_segment`` holds (summed NLL, tokens) per
@@ -149,7 +152,10 @@ def stream_perplexity(
         state = model.init_memory(len(books))
         passes = (step.logits for step in recur(model, state, batches, score=True))
     elif adapters:
-        passes = (model(input_ids=ids, attention_mask=mask).logits for ids, mask in batches)
+        passes = (
+            model(input_ids=ids, attention_mask=mask, memory=model.init_memory(len(ids))).logits
+            for ids, mask in batches
+        )
     else:
         passes = (_bare(model, ids, mask) for ids, mask in batches)
     by_segment = []

@@ -4,7 +4,8 @@ reads a stream (DESIGN 4).
 
 ``--methods`` takes comma-separated specs. ``NAME=DIR`` is the model in DIR under the label
 NAME; a bare name is one of the task's built-in methods on the ``--model`` model (``none``:
-that model with its memory switched off; ``base``: its frozen base, adapters off).
+that model with nothing carried, every segment reading the initial memory; ``base``: its
+frozen base, adapters off).
 """
 
 from __future__ import annotations
