@@ -1,0 +1,108 @@
+"""Is R³Mem's memory fast and small enough for an agent? (issue 15, items 3 and 4)
+
+    python benchmarks/recall_speed.py [--model DIR] [--data locomo7.json.gz] [--entries 10000]
+
+1. ``remember``: the first LoCoMo conversation's sessions written in order, as ``bench conv``
+   writes them (tokens/s, seconds), and what it stores: the memory file against the raw text
+   of the same segments (UTF-8) and BM25's index over them (text + sparse matrix).
+2. ``recall`` over a bank of ``--entries`` entries: the conversation's entries added again
+   (fresh ids) up to that count, so that scoring sees a bank that size while every entry is
+   one the model wrote; ms per query over ``--queries`` of the conversation's questions:
+   scoring alone, and ``recall`` (score + reconstruct the top 5) greedy and exact; BM25 over
+   the same number of units beside it.
+
+Writes ``recall_speed.{json,md}`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from r3mem.bench.conv import _r3mem, _spoken, read_conversations  # noqa: E402
+from r3mem.bench.retrieval import BM25Index, Unit, draw  # noqa: E402
+from r3mem.memory import Memory  # noqa: E402
+from r3mem.report import write_report  # noqa: E402
+
+LOCOMO = ROOT.parent / "shared" / "data" / "convmem" / "locomo" / "locomo7.json.gz"
+
+
+def per_query_ms(fn, queries: list[str]) -> dict[str, float]:
+    """Median and mean milliseconds of ``fn(query)`` over ``queries`` (after one warm-up)."""
+    fn(queries[0])
+    times = []
+    for query in queries:
+        clock = time.perf_counter()
+        fn(query)
+        times.append(1000 * (time.perf_counter() - clock))
+    median, mean = statistics.median(times), statistics.mean(times)
+    return {"ms_median": round(median, 1), "ms_mean": round(mean, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="adapter dir (default: the shipped model)")
+    parser.add_argument("--data", default=str(LOCOMO))
+    parser.add_argument("--entries", type=int, default=10_000)
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+
+    memory = Memory.load(args.model)
+    conversation, questions = read_conversations(args.data)[0]
+    conversation = _spoken(conversation, None)
+    segments = memory.segments(conversation)
+    tokens = sum(len(s.ids) for s in segments)
+    clock = time.perf_counter()
+    index = _r3mem(memory, conversation, segments)
+    seconds = time.perf_counter() - clock
+    written = index.memory
+    units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
+    text_bytes = sum(len(u.text.encode("utf-8")) for u in units)
+    with tempfile.TemporaryDirectory() as tmp:
+        written.save(Path(tmp) / "conv.r3mem")
+        file_bytes = (Path(tmp) / "conv.r3mem").stat().st_size
+    rows = [
+        {
+            "measure": f"remember {conversation.conv_id}",
+            "entries": len(written.bank),
+            "tokens": tokens,
+            "seconds": round(seconds, 1),
+            "tokens_per_s": round(tokens / seconds),
+            "stored_bytes": file_bytes,
+            "text_bytes": text_bytes,
+            "bm25_bytes": BM25Index(units).nbytes(),
+        }
+    ]
+
+    entries = list(written.bank.entries.values())
+    while len(written.bank) < args.entries:
+        written.bank.add(replace(entries[len(written.bank) % len(entries)]))
+    queries = [q.text for q in draw(questions, args.queries, args.seed)]
+    bm25 = BM25Index([units[i % len(units)] for i in range(len(written.bank))])
+    searches = {
+        "score only": lambda q: written.bank.scores(
+            written.query_memories([q])[0], written.extractor(q)
+        ),
+        "recall k=5 (greedy)": lambda q: written.recall(q, k=5),
+        "recall k=5 (exact)": lambda q: written.recall(q, k=5, exact=True),
+        "bm25 k=5": lambda q: bm25.search(q, 5),
+    }
+    for name, search in searches.items():
+        row = {"measure": name, "entries": len(written.bank), "queries": len(queries)}
+        rows.append(row | per_query_ms(search, queries))
+    write_report(args.out, "recall_speed", args.seed, rows)
+    print((Path(args.out) / "recall_speed.md").read_text(encoding="utf-8"))
+
+
+if __name__ == "__main__":
+    main()
