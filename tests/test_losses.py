@@ -15,7 +15,7 @@ from r3mem.losses import (
     token_loss,
 )
 from r3mem.training.stages import objective
-from r3mem.training.train import cut_cues, window_loss
+from r3mem.training.train import cut_cues, own_guesses, window_loss
 
 from .conftest import randomize
 from .test_model import ids, wrapped
@@ -133,3 +133,30 @@ def test_window_loss_adds_l_ret_that_trains_the_writer():
     assert "ret" in terms and terms["ret"] > 0
     loss.backward()
     assert model.write_embeddings.grad is not None and model.write_embeddings.grad.abs().sum() > 0
+
+
+def test_rec_sampling_feeds_the_decoder_its_own_guesses_where_drawn():
+    torch.manual_seed(0)
+    model = wrapped(doc_cue_length=3)
+    randomize(model)
+    text = ids(3, 8)
+    paragraph = model.write(model.init_memory(3, level="paragraph"), text)
+    guesses = model.decode_logits(paragraph, text).argmax(-1)
+    assert not torch.equal(guesses, text)  # an untrained decoder guesses wrong somewhere
+    none, every = torch.zeros_like(text, dtype=torch.bool), torch.ones_like(text, dtype=torch.bool)
+    assert torch.equal(own_guesses(model, paragraph, text, none), text)
+    assert torch.equal(own_guesses(model, paragraph, text, every), guesses)
+    # in window_loss: rec_sampling swaps the inputs drawn below it, the labels stay the text
+    batch = {"ids": text[:, None], "mask": torch.ones_like(text)[:, None]}
+    batch |= {"entities": ids(3, 5)[:, None], "entity_mask": torch.ones(3, 1, 5)}
+    batch |= {"cue_at": torch.zeros(3, 1), "sample_at": torch.zeros(3, 1, 8)}  # swap everywhere
+    stage = replace(objective(model.config), lambda_cyc=0.0, lambda_ent=0.0, lambda_lm=0.0)
+    with torch.no_grad():
+        _, clean = window_loss(model, batch, stage)
+        _, sampled = window_loss(model, batch, replace(stage, rec_sampling=0.5))
+        expected = reconstruction_loss(model, paragraph, text)  # the text read, not guesses
+        swapped = token_loss(model.decode_logits(paragraph, guesses), text)
+    assert clean["rec"] == pytest.approx(expected.item(), rel=1e-5)
+    assert sampled["rec"] == pytest.approx(swapped.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="rec_sampling"):
+        replace(stage, rec_sampling=1.0)

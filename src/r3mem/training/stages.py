@@ -51,7 +51,9 @@ class Stage:
     is cut to its first ``segment_length`` tokens (at most the model's own segment length), so
     the memory holds ``segment_length / num_memory_tokens`` tokens a slot. ``chunk_fraction``
     of the rows of each batch are cut from the running text at fixed length instead of at the
-    hierarchy's paragraph boundaries, as users stream it."""
+    hierarchy's paragraph boundaries, as users stream it. ``rec_sampling`` of the decoder's
+    input tokens in L_rec are its own greedy guesses instead of the text (scheduled sampling),
+    so that it learns to recover from the mistakes greedy reconstruction makes."""
 
     name: str
     steps: int
@@ -71,6 +73,7 @@ class Stage:
     lambda_cyc: float
     lambda_ret: float
     chunk_fraction: float
+    rec_sampling: float
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "segment_length", "bptt_segments"):
@@ -82,6 +85,7 @@ class Stage:
         _check(
             self, "chunk_fraction", _number(self.chunk_fraction) and 0 <= self.chunk_fraction <= 1
         )
+        _check(self, "rec_sampling", _number(self.rec_sampling) and 0 <= self.rec_sampling < 1)
         for name in (f"lambda_{term}" for term in TERMS):
             _check(self, name, _number(getattr(self, name)) and getattr(self, name) >= 0)
         if self.schedule not in SCHEDULES:
@@ -124,6 +128,7 @@ def build_stages(
         "segment_length": model_config.segment_length,
         "lambda_lm": 1.0,
         "chunk_fraction": 0.0,
+        "rec_sampling": 0.0,
         **{name: getattr(model_config, name) for name in OBJECTIVE_FIELDS},
     }
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
