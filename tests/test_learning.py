@@ -21,19 +21,24 @@ from r3mem.state import pooled
 VOCAB, LENGTH, MEMORY, STEPS, BATCH = 64, 16, 4, 500, 64
 
 
-def test_write_then_reconstruct_learns_random_sequences():
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(
+def tiny_llama(vocab: int, hidden: int) -> LlamaForCausalLM:
+    """One decoder layer of width ``hidden``: the toys' base, built from the current seed."""
+    return LlamaForCausalLM(
         LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=128,
-            intermediate_size=256,
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
             num_hidden_layers=1,
             num_attention_heads=4,
             num_key_value_heads=4,
             max_position_embeddings=64,
         )
     )
+
+
+def test_write_then_reconstruct_learns_random_sequences():
+    torch.manual_seed(0)
+    base = tiny_llama(VOCAB, hidden=128)
     config = R3MemConfig(num_memory_tokens=MEMORY, segment_length=LENGTH, adapter_rank=16)
     model = R3MemModel.from_base(base, config)
     model.base.requires_grad_(True)  # the toy has no pretrained base to keep frozen
@@ -74,17 +79,7 @@ def test_l_ret_teaches_a_cue_to_find_its_paragraph():
     Untrained, token overlap finds about half; L_ret must add a clear margin. About 10 s."""
     vocab, length, cue, batch = 256, 16, 6, 32
     torch.manual_seed(0)
-    base = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=64,
-        )
-    )
+    base = tiny_llama(vocab, hidden=64)
     config = R3MemConfig(num_memory_tokens=4, segment_length=length, adapter_rank=8, lora_rank=8)
     model = R3MemModel.from_base(base, config)
     params = [p for p in model.parameters() if p.requires_grad]
