@@ -7,6 +7,7 @@ import torch
 
 from r3mem.losses import (
     cycle_loss,
+    distillation_loss,
     document_recall_loss,
     entity_loss,
     lm_loss,
@@ -15,7 +16,7 @@ from r3mem.losses import (
     token_loss,
 )
 from r3mem.training.stages import objective
-from r3mem.training.train import cut_cues, own_guesses, window_loss
+from r3mem.training.train import base_reading, cut_cues, own_guesses, window_loss
 
 from .conftest import randomize
 from .test_model import ids, wrapped
@@ -160,3 +161,60 @@ def test_rec_sampling_feeds_the_decoder_its_own_guesses_where_drawn():
     assert sampled["rec"] == pytest.approx(swapped.item(), rel=1e-5)
     with pytest.raises(ValueError, match="rec_sampling"):
         replace(stage, rec_sampling=1.0)
+
+
+def test_distillation_loss_is_the_kl_from_the_teacher_on_real_positions():
+    torch.manual_seed(0)
+    teacher, student = torch.randn(2, 5, 7), torch.randn(2, 5, 7)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    assert distillation_loss(teacher, teacher, mask).item() == pytest.approx(0.0, abs=1e-6)
+    p, q = teacher.log_softmax(-1), student.log_softmax(-1)
+    kl = (p.exp() * (p - q)).sum(-1)  # [2, 5]: position i predicts token i + 1
+    expected = (kl[0, :4].sum() + kl[1, :2].sum()) / 6  # only where a real token follows
+    assert distillation_loss(student, teacher, mask).item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="no position"):
+        distillation_loss(student, teacher, torch.tensor([[1, 0, 0, 0, 0]] * 2))
+
+
+def test_base_reading_is_the_frozen_base_on_the_window_text_without_padding():
+    torch.manual_seed(0)
+    model = wrapped()
+    randomize(model)  # adapters that change the output: the teacher must not use them
+    text = ids(2, 12)
+    window = torch.zeros(2, 2, 8, dtype=torch.long)
+    mask = torch.zeros(2, 2, 8, dtype=torch.long)
+    window[:, 0, :5], mask[:, 0, :5] = text[:, :5], 1  # a short first segment, right-padded
+    window[:, 1, :7], mask[:, 1, :7] = text[:, 5:], 1
+    teacher = base_reading(model, window, mask)
+    with torch.no_grad(), model.bare():
+        plain = model.base(input_ids=text).logits
+    torch.testing.assert_close(teacher[:, 0, :5], plain[:, :5], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(teacher[:, 1, :7], plain[:, 5:], rtol=1e-4, atol=1e-4)
+
+
+def test_lm_distill_mixes_the_text_and_the_base_into_l_lm():
+    torch.manual_seed(0)
+    model = wrapped(doc_cue_length=3)
+    randomize(model)
+    text = ids(3, 8)
+    window = text.view(3, 2, 4)
+    batch = {"ids": window, "mask": torch.ones_like(window)}
+    only_lm = replace(
+        objective(model.config),
+        bptt_segments=2,
+        lambda_rec=0.0,
+        lambda_cyc=0.0,
+        lambda_ent=0.0,
+        lambda_doc=0.0,
+    )
+    with torch.no_grad():
+        _, plain = window_loss(model, batch, only_lm)
+        _, half = window_loss(model, batch, replace(only_lm, lm_distill=0.5))
+        _, full = window_loss(model, batch, replace(only_lm, lm_distill=1.0))
+    assert full["lm"] > 0 and full["lm"] != pytest.approx(plain["lm"])
+    assert half["lm"] == pytest.approx((plain["lm"] + full["lm"]) / 2, rel=1e-5)
+    loss, _ = window_loss(model, batch, replace(only_lm, lm_distill=1.0))
+    loss.backward()  # the KL reaches the adapters that write the memory
+    assert model.write_embeddings.grad is not None and model.write_embeddings.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="lm_distill"):
+        replace(only_lm, lm_distill=1.5)

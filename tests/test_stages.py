@@ -94,6 +94,7 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "lambda_ret": 1.0, "retrieval_cue_length": 64}], "retrieval_cue_length"),
         ([{"steps": 5, "lambda_ret": 1.0, "batch_size": 1}], "lambda_ret needs batch_size"),
         ([{"steps": 5, "lambda_ret": -1.0}], "invalid lambda_ret"),
+        ([{"steps": 5, "lm_distill": 0.5, "lambda_lm": 0.0}], "lm_distill is a part of L_lm"),
         ("steps = 5", "stage must be list"),
     ],
 )

@@ -17,6 +17,7 @@ from .state import MemoryState, pooled
 __all__ = [
     "IGNORE",
     "cycle_loss",
+    "distillation_loss",
     "document_recall_loss",
     "entity_loss",
     "lm_loss",
@@ -41,6 +42,22 @@ def reconstruction_loss(
     (with ``entities``: its entity list)."""
     logits = model.decode_logits(memory, target_ids, entities=entities)
     return token_loss(logits, _masked(target_ids, attention_mask))
+
+
+def distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """KL(teacher ‖ model) over the next-token distributions of a segment ``[B, T, V]`` (each
+    position predicts the next token; only positions followed by a real token count). With the
+    frozen base reading the raw text before the segment as the teacher, the memory learns to
+    give what that text gave (L_lm's context distillation), and the whole distribution teaches
+    more per token than the one token the text chose."""
+    keep = attention_mask[:, 1:].bool()
+    if not keep.any():
+        raise ValueError("distillation_loss has no position to score (every row under 2 tokens)")
+    student = logits[:, :-1][keep].float().log_softmax(-1)
+    teacher = teacher_logits[:, :-1][keep].float().log_softmax(-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
 
 def document_recall_loss(

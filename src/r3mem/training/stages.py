@@ -53,7 +53,9 @@ class Stage:
     of the rows of each batch are cut from the running text at fixed length instead of at the
     hierarchy's paragraph boundaries, as users stream it. ``rec_sampling`` of the decoder's
     input tokens in L_rec are its own greedy guesses instead of the text (scheduled sampling),
-    so that it learns to recover from the mistakes greedy reconstruction makes."""
+    so that it learns to recover from the mistakes greedy reconstruction makes. ``lm_distill``
+    of L_lm is the KL divergence from the frozen base reading the window's text itself
+    (context distillation): the memory is taught to stand for the text it replaced."""
 
     name: str
     steps: int
@@ -74,6 +76,7 @@ class Stage:
     lambda_ret: float
     chunk_fraction: float
     rec_sampling: float
+    lm_distill: float
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "segment_length", "bptt_segments"):
@@ -86,6 +89,7 @@ class Stage:
             self, "chunk_fraction", _number(self.chunk_fraction) and 0 <= self.chunk_fraction <= 1
         )
         _check(self, "rec_sampling", _number(self.rec_sampling) and 0 <= self.rec_sampling < 1)
+        _check(self, "lm_distill", _number(self.lm_distill) and 0 <= self.lm_distill <= 1)
         for name in (f"lambda_{term}" for term in TERMS):
             _check(self, name, _number(getattr(self, name)) and getattr(self, name) >= 0)
         if self.schedule not in SCHEDULES:
@@ -129,6 +133,7 @@ def build_stages(
         "lambda_lm": 1.0,
         "chunk_fraction": 0.0,
         "rec_sampling": 0.0,
+        "lm_distill": 0.0,
         **{name: getattr(model_config, name) for name in OBJECTIVE_FIELDS},
     }
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
@@ -159,6 +164,8 @@ def _check_reads(stage: Stage, width: int) -> None:
             f"stage '{stage.name}': segment_length {stage.segment_length} exceeds "
             f"the model's {width}"
         )
+    if stage.lm_distill > 0 and stage.lambda_lm == 0:
+        raise ValueError(f"stage '{stage.name}': lm_distill is a part of L_lm: lambda_lm is 0")
     if stage.lambda_doc > 0 and stage.bptt_segments < 2:
         raise ValueError(f"stage '{stage.name}': lambda_doc needs bptt_segments >= 2")
     if stage.lambda_doc > 0 and not 0 < stage.doc_cue_length < stage.segment_length:

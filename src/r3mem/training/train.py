@@ -30,6 +30,7 @@ from ..eval import reconstruct_segments, reconstruction_scores
 from ..losses import (
     IGNORE,
     cycle_loss,
+    distillation_loss,
     document_recall_loss,
     entity_loss,
     retrieval_loss,
@@ -107,13 +108,17 @@ def window_loss(
 
     document = model.init_memory(size)
     segments = [(ids[:, t], mask[:, t]) for t in range(span)]
+    teacher = base_reading(model, ids, mask) if weights["lm"] and stage.lm_distill else None
     steps = recur(model, document, segments, score=weights["lm"] > 0) if carry else None
     for t, (segment, segment_mask) in enumerate(segments):
         labels = segment.masked_fill(segment_mask == 0, IGNORE)
         paragraph = None
         if steps is not None:
             step = next(steps)
-            if weights["lm"] > 0:
+            if teacher is not None:
+                distilled = distillation_loss(step.logits, teacher[:, t], segment_mask)
+                add("lm", (1 - stage.lm_distill) * step.loss + stage.lm_distill * distilled)
+            elif weights["lm"] > 0:
                 add("lm", step.loss)
             document = step.memory
             if t == 0:  # the cell read the initial memory, as a paragraph write does
@@ -144,6 +149,23 @@ def window_loss(
         terms["doc"] = document_recall_loss(model, document, ids[:, 0], cue, mask[:, 0])
     loss = sum(weights[name] * value for name, value in terms.items())
     return loss, {name: float(value.detach()) for name, value in terms.items()}
+
+
+@torch.no_grad()
+def base_reading(model: R3MemModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The frozen base's logits ``[B, S, L, V]`` over each window ``[B, S, L]`` read as plain
+    text, segment after segment (padding skipped): L_lm's teacher, which sees as raw text what
+    the model must carry in its memory."""
+    size, span, length = ids.shape
+    flat_mask = mask.reshape(size, span * length)
+    positions = (flat_mask.cumsum(-1) - 1).clamp(min=0)
+    with model.bare():
+        logits = model.base(
+            input_ids=ids.reshape(size, span * length),
+            attention_mask=flat_mask,
+            position_ids=positions,
+        ).logits
+    return logits.view(size, span, length, -1)
 
 
 @torch.no_grad()
