@@ -400,3 +400,37 @@ def test_a_budgeted_long_text_drops_as_it_goes_and_folds_what_it_dropped(adapter
     kept = list(memory.bank.entries.values())
     assert [entry.checksum for entry in kept] == [checksum(ids) for ids in new[-2:]]
     assert memory.bank.next_id == len(paragraphs(memory)) + len(new)
+
+
+def test_guided_decode_is_the_step_by_step_decode(adapter_dir):
+    """The fixed-point decode gives what choosing one token per pass gives, for any choose
+    (here: greedy, and greedy with forced tokens, as exact recall replays corrections)."""
+    from r3mem.bank import _greedy_after, _width, guided_decode
+
+    from .conftest import randomize
+
+    memory = Memory.load(adapter_dir)
+    model = memory.model
+    randomize(model)  # a decoder whose guesses depend on the prefix
+    torch.manual_seed(0)
+    lengths = [5, 0, 17, 64]
+    state = model.write(
+        model.init_memory(len(lengths), level="paragraph"), torch.randint(5, 90, (4, 12))
+    )
+    forced = {(0, 2): 7, (2, 0): 11, (2, 9): 3, (3, 40): 5}
+
+    def choose(row: int, i: int, guess: int) -> int:
+        return forced.get((row, i), guess)
+
+    width = _width(model, lengths)
+    expected = []
+    for row, length in enumerate(lengths):  # one token per pass, as exact recall did before
+        ids = torch.zeros(1, width, dtype=torch.long)
+        sub = dataclasses.replace(
+            state, memory=state.memory[row : row + 1], tokens_seen=state.tokens_seen[row : row + 1]
+        )
+        for i in range(length):
+            ids[0, i] = choose(row, i, int(_greedy_after(model, sub, ids)[0, i]))
+        expected.append(ids[0, :length].tolist())
+    assert guided_decode(model, state, lengths, choose) == expected
+    assert len(set(expected[3])) > 1  # the decode is not one repeated token

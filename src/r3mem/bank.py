@@ -9,7 +9,7 @@ exact recall possible: the paragraph is decoded greedily from its memory, one to
 time, and wherever the model's choice differs from the original token the correction
 ``(position, token)`` is fed instead (:func:`guided_decode`). Remembering finds the
 corrections in one teacher-forced pass (the corrected prefix is always the original);
-exact recall replays the decode step by step at the same width. The number of
+exact recall solves the same decode as a fixed point at the same width. The number of
 corrections is an honest measure of what the memory lost.
 
 Entries are kept in ``float16`` by default, half the bytes of ``float32``; the corrections
@@ -91,26 +91,36 @@ def guided_decode(
     lengths: Sequence[int],
     choose: Callable[[int, int, int], int],
 ) -> list[list[int]]:
-    """Decode each row of ``state`` for ``lengths[row]`` tokens, one token per step.
+    """Decode each row of ``state`` for ``lengths[row]`` tokens: token ``i`` is
+    ``choose(row, i, g)`` where ``g`` is the greedy token after tokens ``0..i-1``.
 
-    At step ``i`` the model reads the memory and the ``i`` tokens chosen so far (padded to
-    the fixed width, which causal attention never reads) and predicts the next greedily;
-    ``choose(row, i, predicted)`` returns the token to keep.
+    Solved as a fixed point (Jacobi decoding) rather than one token per pass: every pass
+    reads each row's current guess at the fixed width and re-chooses all its tokens at once;
+    a row is done when a pass changes none of them. Token ``i`` depends only on the tokens
+    before it, so a pass fixes at least one more token and the fixed point is exactly what
+    step-by-step decoding gives (each position's logits come from the same prefix at the
+    same width, later positions masked), in far fewer passes when the memory, not the
+    prefix, decides most tokens. ``choose`` must be a function of its arguments.
     """
     width = _width(model, lengths)
     ids = torch.zeros(len(lengths), width, dtype=torch.long, device=model.device)
-    tokens: list[list[int]] = [[] for _ in lengths]
-    for i in range(max(lengths, default=0)):
-        rows = [row for row, length in enumerate(lengths) if length > i]
-        index = torch.tensor(rows, device=state.memory.device)
+    open_rows = [row for row, length in enumerate(lengths) if length > 0]
+    for _ in range(max(lengths, default=0)):
+        if not open_rows:
+            break
+        index = torch.tensor(open_rows, device=state.memory.device)
         sub = MemoryState(
             state.memory[index], state.level, state.tokens_seen[index], state.fingerprint
         )
-        predicted = _greedy_after(model, sub, ids[index])[:, i].tolist()
-        for row, token in zip(rows, predicted, strict=True):
-            tokens[row].append(choose(row, i, token))
-            ids[row, i] = tokens[row][-1]
-    return tokens
+        predicted = _greedy_after(model, sub, ids[index]).tolist()
+        still_open = []
+        for row, guess in zip(open_rows, predicted, strict=True):
+            chosen = [choose(row, i, guess[i]) for i in range(lengths[row])]
+            if chosen != ids[row, : lengths[row]].tolist():
+                ids[row, : lengths[row]] = torch.tensor(chosen, device=ids.device)
+                still_open.append(row)
+        open_rows = still_open
+    return [ids[row, :length].tolist() for row, length in enumerate(lengths)]
 
 
 @torch.no_grad()
