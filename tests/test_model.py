@@ -285,3 +285,31 @@ def test_kv_memory_is_attended_not_embedded():
     second = model(input_ids=text, memory=two).logits
     assert not torch.allclose(first, second)
     assert model.form.heads == 2
+
+
+def test_lm_reader_base_reads_the_text_as_the_frozen_base_and_the_memory_besides(form):
+    """lm_reader = "base": the text is scored by the frozen base (exactly the base without a
+    memory), the memory is written as by the adapted reader, and the LM loss trains the
+    writer through the memory the base reads."""
+    torch.manual_seed(0)
+    adapted = wrapped(memory_form=form)
+    randomize(adapted)
+    model = wrapped(memory_form=form, lm_reader="base")
+    model.load_state_dict(adapted.state_dict())
+    text = ids(2, 12)
+    with torch.no_grad(), model.bare():
+        plain = model.base(input_ids=text).logits
+    torch.testing.assert_close(model(input_ids=text).logits, plain)
+    assert not torch.allclose(adapted(input_ids=text).logits, plain, atol=1e-3)
+    segments = [(text[:, :6], torch.ones(2, 6, dtype=torch.long))]
+    segments.append((text[:, 6:], torch.ones(2, 6, dtype=torch.long)))
+    steps = list(recur(model, model.init_memory(2), segments, score=True))
+    for mine, theirs in zip(steps, recur(adapted, adapted.init_memory(2), segments), strict=True):
+        torch.testing.assert_close(mine.memory.memory, theirs.memory.memory)
+    with torch.no_grad(), model.bare():
+        alone = model.base(input_ids=text[:, 6:]).logits
+    assert not torch.allclose(steps[1].logits, alone, atol=1e-3)  # the memory is read
+    steps[1].loss.backward()
+    assert model.write_embeddings.grad is not None and model.write_embeddings.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="lm_reader"):
+        R3MemConfig(lm_reader="frozen")

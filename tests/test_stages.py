@@ -25,6 +25,8 @@ TWO_STAGES = [
     {"name": "ae", "steps": 3, "segment_length": 8, "schedule": "constant", **AUTOENCODE},
     {"name": "full", "steps": 3, "lr": 5e-3, "chunk_fraction": 0.5},
 ]
+# The whole objective read by the frozen base, L_lm distilled from it.
+THREE_STAGES = [*TWO_STAGES, {"name": "read", "steps": 2, "lm_reader": "base", "lm_distill": 1.0}]
 
 TOML = """
 base_model = "b"
@@ -95,6 +97,7 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "lambda_ret": 1.0, "batch_size": 1}], "lambda_ret needs batch_size"),
         ([{"steps": 5, "lambda_ret": -1.0}], "invalid lambda_ret"),
         ([{"steps": 5, "lm_distill": 0.5, "lambda_lm": 0.0}], "lm_distill is a part of L_lm"),
+        ([{"steps": 5, "lm_reader": "frozen"}], "lm_reader must be one of"),
         ("steps = 5", "stage must be list"),
     ],
 )
@@ -150,18 +153,22 @@ def test_batches_are_cut_to_the_stage_and_mix_running_text(base_dir, tmp_path):
 
 def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):
     straight = tmp_path / "straight"
-    train(adapter_config(base_dir, straight, stage=TWO_STAGES, steps=None, eval_every=100))
+    train(adapter_config(base_dir, straight, stage=THREE_STAGES, steps=None, eval_every=100))
     stopped = tmp_path / "stopped"
-    train(
-        adapter_config(base_dir, stopped, stage=TWO_STAGES, steps=None, eval_every=100),
+    model = train(
+        adapter_config(base_dir, stopped, stage=THREE_STAGES, steps=None, eval_every=100),
         stop_after=2,
     )
-    train(
-        adapter_config(base_dir, stopped, stage=TWO_STAGES, steps=None, eval_every=100), resume=True
+    assert model.config.lm_reader == "adapted"  # stopped before the stage that switches it
+    model = train(
+        adapter_config(base_dir, stopped, stage=THREE_STAGES, steps=None, eval_every=100),
+        resume=True,
     )
+    config = json.loads((stopped / "adapter" / "adapter_config.json").read_text())
+    assert model.config.lm_reader == config["r3mem_config"]["lm_reader"] == "base"
     a, b = metrics(straight), metrics(stopped)
-    assert [r["stage"] for r in a] == ["ae"] * 3 + ["full"] * 3
-    assert [r["lr"] for r in a] == pytest.approx([1e-2] * 3 + [5e-3, 3.875e-3, 1.625e-3])
+    assert [r["stage"] for r in a] == ["ae"] * 3 + ["full"] * 3 + ["read"] * 2
+    assert [r["lr"] for r in a[:6]] == pytest.approx([1e-2] * 3 + [5e-3, 3.875e-3, 1.625e-3])
     assert set(a[0]) >= {"loss_rec"} and "loss_lm" not in a[0]  # autoencoding only
     assert {"loss_lm", "loss_rec", "loss_doc"} <= set(a[-1])
     # The end of each stage is evaluated, the short stage also at its own length.
@@ -173,7 +180,7 @@ def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):
             if key.startswith("loss_"):
                 assert x[key] == pytest.approx(y[key], rel=1e-5), (x["step"], key)
     state = json.loads((stopped / "checkpoint" / "state.json").read_text())
-    assert state["config"]["stage"] == TWO_STAGES
+    assert state["config"]["stage"] == THREE_STAGES
 
 
 @pytest.mark.parametrize("form", ["embedding", "kv"])

@@ -55,7 +55,7 @@ class Compressed:
     something was read before it: ``after_context``) to its last token, and the new memory."""
 
     hidden: torch.Tensor
-    memory: torch.Tensor
+    memory: torch.Tensor | None  # None: a pass that reads only (``compress(write=False)``)
     after_context: bool
 
 
@@ -204,21 +204,29 @@ class MemoryCell(nn.Module):
     # ----------------------------------------------------------------------------- one segment
 
     def compress(
-        self, memory: torch.Tensor | None, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        memory: torch.Tensor | None,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        write: bool = True,
     ) -> Compressed:
         """One segment in the compress direction: read what the memory form puts before the
-        text (nothing when ``memory`` is None), the text, then the write tokens."""
+        text (nothing when ``memory`` is None), the text, then the write tokens. Without
+        ``write``, the frozen base reads the memory and the text alone (``lm_reader = "base"``):
+        the text's hidden states, no new memory."""
         batch, length, _ = inputs_embeds.shape
-        m = self.config.num_memory_tokens if self.form.writes else 0
+        m = self.config.num_memory_tokens if self.form.writes and write else 0
         empty = inputs_embeds[:, :0]
         context = (
             Context(empty, attention_mask[:, :0])
             if memory is None
             else self.form.context(self, memory, inputs_embeds.dtype)
         )
-        write = self.write_embeddings[:m].unsqueeze(0).expand(batch, -1, -1)
+        write_tokens = self.write_embeddings[:m].unsqueeze(0).expand(batch, -1, -1)
         ones = attention_mask.new_ones(batch, m)
-        embeds = torch.cat([context.embeds, inputs_embeds, write], dim=1)  # [B, n + T + m, d]
+        embeds = torch.cat(
+            [context.embeds, inputs_embeds, write_tokens], dim=1
+        )  # [B, n + T + m, d]
         cached = attention_mask.new_ones(batch, context.cached)
         mask = torch.cat([cached, context.mask, attention_mask, ones], dim=1)
         # Text positions count real tokens; the write tokens sit at fixed positions after the
@@ -233,7 +241,7 @@ class MemoryCell(nn.Module):
             slots = torch.arange(m, device=positions.device) + offset
             positions = torch.cat([positions[:, :-m], text_start + slots], dim=1)
         out = self.run(
-            "compress",
+            "compress" if write else "bare",
             inputs_embeds=embeds,
             attention_mask=mask,
             position_ids=positions,
@@ -243,6 +251,8 @@ class MemoryCell(nn.Module):
         before = context.embeds.shape[1]
         hidden = out.last_hidden_state
         text = hidden[:, max(before - 1, 0) : before + length]
+        if not write:
+            return Compressed(text, None, before > 0)
         at_write = hidden[:, before + length :]  # [B, m, d]
         written = self.form.written(self, at_write, getattr(out, CACHE), inputs_embeds.dtype)
         previous = written[:, :0] if memory is None else memory
@@ -267,13 +277,24 @@ class MemoryCell(nn.Module):
         if memory is not None:
             self.check_state(memory)
             check_batch(memory, embeds.shape[0])
-        segment = self.compress(None if memory is None else memory.memory, embeds, mask)
-        logits, loss = self.score(segment, labels)
+        segment, reading = self.lm_pass(None if memory is None else memory.memory, embeds, mask)
+        logits, loss = self.score(reading, labels)
         previous = memory if memory is not None else self.init_memory(embeds.shape[0])
         state = MemoryState(
             segment.memory, previous.level, previous.tokens_seen + mask.sum(-1), self.fingerprint
         )
         return R3MemOutput(loss=loss, logits=logits, memory=state)
+
+    def lm_pass(
+        self, memory: torch.Tensor | None, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[Compressed, Compressed]:
+        """One segment on the LM path: (the segment compressed, what scores its text): the
+        same pass, or with ``lm_reader = "base"`` a second pass of the frozen base over the
+        memory and the text."""
+        segment = self.compress(memory, inputs_embeds, attention_mask)
+        if self.config.lm_reader == "adapted":
+            return segment, segment
+        return segment, self.compress(memory, inputs_embeds, attention_mask, write=False)
 
     def score(
         self, segment: Compressed, labels: torch.Tensor | None

@@ -39,6 +39,7 @@ LATER_FIELDS = {
     "lambda_ret": 0.0,  # trained before L_ret existed: without it
     "retrieval_cue_length": R3MemConfig.retrieval_cue_length,
     "retrieval_temperature": R3MemConfig.retrieval_temperature,
+    "lm_reader": "adapted",
 }
 
 

@@ -20,6 +20,10 @@ MEMORY_MODES = ("recurrent", "accumulate", "window", "none")
 # its length (every slot at the same offsets from the text, in every segment); ``after_text``,
 # right after the last real token (adapters saved before the field existed).
 WRITE_POSITIONS = ("fixed", "after_text")
+# Who reads the text on the LM path: ``adapted``, the pass that writes the memory (LoRA and
+# couplings on the text too); ``base``, the frozen base over the memory, in a pass of its own,
+# so the text is read exactly as the base reads it and the memory can only add to it.
+LM_READERS = ("adapted", "base")
 # Terms that read a memory back, or search it: they need a memory that holds vectors the
 # model wrote.
 DECODING_TERMS = ("lambda_rec", "lambda_doc", "lambda_ent", "lambda_cyc", "lambda_ret")
@@ -55,6 +59,7 @@ class R3MemConfig:
     window_segments: int = 2  # window: segments in full attention, the current one included
     summary_segments: int = 8  # accumulate: the most segments whose summaries are kept
     write_positions: str = "fixed"
+    lm_reader: str = "adapted"
     # LoRA on the attention and MLP projections (DESIGN 2.1: couplings alone are not enough).
     lora: bool = True
     lora_rank: int = 16
@@ -101,6 +106,7 @@ class R3MemConfig:
         _check_choice("memory_form", self.memory_form, MEMORY_FORMS)
         _check_choice("memory_mode", self.memory_mode, MEMORY_MODES)
         _check_choice("write_positions", self.write_positions, WRITE_POSITIONS)
+        _check_choice("lm_reader", self.lm_reader, LM_READERS)
         self._check_mode()
         if not self.reversible and self.decoder == "inverse":
             raise ValueError(

@@ -77,14 +77,17 @@ def recur(
         cell_mask = mask
         if keep:  # the row's output is thrown away: any mask will do, one with tokens is safe
             cell_mask = torch.where(has_text[:, None], mask, torch.ones_like(mask))
-        segment = model.compress(state.memory, embeds, cell_mask)
+        if score:
+            segment, reading = model.lm_pass(state.memory, embeds, cell_mask)
+        else:
+            segment = model.compress(state.memory, embeds, cell_mask)
         memory = segment.memory
         if keep:
             memory = torch.where(has_text[:, None, None], memory, state.memory)
         seen = state.tokens_seen + mask.sum(-1)
         step = Step(replace(state, memory=memory, tokens_seen=seen))
         if score:
-            step.logits, step.loss = model.score(segment, ids.masked_fill(mask == 0, IGNORE))
+            step.logits, step.loss = model.score(reading, ids.masked_fill(mask == 0, IGNORE))
         yield step
         state = step.memory
         if truncate is not None and (index + 1) % truncate == 0:

@@ -26,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import R3MemConfig
+from ..config import LM_READERS, R3MemConfig
 from .common import warmup_cosine
 
 SCHEDULES = ("cosine", "constant")
@@ -41,6 +41,7 @@ OBJECTIVE_FIELDS = (
     "bptt_segments",
     "doc_cue_length",
     "retrieval_cue_length",
+    "lm_reader",
 )
 TERMS = ("lm", "rec", "doc", "ent", "cyc", "ret")
 
@@ -55,7 +56,9 @@ class Stage:
     input tokens in L_rec are its own greedy guesses instead of the text (scheduled sampling),
     so that it learns to recover from the mistakes greedy reconstruction makes. ``lm_distill``
     of L_lm is the KL divergence from the frozen base reading the window's text itself
-    (context distillation): the memory is taught to stand for the text it replaced."""
+    (context distillation): the memory is taught to stand for the text it replaced.
+    ``lm_reader`` says who scores the text on the LM path from this stage on (the adapters
+    keep the last stage's)."""
 
     name: str
     steps: int
@@ -77,6 +80,7 @@ class Stage:
     chunk_fraction: float
     rec_sampling: float
     lm_distill: float
+    lm_reader: str
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "segment_length", "bptt_segments"):
@@ -92,6 +96,11 @@ class Stage:
         _check(self, "lm_distill", _number(self.lm_distill) and 0 <= self.lm_distill <= 1)
         for name in (f"lambda_{term}" for term in TERMS):
             _check(self, name, _number(getattr(self, name)) and getattr(self, name) >= 0)
+        if self.lm_reader not in LM_READERS:
+            raise ValueError(
+                f"stage '{self.name}': lm_reader must be one of {', '.join(LM_READERS)}; "
+                f"got {self.lm_reader!r}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"stage '{self.name}': schedule must be one of {', '.join(SCHEDULES)}; "

@@ -317,6 +317,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     def train_step(step: int) -> tuple[dict, int]:
         started = time.perf_counter()
         stage, local = _stage(stages, step)
+        model.config.lm_reader = stage.lm_reader  # a stage may switch the LM path's reader
         for group in optimizer.param_groups:
             group["lr"] = stage.learning_rate(local)
         optimizer.zero_grad()
@@ -370,6 +371,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         desc="train",
         show=("loss_lm", "loss_rec"),
     )
+    done = config.steps if stop_after is None else min(stop_after, config.steps)
+    model.config.lm_reader = _stage(stages, max(done - 1, 0))[0].lm_reader  # the last one run
     if main:
         model.save_pretrained(out / "adapter")
     accelerator.wait_for_everyone()
