@@ -29,7 +29,9 @@ if [[ -z $BASE ]]; then
     r3mem train-base --config configs/base-tiny-books.toml --out "$BASE" --resume --steps 2600
 fi
 # 2. R³Mem adapters on the frozen base, in stages (configs/r3mem-tiny-books.toml):
-#    autoencoding at 16, 32 then 64 tokens into 8 memory slots, then the whole objective.
+#    autoencoding at 16, 32 then 64 tokens into 8 memory slots, then the whole objective,
+#    then L_lm distilled from the base reading the raw text, read by the adapted model, then
+#    by the frozen base (lm_reader = "base").
 sed "s#^base_model = .*#base_model = \"$BASE\"#" configs/r3mem-tiny-books.toml \
     > "$RUNS/r3mem-tiny-books.toml"
 r3mem train --config "$RUNS/r3mem-tiny-books.toml" --out "$RUNS/r3mem-tiny-books" --resume

@@ -74,6 +74,6 @@ def test_readme_stages_are_the_default_config_s():
     shown = tomllib.loads(block)["stage"]
     config = README.with_name("configs") / "r3mem-tiny-books.toml"
     stages = {t["name"]: t for t in tomllib.loads(config.read_text())["stage"]}
-    assert [t["name"] for t in shown] == ["autoencode-16", "full"]
+    assert [t["name"] for t in shown] == ["autoencode-16", "distill"]
     for table in shown:
         assert table == {key: stages[table["name"]].get(key) for key in table}, table["name"]
