@@ -224,9 +224,8 @@ class MemoryCell(nn.Module):
         )
         write_tokens = self.write_embeddings[:m].unsqueeze(0).expand(batch, -1, -1)
         ones = attention_mask.new_ones(batch, m)
-        embeds = torch.cat(
-            [context.embeds, inputs_embeds, write_tokens], dim=1
-        )  # [B, n + T + m, d]
+        # [B, n + T + m, d]
+        embeds = torch.cat([context.embeds, inputs_embeds, write_tokens], dim=1)
         cached = attention_mask.new_ones(batch, context.cached)
         mask = torch.cat([cached, context.mask, attention_mask, ones], dim=1)
         # Text positions count real tokens; the write tokens sit at fixed positions after the

@@ -359,9 +359,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         state["r3mem_config"] = model_config.to_dict()  # as resolved, defaults included
         checkpoint.save(model.trainable_parameters(), optimizer, state)
 
+    last = config.steps if stop_after is None else min(stop_after, config.steps)
     run_steps(
         start=start,
-        last=config.steps if stop_after is None else min(stop_after, config.steps),
+        last=last,
         total=config.steps,
         train_step=train_step,
         evaluate=evaluated,
@@ -371,8 +372,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         desc="train",
         show=("loss_lm", "loss_rec"),
     )
-    done = config.steps if stop_after is None else min(stop_after, config.steps)
-    model.config.lm_reader = _stage(stages, max(done - 1, 0))[0].lm_reader  # the last one run
+    model.config.lm_reader = _stage(stages, max(last - 1, 0))[0].lm_reader  # the last one run
     if main:
         model.save_pretrained(out / "adapter")
     accelerator.wait_for_everyone()
