@@ -1,5 +1,6 @@
-"""Which score finds the evidence in R³Mem's memory: pooled cosine, the entity bonus, and query
-likelihood from the backward invocation, alone and together, against BM25 (issue 15).
+"""Which score finds the evidence in R³Mem's memory: pooled cosine, the entity bonus, the
+keyword level, and query likelihood from the backward invocation, alone and together,
+against BM25 (issue 15).
 
     python benchmarks/recall_scoring.py --data ../shared/data/qa/squad_v2_dev_cs224n \
         [--passages 500] [--questions 100] [--seed 0] [--model DIR]
@@ -8,7 +9,10 @@ The passages are written into one memory as ``bench rag`` writes them; every sco
 same entries. Query likelihood is ``log p(query | entry memory)`` under the decoder;
 ``pmi`` keeps, per query token, only what the memory adds over the memory-free decoder
 (``max(0, log p(t | memory) - log p(t | no memory))``, summed), so a query's common words
-weigh nothing. Writes benchmarks/results/recall_scoring.{json,md}.
+weigh nothing. ``keywords`` is the bank's BM25 over the words of each entry's exact recall;
+``recall`` is what ``Memory.recall`` ranks by (cosine + entities + keywords, the weights of
+``r3mem.bank``); rows ``... w keywords`` weigh the keyword level otherwise. Writes
+benchmarks/results/recall_scoring.{json,md}.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ import time
 import torch
 
 from r3mem import Memory
-from r3mem.bank import entry_states
+from r3mem.bank import KEYWORD_WEIGHT, entry_states
 from r3mem.bench.rag import QASet, read_qa, take
 from r3mem.bench.retrieval import BM25Index, Unit, recall_at
+from r3mem.keywords import keywords
 from r3mem.report import write_report
 
 CANDIDATES = 50  # entries the first stage hands to a re-ranker
-RERANK = f"cosine + entities, top {CANDIDATES} re-ranked by z(pmi) + 3 entities"
+RERANK = f"recall, top {CANDIDATES} re-ranked by adding 0.1 z(pmi)"
+RECALL = f"recall (cosine + entities + {KEYWORD_WEIGHT:g} keywords)"
+WEIGHTS = (0.5, 2.0, 4.0)  # keyword weights tried beside the bank's
 
 
 def _tick(seconds: dict[str, float], name: str, since: float) -> float:
@@ -62,7 +69,7 @@ def main() -> None:
         for qa in read_qa(data):
             rows += measure(memory, take(qa, args.passages, args.questions, args.seed))
     notes = (
-        "ms/question: the score's own cost per query: cosine + entities includes writing the "
+        "ms/question: the score's own cost per query: recall includes writing the "
         "query's memory; pmi scores every entry (query likelihood costs the same); the "
         f"re-ranker adds its {CANDIDATES} candidates' pass to the first stage. Units are the "
         "entries bench rag retrieves."
@@ -92,28 +99,40 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
         clock = _tick(seconds, "bm25", clock)
         found.setdefault("bm25", []).append(recall_at(hits, question.gold, 5))
         pooled = bank.query_memories([question.text])[0]
-        recall = bank.bank.scores(pooled, bank.extractor(question.text))
-        clock = _tick(seconds, "cosine + entities", clock)
+        words = keywords(question.text)
+        recall = bank.bank.scores(pooled, bank.extractor(question.text), words)
+        clock = _tick(seconds, RECALL, clock)
         cosine = bank.bank.scores(pooled, [])
-        cosine, with_entities = (torch.tensor([d[i] for i in ids]) for d in (cosine, recall))
+        with_entities = bank.bank.scores(pooled, bank.extractor(question.text))
+        found_words = bank.bank.keyword_index.scores(words)
+        cosine, with_entities, recall, lexical = (
+            torch.tensor([d.get(i, 0.0) for i in ids])
+            for d in (cosine, with_entities, recall, found_words)
+        )
         bonus = with_entities - cosine
+        relative = lexical / lexical.max().clamp(min=1e-9)
         clock = time.perf_counter()
         logp = token_logprobs(bank, states, query)
         free = token_logprobs(bank, empty, query)[0]
         clock = _tick(seconds, "pmi", clock)
         pmi = (logp - free).clamp(min=0).sum(1)
-        first = torch.argsort(-with_entities)[:CANDIDATES]
+        first = torch.argsort(-recall)[:CANDIDATES]
         picked = entry_states(bank.model, [entries[j] for j in first.tolist()])
         gain = (token_logprobs(bank, picked, query) - free).clamp(min=0).sum(1)
         rerank = torch.full_like(pmi, -torch.inf)
-        rerank[first] = zscore(gain) + 3 * bonus[first]
+        rerank[first] = recall[first] + 0.1 * zscore(gain)
         _tick(seconds, RERANK, clock)
         scores = {
             "cosine": cosine,
             "cosine + entities": with_entities,
+            "keywords": lexical,
+            RECALL: recall,
+            **{
+                f"cosine + entities + {w:g} keywords": with_entities + w * relative for w in WEIGHTS
+            },
+            "entities + keywords": bonus + KEYWORD_WEIGHT * relative,
             "query likelihood": logp.sum(1),
             "pmi": pmi,
-            "z(cosine) + z(pmi) + 3 entities": zscore(cosine) + zscore(pmi) + 3 * bonus,
             RERANK: rerank,
         }
         for name, score in scores.items():

@@ -15,8 +15,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import r3mem.memory
-from r3mem.bank import ENTITY_WEIGHT
+from r3mem.bank import ENTITY_WEIGHT, ENTRY_DTYPES, KEYWORD_WEIGHT
 from r3mem.hierarchy import split_paragraphs
+from r3mem.keywords import keywords
 from r3mem.memory import Memory, Recalled
 
 TEXT = """Alice Moreau keeps bees in Lyon.
@@ -93,6 +94,7 @@ def test_recall_returns_k_best_first(full):
 
 
 def test_entity_bonus_changes_the_ranking(full, monkeypatch):
+    monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
     by_entity = {e.entities[0]: i for i, e in full.bank.entries.items() if e.entities}
     for name, entry_id in by_entity.items():
         query = name
@@ -144,6 +146,36 @@ def test_messages_become_one_session(memory):
     assert "[May]\nAlice: I" in texts
 
 
+def test_keyword_bonus_finds_the_entry_that_holds_the_word(full, monkeypatch):
+    """A word only one entry holds gives that entry the whole KEYWORD_WEIGHT."""
+    monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
+    holders = {}
+    for entry_id, entry in full.bank.entries.items():
+        for word in entry.keywords:
+            holders.setdefault(word, []).append(entry_id)
+    for word, (entry_id,) in ((w, ids) for w, ids in holders.items() if len(ids) == 1):
+        monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
+        plain = full.recall(word, k=len(full.bank))
+        if plain[0].entry_id != entry_id:
+            break
+    else:
+        pytest.fail("the fixture needs an entry that cosine alone does not rank first")
+    monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", KEYWORD_WEIGHT)
+    found = {r.entry_id: r.score for r in full.recall(word, k=len(full.bank))}
+    cosine = {r.entry_id: r.score for r in plain}
+    assert found[entry_id] == pytest.approx(cosine[entry_id] + KEYWORD_WEIGHT, abs=1e-5)
+    assert all(found[i] == pytest.approx(cosine[i], abs=1e-5) for i in found if i != entry_id)
+    monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 10.0)
+    assert full.recall(word, k=1)[0].entry_id == entry_id
+
+
+def test_keywords_are_those_of_the_exact_recall(full):
+    texts = {r.entry_id: r.text for r in full.recall("bees", k=len(full.bank), exact=True)}
+    assert {i: e.keywords for i, e in full.bank.entries.items()} == {
+        i: keywords(text) for i, text in texts.items()
+    }
+
+
 def test_save_and_open_round_trip(full, tmp_path):
     path = tmp_path / "memory.r3mem"
     full.save(path)
@@ -153,6 +185,7 @@ def test_save_and_open_round_trip(full, tmp_path):
     for exact in (False, True):
         assert opened.recall("Lisbon", k=3, exact=exact) == full.recall("Lisbon", k=3, exact=exact)
     assert opened.bank.entity_index == full.bank.entity_index
+    assert opened.bank.keyword_index.postings == full.bank.keyword_index.postings
     assert opened.bank.next_id == full.bank.next_id
     assert torch.equal(opened.bank.document.memory, full.bank.document.memory)
     assert Memory.open(path, model_dir=full.model_dir).recall("bees", k=1)
@@ -162,10 +195,10 @@ def test_entries_are_kept_in_their_dtype_and_exact_recall_survives_the_rounding(
     adapter_dir, tmp_path
 ):
     sizes = {}
-    for dtype in ("float16", "bfloat16", "float32"):
+    for dtype, kept in ENTRY_DTYPES.items():
         memory = Memory.load(adapter_dir, entry_dtype=dtype)
         memory.remember(TEXT)
-        assert {e.memory.dtype for e in memory.bank.entries.values()} == {getattr(torch, dtype)}
+        assert {e.memory.dtype for e in memory.bank.entries.values()} == {kept}
         path = tmp_path / f"{dtype}.r3mem"
         memory.save(path)
         sizes[dtype] = load_file(str(path))["entries"].nbytes
@@ -173,22 +206,25 @@ def test_entries_are_kept_in_their_dtype_and_exact_recall_survives_the_rounding(
         assert opened.bank.entry_dtype == dtype and opened.fresh().bank.entry_dtype == dtype
         texts = [r.text for r in opened.recall("bees", k=len(opened.bank), exact=True)]
         assert sorted(texts) == sorted(paragraphs(memory))
-    assert sizes["float16"] == sizes["bfloat16"] == sizes["float32"] // 2
+    assert sizes["float16"] == sizes["bfloat16"] == sizes["float32"] // 2 == sizes["float8"] * 2
     with pytest.raises(ValueError, match="entry_dtype must be one of"):
         Memory.load(adapter_dir, entry_dtype="float64")
 
 
-def test_memory_that_overflows_its_entry_dtype_is_refused(memory, monkeypatch):
+@pytest.mark.parametrize(("dtype", "scale"), [("float16", 1e9), ("float8", 1e6)])
+def test_memory_that_overflows_its_entry_dtype_is_refused(adapter_dir, monkeypatch, dtype, scale):
+    """float16 would round it to inf, float8 would clip it to 448 without a word: both refuse."""
+    memory = Memory.load(adapter_dir, entry_dtype=dtype)
     memory.remember("A first paragraph.")
     before = snapshot(memory)
     write = memory._write_batch
 
     def huge(ids):
         state = write(ids)
-        return dataclasses.replace(state, memory=state.memory * 1e9)
+        return dataclasses.replace(state, memory=state.memory * scale)
 
     monkeypatch.setattr(memory, "_write_batch", huge)
-    with pytest.raises(ValueError, match="overflow float16 entries; use entry_dtype='float32'"):
+    with pytest.raises(ValueError, match=f"overflow {dtype} entries; use entry_dtype='float32'"):
         memory.remember(TEXT)
     assert_same(memory, before)
 
@@ -319,6 +355,17 @@ def crafted(src, dst, change) -> None:
     save_file(tensors, str(dst), metadata={"r3mem": json.dumps(meta)})
 
 
+def test_a_file_saved_before_the_keyword_index_gets_them_from_exact_recall(full, tmp_path):
+    good, old = tmp_path / "good.r3mem", tmp_path / "old.r3mem"
+    full.save(good)
+    crafted(good, old, lambda meta, tensors: [e.pop("keywords") for e in meta["entries"]])
+    opened = Memory.open(old)
+    assert [e.keywords for e in opened.bank.entries.values()] == [
+        e.keywords for e in full.bank.entries.values()
+    ]
+    assert opened.recall("Lisbon", k=3) == full.recall("Lisbon", k=3)
+
+
 def _entry(index: int, **changes):
     return lambda meta, tensors: meta["entries"][index].update(changes)
 
@@ -336,6 +383,8 @@ def _entry(index: int, **changes):
         (_entry(0, checksum="x"), r"entries\[0\]\.checksum"),
         (_entry(0, entities="Lyon"), r"entries\[0\]\.entities"),
         (_entry(0, meta=[]), r"entries\[0\]\.meta"),
+        (_entry(0, keywords=["bees"]), r"entries\[0\]\.keywords"),
+        (_entry(0, keywords={"bees": 0}), r"entries\[0\]\.keywords"),
         (lambda meta, tensors: meta["entries"][0].pop("tokens"), r"entries\[0\]: keys"),
         (lambda meta, tensors: meta.update(budget_entries=0), "budget_entries"),
         (

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from r3mem import Memory, R3MemModel
 from r3mem.checkpoint import load_base
+from r3mem.keywords import keywords
 from r3mem.training.train import TrainConfig, train
 
 LEGACY = Path(__file__).with_name("fixtures") / "legacy"
@@ -38,8 +39,12 @@ def test_adapters_give_the_outputs_they_gave(name):
             assert torch.equal(outputs[key], value), key
 
 
-def test_a_memory_file_recalls_what_it_recalled(tmp_path):
+def test_a_memory_file_recalls_what_it_recalled(tmp_path, monkeypatch):
+    """Scored as then (no keyword level); its keywords come from its exact recall."""
     memory = Memory.open(LEGACY / "memory.r3mem", make.model_dir(tmp_path / "model"))
+    texts = memory.read(list(memory.bank.entries.values()), exact=True)
+    assert [e.keywords for e in memory.bank.entries.values()] == [keywords(t) for t in texts]
+    monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
     for exact, hits in MADE["recall"].items():
         got = memory.recall("Dover", 3, exact == "True")
         assert [(h.text, h.entry_id) for h in got] == [(text, i) for text, _, i in hits]

@@ -3,8 +3,11 @@ batched work equal to the same work one job at a time, and a cache that follows 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from r3mem.keywords import keywords
 from r3mem.memory import Memory
 from r3mem.serve.engine import Engine, NotFound
 from r3mem.serve.store import Store
@@ -104,6 +107,23 @@ def test_a_corrupt_record_fails_its_own_entry(engines):
         engine.submit("reconstruct", "acme", ids[0], False).result()
     hits = engine.submit("search", "acme", "eve", "bees", 99, False).result()
     assert {hit["id"] for hit in hits} == set(ids[1:])
+
+
+def test_a_row_stored_before_the_keyword_index_gets_them_from_exact_recall(engines):
+    engine = engines[0]
+    ids = [i for note in NOTES for i in engine.submit("add", "acme", note, "fay", {}).result()]
+    with engine.store.transaction() as db:
+        rows = engine.store._run(db, "SELECT id, record FROM memories WHERE user_id = 'fay'")
+        for entry_id, record in rows:
+            old = {k: v for k, v in json.loads(record).items() if k != "keywords"}
+            engine.store._run(
+                db, "UPDATE memories SET record = ? WHERE id = ?", [json.dumps(old), entry_id]
+            )
+    hits = engine.submit("search", "acme", "fay", "bees", 1, True).result()
+    assert "bees" in hits[0]["text"]
+    bank = engine._user_bank("acme", "fay").bank
+    texts = [engine.submit("reconstruct", "acme", i, True).result() for i in ids]
+    assert [bank.entries[i].keywords for i in ids] == [keywords(text) for text in texts]
 
 
 def test_the_engine_refuses_a_batch_size_that_would_run_nothing(adapter_dir, tmp_path):

@@ -2,7 +2,8 @@
 
 Three levels: one recurrent **document** memory over everything written, one **paragraph**
 entry per segment (its own compressed memory), and an **entity** index from entity names
-to the entries that mention them.
+to the entries that mention them; beside them, a **keyword** index (BM25 over the words of
+each entry's exact recall, :mod:`r3mem.keywords`).
 
 No raw text is kept. An entry holds its memory vectors and the few *corrections* that make
 exact recall possible: the paragraph is decoded greedily from its memory, one token at a
@@ -12,8 +13,9 @@ corrections in one teacher-forced pass (the corrected prefix is always the origi
 exact recall solves the same decode as a fixed point at the same width. The number of
 corrections is an honest measure of what the memory lost.
 
-Entries are kept in ``float16`` by default, half the bytes of ``float32``; the corrections
-are found from the rounded memory, so exact recall stays exact at any storage dtype.
+Entries are kept in ``float16`` by default, half the bytes of ``float32`` (``float8``, e4m3,
+halves them again); the corrections are found from the rounded memory, so exact recall
+stays exact at any storage dtype.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from typing import Any
 
 import torch
 
+from .keywords import KeywordIndex
 from .model import R3MemModel
 from .state import MemoryState, pooled
+from .tensorfile import all_finite
 
 FORMAT = "r3mem.Memory/1"
 
@@ -34,8 +38,16 @@ FORMAT = "r3mem.Memory/1"
 # weight; cosine similarity lies in [-1, 1], so naming an entry's entity counts for as
 # much as a quarter of the cosine range.
 ENTITY_WEIGHT = 0.5
+# The keyword score is an entry's BM25 over the query's words divided by the best entry's,
+# times this weight: the entry holding the query's rarest words gains up to this much.
+KEYWORD_WEIGHT = 1.0
 
-ENTRY_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+ENTRY_DTYPES = {
+    "float8": torch.float8_e4m3fn,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+}
 
 
 @dataclass
@@ -49,6 +61,7 @@ class Entry:
     corrections: ``(position, token)`` where guided greedy decoding missed the original.
     checksum:    CRC-32 of the original token ids, so a replay that diverges (another
                  device or dtype decodes differently) is reported instead of returned.
+    keywords:    how often each indexed word occurs in the paragraph (its exact recall).
     meta:        where the paragraph came from (source, session id, turn ids, ...).
     """
 
@@ -57,6 +70,7 @@ class Entry:
     entities: list[str]
     corrections: list[tuple[int, int]]
     checksum: int
+    keywords: dict[str, int]
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,10 +177,11 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
 def round_state(state: MemoryState, entry_dtype: str) -> MemoryState:
     """``state`` as entries keep it (rounded to ``entry_dtype``), back in its own dtype:
     corrections found from it hold for the stored memory."""
-    stored = state.memory.to(ENTRY_DTYPES[entry_dtype])
-    if not torch.isfinite(stored).all():
+    dtype = ENTRY_DTYPES[entry_dtype]
+    # float8 saturates where float16 overflows to inf: compare with the largest value kept.
+    if not (all_finite(state.memory) and state.memory.abs().max() <= torch.finfo(dtype).max):
         raise ValueError(f"memory values overflow {entry_dtype} entries; use entry_dtype='float32'")
-    return replace(state, memory=stored.to(state.memory.dtype))
+    return replace(state, memory=state.memory.to(dtype).to(state.memory.dtype))
 
 
 def entry_nbytes(memory: torch.Tensor, entry_dtype: str) -> int:
@@ -188,6 +203,7 @@ class MemoryBank:
         self.document = document
         self.entries: dict[int, Entry] = {}
         self.entity_index: dict[str, set[int]] = {}
+        self.keyword_index = KeywordIndex()
         self.next_id = 0
         self._pooled: tuple[list[int], torch.Tensor] | None = None  # ids, [n, width] float32
         self.budget_entries = check_budget(budget_entries)
@@ -203,6 +219,7 @@ class MemoryBank:
         self._pooled = None
         for entity in entry.entities:
             self.entity_index.setdefault(entity.lower(), set()).add(entry_id)
+        self.keyword_index.add(entry_id, entry.keywords)
         return entry_id
 
     def remove(self, entry_id: int) -> Entry:
@@ -213,6 +230,7 @@ class MemoryBank:
             ids.discard(entry_id)
             if not ids:
                 self.entity_index.pop(entity.lower(), None)
+        self.keyword_index.remove(entry_id, entry.keywords)
         return entry
 
     def over_budget(self, extra: int = 0) -> int:
@@ -221,9 +239,12 @@ class MemoryBank:
             return 0
         return max(0, len(self.entries) + extra - self.budget_entries)
 
-    def scores(self, query: torch.Tensor, entities: Sequence[str]) -> dict[int, float]:
+    def scores(
+        self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
+    ) -> dict[int, float]:
         """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's, plus
-        ``ENTITY_WEIGHT`` times the fraction of ``entities`` the entry mentions."""
+        ``ENTITY_WEIGHT`` times the fraction of ``entities`` the entry mentions, plus
+        ``KEYWORD_WEIGHT`` times the entry's BM25 over ``words`` relative to the best."""
         if self._pooled is None:  # pooled once per change of the entries, not per query
             ids = list(self.entries)
             self._pooled = (ids, torch.stack([pooled(self.entries[i].memory) for i in ids]))
@@ -236,6 +257,10 @@ class MemoryBank:
         for entity in wanted:
             for entry_id in self.entity_index.get(entity, ()):
                 scores[entry_id] += ENTITY_WEIGHT / len(wanted)
+        found = self.keyword_index.scores(words)
+        best = max(found.values(), default=0.0)
+        for entry_id, score in found.items():
+            scores[entry_id] += KEYWORD_WEIGHT * score / best
         return scores
 
     # ------------------------------------------------------------------------- serialisation
@@ -263,6 +288,7 @@ class MemoryBank:
                     "entities": e.entities,
                     "corrections": [list(c) for c in e.corrections],
                     "checksum": e.checksum,
+                    "keywords": e.keywords,
                     "meta": e.meta,
                 }
                 for entry_id, e in self.entries.items()
@@ -272,10 +298,16 @@ class MemoryBank:
 
     @classmethod
     def from_file_parts(
-        cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any], model: R3MemModel
+        cls,
+        tensors: dict[str, torch.Tensor],
+        meta: dict[str, Any],
+        model: R3MemModel,
+        recall_keywords: Callable[[list[Entry]], list[dict[str, int]]],
     ) -> MemoryBank:
         """Rebuild a bank from a file's parts, every field checked against ``model`` first;
-        raises :class:`BankFileError` naming the first field that is wrong."""
+        raises :class:`BankFileError` naming the first field that is wrong. Entries saved
+        before the keyword index get their keywords from ``recall_keywords`` (their exact
+        recall), once."""
         shape = tuple(model.init_memory(1, "document").memory.shape)  # [1, m, width]
         records = _check_meta(meta, tensors, shape, model)
         dtype = model.write_embeddings.dtype
@@ -287,15 +319,26 @@ class MemoryBank:
         )
         bank = cls(document, meta["budget_entries"], meta["entry_dtype"])
         stacked = tensors.get("entries", torch.empty(0, *shape[1:]))
-        for record, memory in zip(records, stacked.to(model.device), strict=True):
-            entry = Entry(
+        entries = [
+            Entry(
                 memory=memory,
                 tokens=record["tokens"],
                 entities=list(record["entities"]),
                 corrections=[(p, t) for p, t in record["corrections"]],
                 checksum=record["checksum"],
+                keywords=dict(record.get("keywords", {})),
                 meta=dict(record["meta"]),
             )
+            for record, memory in zip(records, stacked.to(model.device), strict=True)
+        ]
+        older = [
+            entry
+            for entry, record in zip(entries, records, strict=True)
+            if "keywords" not in record
+        ]
+        for entry, words in zip(older, recall_keywords(older) if older else [], strict=True):
+            entry.keywords = words
+        for record, entry in zip(records, entries, strict=True):
             bank.next_id = record["id"]
             bank.add(entry)
         bank.next_id = meta["next_id"]
@@ -323,7 +366,7 @@ def _check_tensor(tensors: dict[str, torch.Tensor], name: str, shape: tuple, dty
     _expect(tuple(tensor.shape) == shape, name, f"shape {tuple(tensor.shape)}, expected {shape}")
     _expect(tensor.dtype in dtypes, name, f"dtype {tensor.dtype}")
     if tensor.is_floating_point():
-        _expect(bool(torch.isfinite(tensor).all()), name, "holds values that are not finite")
+        _expect(all_finite(tensor), name, "holds values that are not finite")
 
 
 def _check_meta(
@@ -354,10 +397,11 @@ def _check_meta(
         _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
     length, vocab = model.config.segment_length, model.spec["vocab_size"]
     seen: set[int] = set()
-    keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}
+    keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}  # keywords: optional
     for index, record in enumerate(records):
         field = f"entries[{index}]"
-        _expect(isinstance(record, dict) and set(record) == keys, field, f"keys must be {keys}")
+        ok = isinstance(record, dict) and set(record) - {"keywords"} == keys
+        _expect(ok, field, f"keys must be {keys} and keywords")
         entry_id, tokens = record["id"], record["tokens"]
         _expect(
             _is_int(entry_id, 0, meta["next_id"]),
@@ -383,6 +427,11 @@ def _check_meta(
         _expect(ok, f"{field}.corrections", f"not distinct [position < {tokens}, token < {vocab}]")
         _expect(_is_int(record["checksum"], 0, 2**32), f"{field}.checksum", "not a CRC-32")
         _expect(isinstance(record["meta"], dict), f"{field}.meta", "not a JSON object")
+        words = record.get("keywords", {})
+        ok = isinstance(words, dict) and all(
+            isinstance(w, str) and _is_int(n, 1) for w, n in words.items()
+        )
+        _expect(ok, f"{field}.keywords", "not a map of words to counts of at least 1")
     return records
 
 

@@ -37,6 +37,7 @@ from .bank import (
 from .checkpoint import CONFIG_NAME, adapter_digest, load_base, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
+from .keywords import keywords
 from .model import R3MemModel, one_row, recur
 from .segment import Segment, Tokens, batched, pad_rows, segment_stream
 from .sources import Conversation, check_text
@@ -230,6 +231,7 @@ class Memory:
                 list(segment.entities),
                 corrections[row],
                 checksum(segment.ids),
+                keywords(self.tokenizer.decode(segment.ids)),
                 {**segment.meta, **extra},
             )
             for row, segment in enumerate(segments)
@@ -291,7 +293,7 @@ class Memory:
         """The ``k`` entries that best match ``query``, reconstructed from memory, best first.
 
         The query is compressed by the same forward invocation as a paragraph; the score is
-        the cosine of the slot-averaged memories plus the entity bonus of
+        the cosine of the slot-averaged memories plus the entity and keyword bonuses of
         :meth:`MemoryBank.scores`. ``exact`` applies the stored corrections, so the text
         comes back exactly as remembered. Fewer than ``k`` come back when fewer are stored.
         """
@@ -306,7 +308,8 @@ class Memory:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not self.bank.entries:
             return []
-        scores = self.bank.scores(self.query_memories([query])[0], self.extractor(query))
+        words = keywords(query)
+        scores = self.bank.scores(self.query_memories([query])[0], self.extractor(query), words)
         best = sorted(scores, key=lambda entry_id: -scores[entry_id])[:k]
         entries = [self.bank.entries[entry_id] for entry_id in best]
         return [
@@ -333,6 +336,14 @@ class Memory:
             out = self.model.reconstruct(entry_states(self.model, entries), max_new_tokens=longest)
             tokens = [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
         return [self.tokenizer.decode(ids) for ids in tokens]
+
+    def recall_keywords(self, entries: Sequence[Entry]) -> list[dict[str, int]]:
+        """The keywords of ``entries``' exact recall, for entries stored before the keyword
+        index (as ``remember`` counts them)."""
+        texts = []
+        for start in range(0, len(entries), WRITE_BATCH):
+            texts += self.read(entries[start : start + WRITE_BATCH], exact=True)
+        return [keywords(text) for text in texts]
 
     # ----------------------------------------------------------------------------- save / open
 
@@ -398,7 +409,9 @@ class Memory:
                 f"{memory.model_dir}'s; open it with the model that wrote it"
             )
         try:
-            memory.bank = MemoryBank.from_file_parts(tensors, meta, memory.model)
+            memory.bank = MemoryBank.from_file_parts(
+                tensors, meta, memory.model, memory.recall_keywords
+            )
         except BankFileError as err:
             raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
         return memory

@@ -16,12 +16,18 @@ from pathlib import Path
 import torch
 
 DTYPES = {
+    torch.float8_e4m3fn: "F8_E4M3",
     torch.float16: "F16",
     torch.bfloat16: "BF16",
     torch.float32: "F32",
     torch.int64: "I64",
     torch.int32: "I32",
 }
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """No inf or NaN in ``tensor`` (float8 has no ``isfinite`` of its own: checked widened)."""
+    return bool(torch.isfinite(tensor.float() if tensor.element_size() == 1 else tensor).all())
 
 
 def write_tensors(

@@ -25,6 +25,7 @@ import torch
 
 from ..bank import ENTRY_DTYPES, Entry, MemoryBank
 from ..checkpoint import adapter_digest
+from ..keywords import keywords
 from ..memory import WRITE_BATCH, Memory
 from .store import CorruptEntry, Store, StoredEntry, decode_memory, encode_memory
 
@@ -168,6 +169,7 @@ class Engine:
             "entities": entry.entities,
             "corrections": [list(fix) for fix in entry.corrections],
             "checksum": entry.checksum,
+            "keywords": entry.keywords,
             "meta": {**entry.meta, **metadata},
         }
         return LEVEL, entry.tokens, record, encode_memory(entry.memory, self.fingerprint)
@@ -187,7 +189,8 @@ class Engine:
     # ----------------------------------------------------------------------------- reads
 
     def _entry(self, stored: StoredEntry) -> Entry:
-        """A stored row as the bank's entry; :class:`CorruptEntry` when its blob is bad."""
+        """A stored row as the bank's entry; :class:`CorruptEntry` when its blob is bad.
+        Rows stored before the keyword index get their keywords from their exact recall."""
         assert stored.blob is not None
         memory = decode_memory(
             stored.id, stored.blob, self.fingerprint, self.entry_shape, self.entry_dtype
@@ -196,15 +199,20 @@ class Engine:
         try:
             fixes = [(int(p), int(t)) for p, t in record["corrections"]]
             entities = [str(entity) for entity in record["entities"]]
-            return Entry(
+            words = record.get("keywords")
+            entry = Entry(
                 memory,
                 stored.tokens,
                 entities,
                 fixes,
                 int(record["checksum"]),
+                {} if words is None else {str(w): int(n) for w, n in words.items()},
                 dict(record["meta"]),
             )
-        except (KeyError, TypeError, ValueError) as err:
+            if words is None:
+                entry.keywords = self.memory.recall_keywords([entry])[0]
+            return entry
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CorruptEntry(
                 f"memory {stored.id}: its stored record is corrupt ({err!r})"
             ) from err
@@ -260,7 +268,7 @@ class Engine:
             if not bank.entries:
                 chosen.append((job, []))
                 continue
-            scores = bank.scores(query_memory, self.memory.extractor(query))
+            scores = bank.scores(query_memory, self.memory.extractor(query), keywords(query))
             best = sorted(scores, key=lambda i: -scores[i])[:k]
             chosen.append((job, [(i, scores[i], bank.entries[i]) for i in best]))
         for exact in (False, True):

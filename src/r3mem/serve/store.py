@@ -29,6 +29,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ..tensorfile import all_finite
+
 BLOB_FORMAT = "r3mem.entry/1"
 KEY_PREFIX = "r3m_"
 IN_CHUNK = 500  # ids per ``IN (...)`` query
@@ -107,7 +109,7 @@ def decode_memory(
         problem = "written by another model"
     elif tuple(memory.shape) != shape or memory.dtype != dtype:
         problem = f"shape {tuple(memory.shape)} {memory.dtype}, expected {shape} {dtype}"
-    elif not torch.isfinite(memory).all():
+    elif not all_finite(memory):
         problem = "holds values that are not finite"
     if problem:
         raise CorruptEntry(f"memory {entry_id}: its stored blob is corrupt ({problem})")
