@@ -49,6 +49,14 @@ def test_rag_with_a_reader_and_a_method_subset(adapter_dir, base_dir, tmp_path):
     assert row["method"] == "bm25" and row["dataset"] == "nq" and row["questions"] == 3
 
 
+def test_rag_without_a_reader_judges_retrieval_alone(adapter_dir, tmp_path):
+    data = str(FIXTURES / "qa" / "nq_oracle_mini.jsonl")
+    report = run_bench("rag", str(adapter_dir), ["bm25"], data, out=str(tmp_path), reader="none")
+    (row,) = report["results"]
+    assert row["em"] is None and row["f1"] is None
+    assert row["recall@5"] == 1.0 and row["answer_contains@5"] is not None
+
+
 def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_path):
     data = str(FIXTURES / "qa" / "squad_mini.json")
     args = ("rag", str(adapter_dir), ["bm25"], data, 0)

@@ -239,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", help="comma-separated: the task's methods, or NAME=DIR")
     bench.add_argument("--data", help="data path(s), comma-separated (default: the task's data)")
     bench.add_argument("--book-tokens", type=int, help="lm: tokens per book (0: whole books)")
-    bench.add_argument("--reader", help="rag, conv: causal LM directory (default: the model's)")
+    bench.add_argument(
+        "--reader",
+        help="rag, conv: causal LM that answers (default: smollm2-135m if installed, else the "
+        "model's base); 'none': retrieval alone",
+    )
     bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
     bench.add_argument("--passages", type=int, help="rag: the first N passages of each dataset")
     bench.add_argument("--seed", type=int, default=0)

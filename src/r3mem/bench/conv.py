@@ -135,7 +135,7 @@ def bench_conv(
     methods: list[str],
     quick: bool,
     seed: int,
-    reader: Reader,
+    reader: Reader | None,
     questions_each: int | None = None,
 ) -> list[dict]:
     """Rows per method: one per category, then ``overall`` (category 5 left out).

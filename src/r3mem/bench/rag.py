@@ -130,7 +130,7 @@ def bench_rag(
     methods: list[str],
     quick: bool,
     seed: int,
-    reader: Reader,
+    reader: Reader | None,
     questions: int | None = None,
     passages: int | None = None,
 ) -> list[dict]:

@@ -222,8 +222,9 @@ def run_bench(
     """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``methods``: names or
     ``NAME=DIR`` specs (:mod:`r3mem.bench.baselines`); ``data``: comma-separated paths;
     ``book_tokens``: lm's tokens per book (None: BOOK_TOKENS, 0: whole books); ``reader``
-    (rag, conv): the causal LM directory that answers from what was retrieved (default: the
-    memory's own base model); ``questions`` (rag, conv): a seeded draw of at most that many
+    (rag, conv): the causal LM that answers from what was retrieved (default: SmolLM2 when
+    installed, else the memory's own base model; ``"none"``: retrieval alone, em and f1
+    null); ``questions`` (rag, conv): a seeded draw of at most that many
     questions per dataset or conversation (None: all); ``passages`` (rag): the first that
     many passages of each dataset (None: all)."""
     if task not in METHODS:
@@ -251,7 +252,10 @@ def run_bench(
         results = bench_cost(Memory.load(model), [m.name for m in parsed], quick, seed, Path(out))
     elif task in ("rag", "conv"):
         memory = Memory.load(model)
-        answerer = Reader.default(memory) if reader is None else Reader.load(reader)
+        if reader == "none":
+            answerer = None
+        else:
+            answerer = Reader.default(memory) if reader is None else Reader.load(reader)
         names = [m.name for m in parsed]
         if task == "rag":
             results = bench_rag(memory, paths[0], names, quick, seed, answerer, questions, passages)
