@@ -31,10 +31,10 @@ from r3mem.keywords import keywords
 from r3mem.report import write_report
 
 CANDIDATES = 50  # entries the first stage hands to a re-ranker
-RERANK = f"recall, top {CANDIDATES} re-ranked by adding 0.1 z(pmi)"
-BY_PMI = f"recall, top {CANDIDATES} re-ranked by pmi"
+RERANK = f"recall, top {CANDIDATES} re-ranked by pmi"  # alone, or added to recall's score:
+PMI_WEIGHTS = (0.1, 0.3, 1.0)  # times its z-score over the candidates
 RECALL = f"recall (cosine + entities + {KEYWORD_WEIGHT:g} keywords)"
-WEIGHTS = (0.5, 2.0, 4.0)  # keyword weights tried beside the bank's
+WEIGHTS = (0.5, 1.0, 4.0)  # keyword weights tried beside the bank's
 
 
 def _tick(seconds: dict[str, float], name: str, since: float) -> float:
@@ -127,7 +127,10 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
             },
             "entities + keywords": bonus + KEYWORD_WEIGHT * relative,
         }
-        for name, local in ((RERANK, recall[first] + 0.1 * zscore(pmi)), (BY_PMI, pmi)):
+        reranked = {RERANK: pmi}
+        for w in PMI_WEIGHTS:
+            reranked[f"recall + {w:g} z(pmi), top {CANDIDATES}"] = recall[first] + w * zscore(pmi)
+        for name, local in reranked.items():
             scores[name] = torch.full_like(recall, -torch.inf)
             scores[name][first] = local
         for name, score in scores.items():

@@ -4,7 +4,9 @@
 
 1. ``remember``: the first LoCoMo conversation's sessions written in order, as ``bench conv``
    writes them (tokens/s, seconds), and what it stores: the memory file against the raw text
-   of the same segments (UTF-8) and BM25's index over them (text + sparse matrix).
+   of the same segments (UTF-8) and BM25's index over them (text + sparse matrix); with
+   float16 entries and with float8 ones (their corrections per 1,000 tokens: what the
+   rounding costs greedy recall).
 2. ``recall`` over a bank of ``--entries`` entries: the conversation's entries added again
    (fresh ids) up to that count, so that scoring sees a bank that size while every entry is
    one the model wrote; ms per query over ``--queries`` of the conversation's questions:
@@ -27,8 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from r3mem.bench.conv import _r3mem, _spoken, read_conversations  # noqa: E402
+from r3mem.bench.conv import _spoken, read_conversations, written  # noqa: E402
 from r3mem.bench.retrieval import BM25Index, Unit, draw  # noqa: E402
+from r3mem.keywords import keywords  # noqa: E402
 from r3mem.memory import Memory  # noqa: E402
 from r3mem.report import write_report  # noqa: E402
 
@@ -57,48 +60,51 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
-    memory = Memory.load(args.model)
-    conversation, questions = read_conversations(args.data)[0]
-    conversation = _spoken(conversation, None)
-    segments = memory.segments(conversation)
-    tokens = sum(len(s.ids) for s in segments)
-    clock = time.perf_counter()
-    index = _r3mem(memory, conversation, segments)
-    seconds = time.perf_counter() - clock
-    written = index.memory
-    units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
-    text_bytes = sum(len(u.text.encode("utf-8")) for u in units)
-    with tempfile.TemporaryDirectory() as tmp:
-        written.save(Path(tmp) / "conv.r3mem")
-        file_bytes = (Path(tmp) / "conv.r3mem").stat().st_size
-    rows = [
-        {
-            "measure": f"remember {conversation.conv_id}",
-            "entries": len(written.bank),
-            "tokens": tokens,
-            "seconds": round(seconds, 1),
-            "tokens_per_s": round(tokens / seconds),
-            "stored_bytes": file_bytes,
-            "text_bytes": text_bytes,
-            "bm25_bytes": BM25Index(units).nbytes(),
-        }
-    ]
+    rows, memories = [], {}
+    for dtype in ("float16", "float8"):
+        memory = Memory.load(args.model, entry_dtype=dtype)
+        conversation, questions = read_conversations(args.data)[0]
+        conversation = _spoken(conversation, None)
+        segments = memory.segments(conversation)
+        tokens = sum(len(s.ids) for s in segments)
+        clock = time.perf_counter()
+        memories[dtype] = written(memory, conversation, segments)
+        seconds = time.perf_counter() - clock
+        units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
+        with tempfile.TemporaryDirectory() as tmp:
+            memories[dtype].save(Path(tmp) / "conv.r3mem")
+            file_bytes = (Path(tmp) / "conv.r3mem").stat().st_size
+        fixes = sum(len(e.corrections) for e in memories[dtype].bank.entries.values())
+        rows.append(
+            {
+                "measure": f"remember {conversation.conv_id} ({dtype} entries)",
+                "entries": len(memories[dtype].bank),
+                "tokens": tokens,
+                "seconds": round(seconds, 1),
+                "tokens_per_s": round(tokens / seconds),
+                "corrections_per_1k_tokens": round(1000 * fixes / tokens, 1),
+                "stored_bytes": file_bytes,
+                "text_bytes": sum(len(u.text.encode("utf-8")) for u in units),
+                "bm25_bytes": BM25Index(units).nbytes(),
+            }
+        )
+    grown = memories["float16"]
 
-    entries = list(written.bank.entries.values())
-    while len(written.bank) < args.entries:
-        written.bank.add(replace(entries[len(written.bank) % len(entries)]))
+    entries = list(grown.bank.entries.values())
+    while len(grown.bank) < args.entries:
+        grown.bank.add(replace(entries[len(grown.bank) % len(entries)]))
     queries = [q.text for q in draw(questions, args.queries, args.seed)]
-    bm25 = BM25Index([units[i % len(units)] for i in range(len(written.bank))])
+    bm25 = BM25Index([units[i % len(units)] for i in range(len(grown.bank))])
     searches = {
-        "score only": lambda q: written.bank.scores(
-            written.query_memories([q])[0], written.extractor(q)
+        "score only": lambda q: grown.bank.scores(
+            grown.query_memories([q])[0], grown.extractor(q), keywords(q)
         ),
-        "recall k=5 (greedy)": lambda q: written.recall(q, k=5),
-        "recall k=5 (exact)": lambda q: written.recall(q, k=5, exact=True),
+        "recall k=5 (greedy)": lambda q: grown.recall(q, k=5),
+        "recall k=5 (exact)": lambda q: grown.recall(q, k=5, exact=True),
         "bm25 k=5": lambda q: bm25.search(q, 5),
     }
     for name, search in searches.items():
-        row = {"measure": name, "entries": len(written.bank), "queries": len(queries)}
+        row = {"measure": name, "entries": len(grown.bank), "queries": len(queries)}
         rows.append(row | per_query_ms(search, queries))
     write_report(args.out, "recall_speed", args.seed, rows)
     print((Path(args.out) / "recall_speed.md").read_text(encoding="utf-8"))

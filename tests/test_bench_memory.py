@@ -12,7 +12,7 @@ from r3mem.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # dense runs only where its local model is installed (pip install ".[dense]")
-METHODS = ("r3mem", "bm25", "dense") if find_dense_model()[0] else ("r3mem", "bm25")
+METHODS = ("r3mem", "r3mem-exact", "bm25") + (("dense",) if find_dense_model()[0] else ())
 CONV_KEYS = ("evidence_recall@1", "evidence_recall@5", "answer_contains@5", "f1")
 
 

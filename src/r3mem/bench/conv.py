@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,10 @@ from ..sources import (
 )
 from .retrieval import (
     Question,
-    R3MemIndex,
     Unit,
     baselines,
     draw,
+    r3mem_indexes,
     score_questions,
     summarize,
 )
@@ -117,16 +118,20 @@ def _spoken(conversation: Conversation, sessions: int | None) -> Conversation:
     return Conversation(conversation.conv_id, [s for s in kept if s.turns], [])
 
 
-def _r3mem(memory: Memory, conversation: Conversation, segments: list[Segment]) -> R3MemIndex:
-    """A fresh memory holding the conversation's segments, session by session in order; hits
-    map back to the dialog ids their turns carry."""
+def written(memory: Memory, conversation: Conversation, segments: list[Segment]) -> Memory:
+    """A fresh memory holding the conversation's segments, session by session in order."""
     fresh = memory.fresh()
     sessions: dict[str, list[Segment]] = {}
     for segment in segments:
         sessions.setdefault(segment.meta["session_id"], []).append(segment)
     for session_id, cut in tqdm(sessions.items(), desc=f"conv {conversation.conv_id}: writing"):
         fresh.remember(cut, source=session_id)
-    return R3MemIndex(fresh, lambda meta: list(meta["turn_ids"]))
+    return fresh
+
+
+def _turn_ids(meta: dict[str, Any]) -> list[str]:
+    """A hit's gold ids: the dialog ids its turns carry."""
+    return list(meta["turn_ids"])
 
 
 def bench_conv(
@@ -152,8 +157,8 @@ def bench_conv(
         segments = memory.segments(conversation)  # once, for every method
         units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
         indexes = baselines(methods, units)
-        if "r3mem" in methods:
-            indexes = {"r3mem": _r3mem(memory, conversation, segments), **indexes}
+        write = partial(written, memory, conversation, segments)
+        indexes = {**r3mem_indexes(methods, write, _turn_ids), **indexes}
         for method, index in indexes.items():
             rows = score_questions(
                 index, questions, reader, f"conv {conversation.conv_id} {method}"

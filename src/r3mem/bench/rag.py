@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,14 @@ from tqdm import tqdm
 
 from ..memory import Memory
 from ..reader import Reader
+from ..segment import Segment
 from ..sources import DataError, _load_json, _read_jsonl
 from .retrieval import (
     Question,
-    R3MemIndex,
     Unit,
     baselines,
     draw,
+    r3mem_indexes,
     score_questions,
     summarize,
 )
@@ -124,6 +126,19 @@ def take(qa: QASet, passages: int | None, questions: int | None, seed: int) -> Q
     return replace(qa, passages=qa.passages[:passages], questions=draw(kept, questions, seed))
 
 
+def written(memory: Memory, cut: list[list[Segment]], name: str) -> Memory:
+    """A fresh memory holding every passage's segments, each entry's source its passage id."""
+    fresh = memory.fresh()
+    for pid, segments in enumerate(tqdm(cut, desc=f"rag {name} r3mem: writing")):
+        fresh.remember(segments, source=str(pid))
+    return fresh
+
+
+def _passage_id(meta: dict[str, Any]) -> list[str]:
+    """A hit's gold id: the passage its entry came from."""
+    return [meta["source"]]
+
+
 def bench_rag(
     memory: Memory,
     data: str,
@@ -145,11 +160,8 @@ def bench_rag(
         cut = [memory.segments(text) for text in qa.passages]  # once, for every method
         units = [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
         indexes = baselines(methods, units)
-        if "r3mem" in methods:
-            fresh = memory.fresh()
-            for pid, segments in enumerate(tqdm(cut, desc=f"rag {qa.name} r3mem: writing")):
-                fresh.remember(segments, source=str(pid))
-            indexes = {"r3mem": R3MemIndex(fresh, lambda meta: [meta["source"]]), **indexes}
+        write = partial(written, memory, cut, qa.name)
+        indexes = {**r3mem_indexes(methods, write, _passage_id), **indexes}
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)
         for method, index in indexes.items():
             scored = score_questions(index, qa.questions, reader, f"rag {qa.name} {method}")

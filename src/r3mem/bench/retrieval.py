@@ -1,8 +1,9 @@
 """Retrieval shared by ``bench rag`` and ``bench conv``: the methods, their metrics, and the loop.
 
 Every method retrieves the same units: the segments the memory's hierarchy cuts the text
-into (one per R³Mem paragraph entry). ``r3mem`` gets them back by reconstruction from
-memory; the baselines, explicit memory over raw text, return them as stored:
+into (one per R³Mem paragraph entry). ``r3mem`` gets them back by greedy reconstruction
+from memory, ``r3mem-exact`` (the same ranking) by exact recall; the baselines, explicit
+memory over raw text, return them as stored:
 
 - ``bm25``:  lexical BM25 (bm25s) over the raw segments.
 - ``dense``: cosine of sentence embeddings (all-MiniLM-L6-v2 from the locally installed
@@ -177,13 +178,17 @@ class DenseIndex:
 
 
 class R3MemIndex:
-    """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids."""
+    """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids.
+    ``exact``: the hits' text from exact recall (memory and corrections), else greedy."""
 
-    def __init__(self, memory: Memory, keys: Callable[[dict[str, Any]], list[str]]) -> None:
-        self.memory, self.keys = memory, keys
+    def __init__(
+        self, memory: Memory, keys: Callable[[dict[str, Any]], list[str]], exact: bool = False
+    ) -> None:
+        self.memory, self.keys, self.exact = memory, keys, exact
 
     def search(self, query: str, k: int) -> list[Unit]:
-        return [Unit(hit.text, self.keys(hit.meta)) for hit in self.memory.recall(query, k=k)]
+        hits = self.memory.recall(query, k=k, exact=self.exact)
+        return [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
 
     def nbytes(self) -> int:
         """The size of the saved memory file: vectors, corrections and metadata."""
@@ -191,6 +196,18 @@ class R3MemIndex:
             path = Path(tmp) / "bench.r3mem"
             self.memory.save(path)
             return path.stat().st_size
+
+
+def r3mem_indexes(
+    methods: Sequence[str],
+    write: Callable[[], Memory],
+    keys: Callable[[dict[str, Any]], list[str]],
+) -> dict[str, R3MemIndex]:
+    """``r3mem`` (greedy recall) and ``r3mem-exact`` (exact recall) as ``methods`` ask, over
+    one memory ``write()`` fills once: the same ranking, two ways to read the hits back."""
+    asked = [name for name in ("r3mem", "r3mem-exact") if name in methods]
+    memory = write() if asked else None
+    return {name: R3MemIndex(memory, keys, name == "r3mem-exact") for name in asked}
 
 
 def _text_bytes(units: Sequence[Unit]) -> int:

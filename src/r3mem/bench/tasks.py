@@ -54,8 +54,8 @@ METHODS = {
     "lm": ("r3mem", "none", "base"),
     "reconstruct": ("r3mem",),
     "cost": ("r3mem", "full_attention"),
-    "rag": ("r3mem", "bm25", "dense"),
-    "conv": ("r3mem", "bm25", "dense"),
+    "rag": ("r3mem", "r3mem-exact", "bm25", "dense"),
+    "conv": ("r3mem", "r3mem-exact", "bm25", "dense"),
 }
 # lm reads this many tokens of each book unless told otherwise (book_tokens=0: whole books):
 # whole books for every baseline and ablation take hours on a 2-core CPU.
