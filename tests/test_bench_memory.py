@@ -30,12 +30,16 @@ def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
     )
     assert _saved(tmp_path, "rag") == report
     rows = {(row["dataset"], row["method"]): row for row in report["results"]}
-    assert set(rows) == {(d, m) for d in ("squad", "hotpotqa", "nq") for m in METHODS}
+    assert set(rows) == {(d, m) for d in ("squad", "hotpotqa", "nq") for m in (*METHODS, "gold")}
     for row in rows.values():
         for key in ("recall@1", "recall@5", "answer_contains@5", "em", "f1"):
             assert 0 <= row[key] <= 1, key
         assert row["recall@1"] <= row["recall@5"]
         assert row["stored_bytes"] > 0 and row["text_bytes"] > 0
+    assert all(rows[d, "gold"]["recall@5"] == 1.0 for d in ("squad", "hotpotqa", "nq"))
+    # the same ranking, its hits read back greedily or exactly
+    for d in ("squad", "hotpotqa", "nq"):
+        assert rows[d, "r3mem-exact"]["recall@5"] == rows[d, "r3mem"]["recall@5"]
     # the toy questions share words with their gold passage only: BM25 finds every one
     assert all(rows[d, "bm25"]["recall@5"] == 1.0 for d in ("squad", "nq"))
     assert rows["squad", "bm25"]["answer_contains@5"] == 1.0  # 64-token units: whole passages

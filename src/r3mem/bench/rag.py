@@ -8,7 +8,8 @@ passages are skipped. A passage is ``title: text`` where it has a title.
 
 Per dataset and method: recall@1/@5 (fraction of gold passages among the passages of the
 top units), answer_contains@5, the reader's EM/F1, and the bytes stored: R³Mem's memory
-file (no raw text) against raw text plus index for the baselines.
+file (no raw text) against raw text plus index for the baselines. ``gold`` hands the reader
+each question's gold passages themselves: the ceiling of every retriever.
 """
 
 from __future__ import annotations
@@ -134,6 +135,22 @@ def written(memory: Memory, cut: list[list[Segment]], name: str) -> Memory:
     return fresh
 
 
+class GoldIndex:
+    """Each question's gold passages, whole: what a perfect retriever would hand the reader."""
+
+    def __init__(self, qa: QASet) -> None:
+        self.passages, self.gold = qa.passages, {}
+        for question in qa.questions:  # a question asked of two passages has both as gold
+            self.gold.setdefault(question.text, []).extend(question.gold)
+
+    def search(self, query: str, k: int) -> list[Unit]:
+        gold = list(dict.fromkeys(self.gold[query]))[:k]
+        return [Unit(self.passages[int(pid)], [pid]) for pid in gold]
+
+    def nbytes(self) -> int:
+        return sum(len(passage.encode("utf-8")) for passage in self.passages)
+
+
 def _passage_id(meta: dict[str, Any]) -> list[str]:
     """A hit's gold id: the passage its entry came from."""
     return [meta["source"]]
@@ -162,6 +179,8 @@ def bench_rag(
         indexes = baselines(methods, units)
         write = partial(written, memory, cut, qa.name)
         indexes = {**r3mem_indexes(methods, write, _passage_id), **indexes}
+        if "gold" in methods:
+            indexes["gold"] = GoldIndex(qa)
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)
         for method, index in indexes.items():
             scored = score_questions(index, qa.questions, reader, f"rag {qa.name} {method}")

@@ -54,7 +54,7 @@ METHODS = {
     "lm": ("r3mem", "none", "base"),
     "reconstruct": ("r3mem",),
     "cost": ("r3mem", "full_attention"),
-    "rag": ("r3mem", "r3mem-exact", "bm25", "dense"),
+    "rag": ("r3mem", "r3mem-exact", "bm25", "dense", "gold"),
     "conv": ("r3mem", "r3mem-exact", "bm25", "dense"),
 }
 # lm reads this many tokens of each book unless told otherwise (book_tokens=0: whole books):
