@@ -49,16 +49,21 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
 - **rag** / **conv**: `recall@k` / `evidence_recall@k` are the fraction of gold passages /
   evidence dialog ids covered by the top k retrieved units (the memory's segments, the same
   for every method); `answer_contains@5`: a reference answer, SQuAD-normalised, occurs in
-  the top 5 units (reconstructed for `r3mem`, raw text for `bm25` and `dense`); `em` / `f1`:
-  SQuAD exact match and token F1 of the reader's greedy answer; `stored_bytes`: what each
-  method keeps (R³Mem: its memory file, no raw text). LoCoMo categories: 1 multi-hop,
-  2 temporal, 3 open-domain, 4 single-hop, 5 adversarial (apart, out of `overall`).
+  the top 5 units (reconstructed greedily for `r3mem`, by exact recall for `r3mem-exact`,
+  the same ranking; raw text for `bm25` and `dense`; `gold`: each question's gold passages,
+  the ceiling); `em` / `f1`: SQuAD exact match and token F1 of the reader's greedy answer
+  (null with `--reader none`); `stored_bytes`: what each method keeps (R³Mem: its memory
+  file, no raw text). LoCoMo categories: 1 multi-hop, 2 temporal, 3 open-domain,
+  4 single-hop, 5 adversarial (apart, out of `overall`).
+- **recall_scoring** / **recall_speed**: which of recall's scores finds the gold passage
+  (recall@5 over the entries `rag` retrieves), and what writing and searching cost.
 """
 # Reports in a subdirectory of the results get a section of their own.
 SECTIONS = {
     "default": "The shipped default, r3mem-tiny-books (staged: its MODEL_CARD.md has the recipe)",
     "older-budget": "The older budget, every baseline and ablation (150 steps each)",
     "memorybank": "Conversations: MemoryBank (probing questions carry no references)",
+    "recall_dev": "Recall scoring on the seed-1 draw of questions (the keyword weight's choice)",
 }
 
 
