@@ -208,7 +208,8 @@ class MemoryBank:
         self.entity_index: dict[str, set[int]] = {}
         self.keyword_index = KeywordIndex()
         self.next_id = 0
-        self._pooled: tuple[list[int], torch.Tensor] | None = None  # ids, [n, width] float32
+        # ids, [n, width] float32 unit rows: cosine is then one product a query
+        self._pooled: tuple[list[int], torch.Tensor] | None = None
         self.budget_entries = check_budget(budget_entries)
         self.entry_dtype = check_entry_dtype(entry_dtype)
 
@@ -248,13 +249,13 @@ class MemoryBank:
         """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's, plus
         ``ENTITY_WEIGHT`` times the fraction of ``entities`` the entry mentions, plus
         ``KEYWORD_WEIGHT`` times the entry's BM25 over ``words`` relative to the best."""
+        normalize = torch.nn.functional.normalize
         if self._pooled is None:  # pooled once per change of the entries, not per query
             ids = list(self.entries)
-            self._pooled = (ids, torch.stack([pooled(self.entries[i].memory) for i in ids]))
+            rows = torch.stack([pooled(self.entries[i].memory) for i in ids])
+            self._pooled = (ids, normalize(rows, dim=-1))
         ids, matrix = self._pooled
-        cosine = torch.nn.functional.cosine_similarity(
-            matrix.to(query.device), pooled(query)[None], dim=-1
-        )
+        cosine = matrix.to(query.device) @ normalize(pooled(query), dim=-1)
         scores = dict(zip(ids, cosine.tolist(), strict=True))
         wanted = {entity.lower() for entity in entities}
         for entity in wanted:
