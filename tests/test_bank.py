@@ -93,17 +93,21 @@ def test_recall_returns_k_best_first(full):
     assert len(full.recall("bees", k=100)) == len(full.bank)
 
 
-def test_entity_bonus_changes_the_ranking(full, monkeypatch):
+def cosine_misses(memory: Memory, candidates, monkeypatch) -> tuple[str, int, list[Recalled]]:
+    """The first ``(query, entry_id)`` of ``candidates`` whose entry cosine alone (both
+    bonuses off, as they stay) does not rank first, and that ranking."""
+    monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
-    by_entity = {e.entities[0]: i for i, e in full.bank.entries.items() if e.entities}
-    for name, entry_id in by_entity.items():
-        query = name
-        monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
-        plain = full.recall(query, k=len(full.bank))
+    for query, entry_id in candidates:
+        plain = memory.recall(query, k=len(memory.bank))
         if plain[0].entry_id != entry_id:
-            break
-    else:
-        pytest.fail("the fixture needs an entry that cosine alone does not rank first")
+            return query, entry_id, plain
+    pytest.fail("the fixture needs an entry that cosine alone does not rank first")
+
+
+def test_entity_bonus_changes_the_ranking(full, monkeypatch):
+    by_entity = {e.entities[0]: i for i, e in full.bank.entries.items() if e.entities}
+    query, entry_id, plain = cosine_misses(full, by_entity.items(), monkeypatch)
     monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 10.0)
     assert full.recall(query, k=1)[0].entry_id == entry_id
     monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", ENTITY_WEIGHT)
@@ -148,18 +152,12 @@ def test_messages_become_one_session(memory):
 
 def test_keyword_bonus_finds_the_entry_that_holds_the_word(full, monkeypatch):
     """A word only one entry holds gives that entry the whole KEYWORD_WEIGHT."""
-    monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
     holders = {}
     for entry_id, entry in full.bank.entries.items():
         for word in entry.keywords:
             holders.setdefault(word, []).append(entry_id)
-    for word, (entry_id,) in ((w, ids) for w, ids in holders.items() if len(ids) == 1):
-        monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
-        plain = full.recall(word, k=len(full.bank))
-        if plain[0].entry_id != entry_id:
-            break
-    else:
-        pytest.fail("the fixture needs an entry that cosine alone does not rank first")
+    alone = ((word, ids[0]) for word, ids in holders.items() if len(ids) == 1)
+    word, entry_id, plain = cosine_misses(full, alone, monkeypatch)
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", KEYWORD_WEIGHT)
     found = {r.entry_id: r.score for r in full.recall(word, k=len(full.bank))}
     cosine = {r.entry_id: r.score for r in plain}

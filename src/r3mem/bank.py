@@ -340,7 +340,7 @@ class MemoryBank:
             for entry, record in zip(entries, records, strict=True)
             if "keywords" not in record
         ]
-        for entry, words in zip(older, recall_keywords(older) if older else [], strict=True):
+        for entry, words in zip(older, recall_keywords(older), strict=True):
             entry.keywords = words
         for record, entry in zip(records, entries, strict=True):
             bank.next_id = record["id"]
