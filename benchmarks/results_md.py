@@ -34,7 +34,9 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
   stopped (as a user streams text), with each method's memory carried across the book
   (the first 16,384 tokens of each book unless `--book-tokens 0`); every method scores the
   same tokens (`tokens_scored`: all but the first of each segment); `base` is the frozen
-  base model they all share, alone (adapters off).
+  base model they all share, alone (adapters off); `base-text` is that base reading the
+  `segment_length` tokens of text before each segment first, the uncompressed reference a
+  memory written from them stands in for.
 - **reconstruct**: paragraphs written alone and decoded back greedily (`token_acc`,
   `exact_match`, `bleu`) at compression = segment tokens ÷ memory tokens, and the same
   paragraphs' first halves (`text_tokens` 32: half the compression); `doc_*`: the rest

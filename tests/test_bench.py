@@ -42,7 +42,9 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
             rows = [row for row in saved["results"] if row["reading"] == reading]
             by_method = {row["method"]: row for row in rows}
             assert by_method["r3mem"]["tokens_scored"] == by_method["none"]["tokens_scored"] > 0
-            assert by_method["base"]["tokens_scored"] == by_method["none"]["tokens_scored"]
+            for frozen in ("base", "base-text"):
+                assert by_method[frozen]["tokens_scored"] == by_method["none"]["tokens_scored"]
+            assert by_method["base-text"]["ppl"] != by_method["base"]["ppl"]
             assert by_method["r3mem"]["ppl"] != by_method["none"]["ppl"]
             png = tmp_path / f"lm_position-{Path(SAMPLE).name}{suffix}.png"
             assert png.read_bytes()[:4] == b"\x89PNG"
@@ -197,6 +199,9 @@ def test_method_specs_are_checked(specs, match):
         Method("none", None, use_memory=False),
         Method("rmt", "runs/rmt"),
     ]
+    assert parse_methods(["base-text"], "lm", ("base", "base-text")) == [
+        Method("base-text", None, use_memory=False, adapters=False, text_before=True)
+    ]
 
 
 def test_bad_requests(adapter_dir, tmp_path, capsys):
@@ -245,6 +250,37 @@ def test_base_perplexity_is_the_frozen_base_on_the_same_tokens():
     assert adapted["ppl"] != pytest.approx(frozen["ppl"], rel=1e-3)
     with pytest.raises(ValueError, match="needs the adapters"):
         stream_perplexity(model, [book], use_memory=True, adapters=False)
+
+
+def test_base_text_reads_the_tokens_before_each_segment_as_plain_text():
+    base = make_base("llama")
+    tokens = torch.randint(
+        0, base.config.vocab_size, (70,), generator=torch.Generator().manual_seed(1)
+    )
+    short = list(tokens[:20].split(16))  # a second book, shorter: rows drop out of the batch
+    book = [tokens[:5], *tokens[5:].split(16)]  # segments shorter than the 12 tokens before
+    nll = count = 0.0
+    with torch.no_grad():
+        for segments in (book, short):
+            start = 0
+            for segment in segments:
+                before = tokens[max(0, start - 12) : start]
+                logits = base(input_ids=torch.cat([before, segment])[None]).logits[0]
+                logits = logits[len(before) : -1]
+                nll += F.cross_entropy(logits, segment[1:], reduction="sum").item()
+                count += len(segment) - 1
+                start += len(segment)
+    model = R3MemModel.from_base(base, R3MemConfig(num_memory_tokens=4, segment_length=16))
+    randomize(model)  # the text is read by the frozen base: adapters must be off
+    scored = stream_perplexity(model, [short, book], False, adapters=False, text_before=12)
+    assert scored["tokens_scored"] == count == 70 - 6 + 20 - 2
+    assert scored["ppl"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+    alone = stream_perplexity(model, [short, book], False, adapters=False)
+    assert scored["ppl"] != pytest.approx(alone["ppl"], rel=1e-3)
+    assert scored["by_segment"][0] == pytest.approx(alone["by_segment"][0])  # nothing before
+    for bad in ({"text_before": -1}, {"text_before": 4, "adapters": True}):
+        with pytest.raises(ValueError, match="frozen base alone"):
+            stream_perplexity(model, [book], False, **{"adapters": False, **bad})
 
 
 def test_reports_written_beside_a_run_do_not_make_it_dirty(tmp_path, monkeypatch):

@@ -121,7 +121,11 @@ def book_segments(memory: Memory, text: str, tokens: int | None = None) -> list[
 
 @torch.no_grad()
 def stream_perplexity(
-    model: R3MemModel, books: list[list[torch.Tensor]], use_memory: bool, adapters: bool = True
+    model: R3MemModel,
+    books: list[list[torch.Tensor]],
+    use_memory: bool,
+    adapters: bool = True,
+    text_before: int = 0,
 ) -> dict[str, float]:
     """Perplexity of ``books`` (each a list of 1-D segments of at most ``segment_length``
     tokens) read side by side, one segment per step, one batch row per book.
@@ -133,7 +137,9 @@ def stream_perplexity(
     read one score 10x worse, which says nothing about the memory). Every method scores the same
     tokens (all but the first of each segment), so the figures compare like with like.
     ``adapters=False`` scores them with the frozen base alone (LoRA and couplings off), which
-    is what the adapters are measured against. ``by_segment`` holds (summed NLL, tokens) per
+    is what the adapters are measured against. ``text_before=K`` (frozen base only) lets it
+    read the K tokens of the book before each segment as plain text first: the uncompressed
+    reference for a memory written from them. ``by_segment`` holds (summed NLL, tokens) per
     segment index, summed over the books.
     """
     width = model.config.segment_length
@@ -146,6 +152,11 @@ def stream_perplexity(
         raise ValueError("stream_perplexity has no token to score (every segment is 1 token)")
     if use_memory and not adapters:
         raise ValueError("the memory needs the adapters: use_memory=True with adapters=False")
+    if text_before < 0 or (text_before and adapters):
+        raise ValueError(
+            f"text_before={text_before}: the text before is read by the frozen base alone "
+            "(adapters=False), as a count of tokens >= 0"
+        )
     books = sorted(books, key=len, reverse=True)  # the rows still reading are a prefix
     batches = [_batch(books, index, width, model.device) for index in range(len(books[0]))]
     if use_memory:
@@ -156,6 +167,8 @@ def stream_perplexity(
             model(input_ids=ids, attention_mask=mask, memory=model.init_memory(len(ids))).logits
             for ids, mask in batches
         )
+    elif text_before:
+        passes = (_after_text(model, books, index, text_before) for index in range(len(batches)))
     else:
         passes = (_bare(model, ids, mask) for ids, mask in batches)
     by_segment = []
@@ -180,3 +193,22 @@ def _batch(
 def _bare(model: R3MemModel, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     with model.bare():
         return model.base(input_ids=ids, attention_mask=mask).logits
+
+
+def _after_text(
+    model: R3MemModel, books: list[list[torch.Tensor]], index: int, text_before: int
+) -> torch.Tensor:
+    """The bare base's logits over segment ``index`` of each book that has one, read after
+    (up to) ``text_before`` tokens of the book before it: ``[rows, segment_length, vocab]``."""
+    width = model.config.segment_length
+    rows, starts = [], []
+    for segments in books:
+        if len(segments) <= index:
+            break  # books are sorted longest first: the rows still reading are a prefix
+        earlier = segments[max(0, index - text_before) : index]  # each holds >= 1 token
+        before = torch.cat([*earlier, segments[index][:0]])[-text_before:]
+        rows.append(torch.cat([before, segments[index]]).tolist())
+        starts.append(len(before))
+    ids, mask = pad_rows(rows, width=text_before + width)
+    logits = _bare(model, ids.to(model.device), mask.to(model.device))
+    return torch.stack([logits[row, start : start + width] for row, start in enumerate(starts)])

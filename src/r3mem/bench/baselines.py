@@ -5,7 +5,8 @@ reads a stream (DESIGN 4).
 ``--methods`` takes comma-separated specs. ``NAME=DIR`` is the model in DIR under the label
 NAME; a bare name is one of the task's built-in methods on the ``--model`` model (``none``:
 that model with nothing carried, every segment reading the initial memory; ``base``: its
-frozen base, adapters off).
+frozen base, adapters off; ``base-text``: the frozen base reading the ``segment_length``
+tokens of text before each segment, the uncompressed reference for one segment's memory).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from ..memory import Memory
 @dataclass(frozen=True)
 class Method:
     """One row of a bench table: a label, the model directory (None: ``--model``), whether
-    the model reads with its memory, and whether its adapters are on (off: the frozen base)."""
+    the model reads with its memory, whether its adapters are on (off: the frozen base), and
+    whether the frozen base reads one segment's length of the text before each segment."""
 
     name: str
     model: str | None
     use_memory: bool = True
     adapters: bool = True
+    text_before: bool = False
 
 
 def parse_methods(specs: list[str] | None, task: str, builtin: tuple[str, ...]) -> list[Method]:
@@ -37,7 +40,9 @@ def parse_methods(specs: list[str] | None, task: str, builtin: tuple[str, ...]) 
         if has_dir:
             methods.append(Method(name, directory))
         elif name in builtin:
-            methods.append(Method(name, None, name not in ("none", "base"), name != "base"))
+            frozen = name in ("base", "base-text")
+            reads = not frozen and name != "none"
+            methods.append(Method(name, None, reads, not frozen, name == "base-text"))
         else:
             unknown.append(name)
     if unknown:

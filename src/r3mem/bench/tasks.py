@@ -4,7 +4,8 @@ lm:          perplexity of books (validation and test) streamed in the paragraph
              the hierarchy cuts (as ``remember`` writes them) and in fixed chunks (as text
              streams in), each method carrying its own memory across the book; ``none``
              reads each segment alone, ``base`` reads it alone with the frozen base model
-             (adapters off).
+             (adapters off), ``base-text`` with the frozen base after the segment_length
+             tokens of text before it (what one segment's memory stands in for).
 reconstruct: paragraph segments written alone into memory and decoded back greedily, against
              compression ratio; document-level recall; the cost of exact recall.
 cost:        throughput, bytes per 1k history tokens, peak RSS, and seconds per token as the
@@ -51,7 +52,7 @@ DEFAULT_DATA = {
     "conv": "../shared/data/convmem/locomo/locomo7.json.gz",
 }
 METHODS = {
-    "lm": ("r3mem", "none", "base"),
+    "lm": ("r3mem", "none", "base", "base-text"),
     "reconstruct": ("r3mem",),
     "cost": ("r3mem", "full_attention"),
     "rag": ("r3mem", "r3mem-exact", "bm25", "dense", "gold"),
@@ -90,7 +91,10 @@ def bench_lm(
         elif memory.tokenizer.get_vocab() != vocab:
             raise ValueError(f"{method.name}: another tokenizer; lm compares identical tokens")
         for (split, reading), books in streams.items():
-            scored = stream_perplexity(memory.model, books, method.use_memory, method.adapters)
+            before = memory.model.config.segment_length if method.text_before else 0
+            scored = stream_perplexity(
+                memory.model, books, method.use_memory, method.adapters, before
+            )
             curve = curves.setdefault((split, reading), {})
             curve[method.name] = _by_position(scored["by_segment"])
             rows.append(
