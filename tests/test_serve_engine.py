@@ -124,6 +124,9 @@ def test_a_row_stored_before_the_keyword_index_gets_them_from_exact_recall(engin
     bank = engine._user_bank("acme", "fay").bank
     texts = [engine.submit("reconstruct", "acme", i, True).result() for i in ids]
     assert [bank.entries[i].keywords for i in ids] == [keywords(text) for text in texts]
+    stored = engine.store.entries("acme", "fay")  # kept, so it happens once a row
+    assert [row.record["keywords"] for row in stored] == [keywords(text) for text in texts]
+    assert engine._user_bank("acme", "fay").bank is bank  # derived data: the cache stays
 
 
 def test_the_engine_refuses_a_batch_size_that_would_run_nothing(adapter_dir, tmp_path):

@@ -58,6 +58,19 @@ def test_a_new_database_is_migrated_and_reopens_with_its_data(target):
     reopened.close()
 
 
+def test_records_are_rewritten_for_their_tenant_only_and_keep_the_version(target):
+    store = Store(target)
+    mine = store.add_entries("acme", "alice", [row(), row(5)])
+    theirs = store.add_entries("other", "alice", [row()])
+    version = store.version("acme", "alice")
+    record = {**row()[2], "keywords": {"bees": 2}}
+    store.set_records("acme", [(mine[1], record), (theirs[0], record)])
+    assert [e.record.get("keywords") for e in store.entries("acme", "alice")] == [None, {"bees": 2}]
+    assert "keywords" not in store.entries("other", "alice")[0].record  # not acme's to change
+    assert store.version("acme", "alice") == version
+    store.close()
+
+
 def test_a_newer_schema_is_refused(target):
     store = Store(target)
     with store.transaction() as db:

@@ -190,7 +190,8 @@ class Engine:
 
     def _entry(self, stored: StoredEntry) -> Entry:
         """A stored row as the bank's entry; :class:`CorruptEntry` when its blob is bad.
-        Rows stored before the keyword index get their keywords from their exact recall."""
+        Rows stored before the keyword index get their keywords from their exact recall
+        (:meth:`_user_bank` stores them, so that happens once a row)."""
         assert stored.blob is not None
         memory = decode_memory(
             stored.id, stored.blob, self.fingerprint, self.entry_shape, self.entry_dtype
@@ -232,6 +233,7 @@ class Engine:
             cached.bank.remove(gone)
         cached.corrupt &= set(listed)
         new = [i for i in listed if i not in cached.bank.entries and i not in cached.corrupt]
+        recovered = []
         for stored in self.store.with_blobs(tenant, new):
             try:
                 entry = self._entry(stored)
@@ -239,8 +241,12 @@ class Engine:
                 log.warning("%s; search leaves it out", err)
                 cached.corrupt.add(stored.id)
                 continue
+            if "keywords" not in stored.record:
+                recovered.append((stored.id, {**stored.record, "keywords": entry.keywords}))
             cached.bank.next_id = stored.id
             cached.bank.add(entry)
+        if recovered:
+            self.store.set_records(tenant, recovered)
         cached.bank.next_id = max(listed, default=-1) + 1
         cached.version = version
         self._cache[key] = cached

@@ -363,6 +363,18 @@ class Store:
             )
         return [_entry(row) for row in found]
 
+    def set_records(self, tenant: str, records: Sequence[tuple[int, dict]]) -> None:
+        """Rewrite the records of ``tenant``'s entries ``(id, record)`` in one transaction,
+        for what is derived from an entry (its keywords), so the users' versions stay: a
+        cache holding those entries is still current."""
+        with self.transaction() as db:
+            for entry_id, record in records:
+                self._run(
+                    db,
+                    "UPDATE memories SET record = ? WHERE tenant = ? AND id = ?",
+                    [json.dumps(record), tenant, entry_id],
+                )
+
     def delete_entry(self, tenant: str, entry_id: int) -> bool:
         with self.transaction() as db:
             rows = self._run(
