@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from r3mem import Memory
 from r3mem.bench.retrieval import find_dense_model
 from r3mem.bench.tasks import run_bench
 from r3mem.cli import main
+from r3mem.reader import ANSWER_TOKENS, Reader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # dense runs only where its local model is installed (pip install ".[dense]")
@@ -30,7 +33,8 @@ def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
     )
     assert _saved(tmp_path, "rag") == report
     rows = {(row["dataset"], row["method"]): row for row in report["results"]}
-    assert set(rows) == {(d, m) for d in ("squad", "hotpotqa", "nq") for m in (*METHODS, "gold")}
+    methods = (*METHODS, "r3mem-slots", "gold")
+    assert set(rows) == {(d, m) for d in ("squad", "hotpotqa", "nq") for m in methods}
     for row in rows.values():
         for key in ("recall@1", "recall@5", "answer_contains@5", "em", "f1"):
             assert 0 <= row[key] <= 1, key
@@ -40,6 +44,10 @@ def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
     # the same ranking, its hits read back greedily or exactly
     for d in ("squad", "hotpotqa", "nq"):
         assert rows[d, "r3mem-exact"]["recall@5"] == rows[d, "r3mem"]["recall@5"]
+        assert rows[d, "r3mem-slots"]["recall@5"] == rows[d, "r3mem"]["recall@5"]
+        # read as memory, the same hits take a few slots where their text takes every token
+        slots, text = (rows[d, m]["context_tokens"] for m in ("r3mem-slots", "r3mem-exact"))
+        assert 0 < slots < text
     # the toy questions share words with their gold passage only: BM25 finds every one
     assert all(rows[d, "bm25"]["recall@5"] == 1.0 for d in ("squad", "nq"))
     assert rows["squad", "bm25"]["answer_contains@5"] == 1.0  # 64-token units: whole passages
@@ -57,8 +65,25 @@ def test_rag_without_a_reader_judges_retrieval_alone(adapter_dir, tmp_path):
     data = str(FIXTURES / "qa" / "nq_oracle_mini.jsonl")
     report = run_bench("rag", str(adapter_dir), ["bm25"], data, out=str(tmp_path), reader="none")
     (row,) = report["results"]
-    assert row["em"] is None and row["f1"] is None
+    assert row["em"] is None and row["f1"] is None and row["context_tokens"] is None
     assert row["recall@5"] == 1.0 and row["answer_contains@5"] is not None
+
+
+def test_a_reader_of_memory_slots_reads_the_passages_as_one_memory(adapter_dir):
+    memory = Memory.load(adapter_dir)
+    model, tokenizer = memory.model, memory.tokenizer
+    passages = ["Alice lives in Lisbon by the sea.", "Bob keeps bees in his garden."]
+    prompt = "Question: Where does Alice live?\nAnswer:"
+    answer, read = Reader.of_memory_slots(memory).respond("Where does Alice live?", passages)
+    best_last = torch.cat([memory.encode(passages[1]), memory.encode(passages[0])], dim=1)
+    state = model.write(model.init_memory(1), best_last)
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    out = model.generate(state, ids, ANSWER_TOKENS, eos_token_id=tokenizer.eos_token_id)
+    assert answer == tokenizer.decode(out[0], skip_special_tokens=True).strip().split("\n")[0]
+    assert read == state.memory.shape[1] + ids.shape[1]
+    as_text = "\n\n".join(reversed(passages)) + "\n\n" + prompt
+    _, read_text = Reader.of_memory(memory).respond("Where does Alice live?", passages)
+    assert read_text == len(tokenizer(as_text, add_special_tokens=False).input_ids) > read
 
 
 def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_path):

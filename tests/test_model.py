@@ -313,3 +313,30 @@ def test_lm_reader_base_reads_the_text_as_the_frozen_base_and_the_memory_besides
     assert model.write_embeddings.grad is not None and model.write_embeddings.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="lm_reader"):
         R3MemConfig(lm_reader="frozen")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"memory_form": "embedding"},
+        {"memory_form": "kv"},
+        {"memory_form": "kv", "lm_reader": "base"},
+        {"memory_mode": "accumulate", "summary_segments": 2},
+    ],
+)
+def test_generate_continues_the_lm_path_after_the_memory(overrides):
+    model = wrapped(**overrides)
+    randomize(model)
+    state = model.write(model.init_memory(1), ids(1, 20))
+    prompt = ids(1, 5, seed=3)
+    out = model.generate(state, prompt, 3)
+    assert out.shape == (1, 3)
+    for step in range(3):  # each greedy token is forward's argmax on the memory and text so far
+        so_far = torch.cat([prompt, out[:, :step]], dim=1)
+        with torch.no_grad():
+            logits = model(input_ids=so_far, memory=state).logits[:, -1]
+        assert out[0, step] == logits.argmax(-1)[0]
+    eos = int(out[0, 0])
+    assert model.generate(state, prompt, 3, eos_token_id=eos).tolist() == [[eos]]  # stops
+    with pytest.raises(ValueError, match="batch"):
+        model.generate(state, ids(2, 5), 3)

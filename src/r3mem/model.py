@@ -12,7 +12,7 @@ demo alike. It owns the rules they share:
   over the whole run, as a training window does.
 
 Public surface (DESIGN 3): ``from_base``, ``init_memory``, ``write``, ``reconstruct``,
-``forward``, ``save_pretrained``, ``from_pretrained``.
+``forward``, ``generate``, ``save_pretrained``, ``from_pretrained``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .checkpoint import (
     save_adapter,
 )
 from .config import R3MemConfig
+from .generation import Sampling, generate
 from .state import MemoryState
 
 Chunk = tuple[torch.Tensor, torch.Tensor]  # a segment's token ids [B, T] and mask [B, T]
@@ -143,6 +144,31 @@ class R3MemModel(MemoryCell):
             for start in range(0, input_ids.shape[1], width)
         ]
         return last(recur(self, state, chunks)).memory
+
+    @torch.no_grad()
+    def generate(
+        self,
+        state: MemoryState,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        eos_token_id: int | None = None,
+    ) -> torch.Tensor:
+        """The LM path continued: read ``state`` as the next segment would, then
+        ``input_ids`` ``[B, T]`` (no padding), then up to ``max_new_tokens`` greedy ids per
+        row ``[B, n]`` with the KV cache (rows that met ``eos_token_id`` padded with it).
+        What a reader of the memory answers: the paper's use of the memory in RAG."""
+        self.check_state(state)
+        embeds, _ = self.embed_text(input_ids, None, None)
+        check_batch(state, embeds.shape[0])
+        context = self.form.context(self, state.memory, embeds.dtype)
+        if not bool(context.mask.all()):
+            raise ValueError("generate reads a memory with no padding slots (one row at a time)")
+        prefix = torch.cat([context.embeds, embeds], dim=1)
+        with self.direction("compress" if self.config.lm_reader == "adapted" else "bare"):
+            return generate(
+                self.base, prefix, context.past, max_new_tokens, Sampling(eos_token_id=eos_token_id)
+            )
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors``; never the base."""

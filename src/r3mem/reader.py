@@ -1,7 +1,8 @@
 """A reader: a causal LM that answers from recalled passages, and writes ``r3mem chat`` replies.
 
 Deliberately simple (greedy, a few tokens, one prompt shape), so that what a benchmark
-compares is what each memory brought back, not prompt engineering.
+compares is what each memory brought back, not prompt engineering. A reader reads passages
+as text, or (:meth:`Reader.of_memory_slots`) as the memory an R³Mem model writes of them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from .checkpoint import model_source
 from .memory import Memory
 from .pretrained import available
+from .state import MemoryState
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,10 @@ class Reader:
         model: torch.nn.Module,
         tokenizer: PreTrainedTokenizerBase,
         mode: Callable[[], AbstractContextManager] = nullcontext,
+        memory: Memory | None = None,
     ) -> None:
         self.model, self.tokenizer, self.mode = model, tokenizer, mode
+        self.memory = memory  # set: passages are read as this model's memory, not as text
         config = model.config
         self.max_positions = int(
             getattr(config, "max_position_embeddings", None)
@@ -56,6 +60,13 @@ class Reader:
         return cls(memory.model.base, memory.tokenizer, memory.model.bare)
 
     @classmethod
+    def of_memory_slots(cls, memory: Memory) -> Reader:
+        """The memory's adapted model reading passages as memory, not text: they are written,
+        best last, into one document memory that its LM path reads before the question (the
+        paper's use of the memory in RAG: a few slots in place of the passages' tokens)."""
+        return cls(memory.model.base, memory.tokenizer, memory=memory)
+
+    @classmethod
     def default(cls, memory: Memory) -> Reader:
         """SmolLM2-135M-Instruct when its package is installed (a model that can answer),
         else the memory's own base model."""
@@ -69,41 +80,89 @@ class Reader:
         """Whether the model was tuned to chat: its tokenizer has a chat template."""
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    @torch.no_grad()
-    def generate(
-        self, prompt: str | list[dict[str, str]], max_new_tokens: int = ANSWER_TOKENS
-    ) -> str:
-        """Greedy continuation of ``prompt``: a text, up to its first line break, or chat
-        messages ``{role, content}`` (through the chat template), up to the end of the
-        reply. A prompt too long for the model loses its beginning, so put what matters
-        most at the end."""
+    def prompt_ids(
+        self,
+        prompt: str | list[dict[str, str]],
+        max_new_tokens: int = ANSWER_TOKENS,
+        slots: int = 0,
+    ) -> list[int]:
+        """``prompt``'s token ids (chat messages through the chat template), its beginning cut
+        so that ``slots`` memory positions, it and the answer fit the model."""
         if isinstance(prompt, str):
             ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
         else:
             ids = self.tokenizer.apply_chat_template(
                 prompt, add_generation_prompt=True, return_dict=True
             )["input_ids"]
-        ids = ids[-(self.max_positions - max_new_tokens) :]
+        return ids[-(self.max_positions - max_new_tokens - slots) :]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str | list[dict[str, str]],
+        max_new_tokens: int = ANSWER_TOKENS,
+        after: MemoryState | None = None,
+    ) -> str:
+        """Greedy continuation of ``prompt``: a text, up to its first line break, or chat
+        messages ``{role, content}`` (through the chat template), up to the end of the
+        reply; ``after``: a memory the reader's R³Mem model reads first. A prompt too long
+        for the model loses its beginning, so put what matters most at the end."""
+        return self._generate(prompt, max_new_tokens, after)[0]
+
+    def _generate(
+        self, prompt: str | list[dict[str, str]], max_new_tokens: int, after: MemoryState | None
+    ) -> tuple[str, int]:
+        """:meth:`generate`'s text, and the positions read before it (slots and prompt)."""
+        slots = 0 if after is None else after.memory.shape[1]
+        ids = self.prompt_ids(prompt, max_new_tokens, slots)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
         pad = self.tokenizer.pad_token_id
         pad = self.tokenizer.eos_token_id if pad is None else pad
-        with self.mode():
-            out = self.model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=0 if pad is None else pad,
-            )
-        text = self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True).strip()
-        return text.split("\n")[0].strip() if isinstance(prompt, str) else text
+        if after is not None:
+            assert self.memory is not None, "a memory is read by Reader.of_memory_slots"
+            eos = self.tokenizer.eos_token_id
+            out = self.memory.model.generate(after, input_ids, max_new_tokens, eos_token_id=eos)
+        else:
+            with self.mode():
+                out = self.model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=0 if pad is None else pad,
+                )[:, len(ids) :]
+        text = self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+        return (text.split("\n")[0].strip() if isinstance(prompt, str) else text), slots + len(ids)
 
     def answer(self, question: str, passages: Sequence[str]) -> str:
         """Answer ``question`` from ``passages`` (best first); the best is put nearest the
         question, so truncation drops the weakest."""
-        context = "\n\n".join(reversed(passages))
+        return self.respond(question, passages)[0]
+
+    def respond(self, question: str, passages: Sequence[str]) -> tuple[str, int]:
+        """:meth:`answer`, and how many positions the reader read to give it: the prompt's
+        tokens, plus the memory's slots when it reads the passages as memory."""
+        prompt, after = self._question(question, passages)
+        return self._generate(prompt, ANSWER_TOKENS, after)
+
+    def _question(
+        self, question: str, passages: Sequence[str]
+    ) -> tuple[str | list[dict[str, str]], MemoryState | None]:
+        """The prompt, and the memory of the passages when they are read as memory."""
+        after = None if self.memory is None else self._written(passages)
+        context = "" if after is not None else "\n\n".join(reversed(passages)) + "\n\n"
         if not self.chats:
-            return self.generate(f"{context}\n\nQuestion: {question}\nAnswer:")
-        ask = f"{context}\n\nAnswer in a few words, from the text above.\nQuestion: {question}"
-        return self.generate([{"role": "user", "content": ask}])
+            return f"{context}Question: {question}\nAnswer:", after
+        ask = f"{context}Answer in a few words, from the text above.\nQuestion: {question}"
+        return [{"role": "user", "content": ask}], after
+
+    @torch.no_grad()
+    def _written(self, passages: Sequence[str]) -> MemoryState:
+        """One document memory of ``passages``, the best written last."""
+        assert self.memory is not None
+        model = self.memory.model
+        ids = [i for passage in reversed(passages) for i in self.memory.encode(passage)[0].tolist()]
+        if not ids:
+            return model.init_memory(1)
+        return model.write(model.init_memory(1), torch.tensor([ids], device=model.device))

@@ -7,9 +7,12 @@ with gold passages (``ctxs``, the Lost-in-the-Middle oracle file). NQ-Open files
 passages are skipped. A passage is ``title: text`` where it has a title.
 
 Per dataset and method: recall@1/@5 (fraction of gold passages among the passages of the
-top units), answer_contains@5, the reader's EM/F1, and the bytes stored: R³Mem's memory
-file (no raw text) against raw text plus index for the baselines. ``gold`` hands the reader
-each question's gold passages themselves: the ceiling of every retriever.
+top units), answer_contains@5, the reader's EM/F1 and the positions it read
+(``context_tokens``), and the bytes stored: R³Mem's memory file (no raw text) against raw
+text plus index for the baselines. ``gold`` hands the reader each question's gold passages
+themselves: the ceiling of every retriever. ``r3mem-slots`` ranks as ``r3mem`` does, and the
+memory's own model reads the hits as one memory written of them, in place of their text
+(the paper's use of the memory in RAG), whatever reader the others use.
 """
 
 from __future__ import annotations
@@ -183,7 +186,9 @@ def bench_rag(
             indexes["gold"] = GoldIndex(qa)
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)
         for method, index in indexes.items():
-            scored = score_questions(index, qa.questions, reader, f"rag {qa.name} {method}")
+            slots = method == "r3mem-slots" and reader is not None
+            answerer = Reader.of_memory_slots(memory) if slots else reader
+            scored = score_questions(index, qa.questions, answerer, f"rag {qa.name} {method}")
             rows.append(
                 {
                     "method": method,

@@ -203,11 +203,12 @@ def r3mem_indexes(
     write: Callable[[], Memory],
     keys: Callable[[dict[str, Any]], list[str]],
 ) -> dict[str, R3MemIndex]:
-    """``r3mem`` (greedy recall) and ``r3mem-exact`` (exact recall) as ``methods`` ask, over
-    one memory ``write()`` fills once: the same ranking, two ways to read the hits back."""
-    asked = [name for name in ("r3mem", "r3mem-exact") if name in methods]
+    """``r3mem`` (greedy recall), ``r3mem-exact`` (exact recall) and ``r3mem-slots`` (exact
+    recall, for a reader of their memory) as ``methods`` ask, over one memory ``write()``
+    fills once: the same ranking, ways to read the hits back."""
+    asked = [name for name in ("r3mem", "r3mem-exact", "r3mem-slots") if name in methods]
     memory = write() if asked else None
-    return {name: R3MemIndex(memory, keys, name == "r3mem-exact") for name in asked}
+    return {name: R3MemIndex(memory, keys, name != "r3mem") for name in asked}
 
 
 def _text_bytes(units: Sequence[Unit]) -> int:
@@ -234,14 +235,16 @@ def baselines(methods: Sequence[str], units: Sequence[Unit]) -> dict[str, Any]:
 def score_questions(
     index: Any, questions: Sequence[Question], reader: Reader | None, desc: str
 ) -> list[dict[str, float | None]]:
-    """Per question: recall@1/@5 of its gold ids, whether the top K contain an answer, and
-    the reader's EM/F1. A metric a question cannot have (no gold, no answer) is None."""
+    """Per question: recall@1/@5 of its gold ids, whether the top K contain an answer, the
+    reader's EM/F1, and the positions it read to answer (``context_tokens``: prompt tokens,
+    and memory slots for a reader of memory). A metric a question cannot have (no gold, no
+    answer, no reader) is None."""
     rows = []
     for question in tqdm(questions, desc=desc, leave=False):
         units = index.search(question.text, K)
         gold, answers = question.gold, question.answers
         texts = [unit.text for unit in units]
-        prediction = reader.answer(question.text, texts) if reader else None
+        prediction, read = reader.respond(question.text, texts) if reader else (None, None)
         judged = answers and prediction is not None
         rows.append(
             {
@@ -250,6 +253,7 @@ def score_questions(
                 "answer_contains@5": contains(texts, answers) if answers else None,
                 "em": exact_match(prediction, answers) if judged else None,
                 "f1": token_f1(prediction, answers) if judged else None,
+                "context_tokens": read,
             }
         )
     return rows

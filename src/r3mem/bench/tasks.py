@@ -55,7 +55,7 @@ METHODS = {
     "lm": ("r3mem", "none", "base", "base-text"),
     "reconstruct": ("r3mem",),
     "cost": ("r3mem", "full_attention"),
-    "rag": ("r3mem", "r3mem-exact", "bm25", "dense", "gold"),
+    "rag": ("r3mem", "r3mem-exact", "r3mem-slots", "bm25", "dense", "gold"),
     "conv": ("r3mem", "r3mem-exact", "bm25", "dense"),
 }
 # lm reads this many tokens of each book unless told otherwise (book_tokens=0: whole books):
