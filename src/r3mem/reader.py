@@ -98,21 +98,20 @@ class Reader:
 
     @torch.no_grad()
     def generate(
-        self,
-        prompt: str | list[dict[str, str]],
-        max_new_tokens: int = ANSWER_TOKENS,
-        after: MemoryState | None = None,
+        self, prompt: str | list[dict[str, str]], max_new_tokens: int = ANSWER_TOKENS
     ) -> str:
         """Greedy continuation of ``prompt``: a text, up to its first line break, or chat
         messages ``{role, content}`` (through the chat template), up to the end of the
-        reply; ``after``: a memory the reader's R³Mem model reads first. A prompt too long
-        for the model loses its beginning, so put what matters most at the end."""
-        return self._generate(prompt, max_new_tokens, after)[0]
+        reply. A prompt too long for the model loses its beginning, so put what matters
+        most at the end."""
+        return self._generate(prompt, max_new_tokens, None)[0]
 
+    @torch.no_grad()
     def _generate(
         self, prompt: str | list[dict[str, str]], max_new_tokens: int, after: MemoryState | None
     ) -> tuple[str, int]:
-        """:meth:`generate`'s text, and the positions read before it (slots and prompt)."""
+        """:meth:`generate`'s text after the memory ``after`` (None: none), and the positions
+        read before it (slots and prompt)."""
         slots = 0 if after is None else after.memory.shape[1]
         ids = self.prompt_ids(prompt, max_new_tokens, slots)
         device = next(self.model.parameters()).device
