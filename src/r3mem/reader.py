@@ -96,7 +96,6 @@ class Reader:
             )["input_ids"]
         return ids[-(self.max_positions - max_new_tokens - slots) :]
 
-    @torch.no_grad()
     def generate(
         self, prompt: str | list[dict[str, str]], max_new_tokens: int = ANSWER_TOKENS
     ) -> str:
