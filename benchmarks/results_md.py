@@ -56,9 +56,9 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
   the ceiling); `em` / `f1`: SQuAD exact match and token F1 of the reader's greedy answer
   (null with `--reader none`), `context_tokens` the positions it read (prompt tokens;
   `r3mem-slots`: the same hits written into one memory that the memory's own model reads
-  in place of their text, its slots plus the question); `stored_bytes`: what each method keeps (R³Mem: its memory
-  file, no raw text). LoCoMo categories: 1 multi-hop, 2 temporal, 3 open-domain,
-  4 single-hop, 5 adversarial (apart, out of `overall`).
+  in place of their text, its slots plus the question); `stored_bytes`: what each method
+  keeps (R³Mem: its memory file, no raw text). LoCoMo categories: 1 multi-hop, 2 temporal,
+  3 open-domain, 4 single-hop, 5 adversarial (apart, out of `overall`).
 - **recall_scoring** / **recall_speed**: which of recall's scores finds the gold passage
   (recall@5 over the entries `rag` retrieves), and what writing and searching cost.
 """
