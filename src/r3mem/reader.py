@@ -80,7 +80,7 @@ class Reader:
         """Whether the model was tuned to chat: its tokenizer has a chat template."""
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def prompt_ids(
+    def _prompt_ids(
         self,
         prompt: str | list[dict[str, str]],
         max_new_tokens: int = ANSWER_TOKENS,
@@ -112,16 +112,16 @@ class Reader:
         """:meth:`generate`'s text after the memory ``after`` (None: none), and the positions
         read before it (slots and prompt)."""
         slots = 0 if after is None else after.memory.shape[1]
-        ids = self.prompt_ids(prompt, max_new_tokens, slots)
+        ids = self._prompt_ids(prompt, max_new_tokens, slots)
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([ids], device=device)
-        pad = self.tokenizer.pad_token_id
-        pad = self.tokenizer.eos_token_id if pad is None else pad
         if after is not None:
             assert self.memory is not None, "a memory is read by Reader.of_memory_slots"
             eos = self.tokenizer.eos_token_id
             out = self.memory.model.generate(after, input_ids, max_new_tokens, eos_token_id=eos)
         else:
+            pad = self.tokenizer.pad_token_id
+            pad = self.tokenizer.eos_token_id if pad is None else pad
             with self.mode():
                 out = self.model.generate(
                     input_ids,

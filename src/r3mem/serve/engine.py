@@ -241,7 +241,7 @@ class Engine:
                 log.warning("%s; search leaves it out", err)
                 cached.corrupt.add(stored.id)
                 continue
-            if "keywords" not in stored.record:
+            if stored.record.get("keywords") is None:  # as _entry decides to recover them
                 recovered.append((stored.id, {**stored.record, "keywords": entry.keywords}))
             cached.bank.next_id = stored.id
             cached.bank.add(entry)
