@@ -31,7 +31,7 @@ fi
 # 2. R³Mem adapters on the frozen base, in stages (configs/r3mem-tiny-books.toml):
 #    autoencoding at 16, 32 then 64 tokens into 8 memory slots, then the whole objective,
 #    then L_lm distilled from the base reading the raw text, read by the adapted model, then
-#    by the frozen base (lm_reader = "base").
+#    by the frozen base (lm_reader = "base"), at last weighed 4x on mostly chunked rows.
 sed "s#^base_model = .*#base_model = \"$BASE\"#" configs/r3mem-tiny-books.toml \
     > "$RUNS/r3mem-tiny-books.toml"
 r3mem train --config "$RUNS/r3mem-tiny-books.toml" --out "$RUNS/r3mem-tiny-books" --resume

@@ -47,7 +47,7 @@ def runs(tmp_path):
         }
         for split in ("validation", "test")
         for reading in ("paragraphs", "chunks")
-        for m, ppl in (("r3mem", 90.0), ("none", 100.0), ("base", 110.0))
+        for m, ppl in (("r3mem", 90.0), ("none", 100.0), ("base", 110.0), ("base-text", 95.0))
     ]
     lm = [row | {"tokens_scored": 1000} for row in lm]
     _report(results / "lm.json", "lm", lm)
@@ -67,6 +67,7 @@ def test_card_reports_measured_figures_and_judges_targets(runs):
     assert "r3mem x" in text and "5,000,000 parameters" in text and "40,960 training tokens" in text
     assert "validation, read in chunks: 90.00 with memory vs 100.00 without" in text
     assert "(10.0% lower, ratio 0.900; target ≤ 0.90: met); frozen base alone 110.00" in text
+    assert "frozen base alone 110.00, reading the raw text before 95.00" in text
     assert "test, read in paragraphs: 180.00 with memory vs 200.00" in text
     assert (
         "- validation: reconstruction at 8x (64 tokens), greedy, 256 paragraphs: token "

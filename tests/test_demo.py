@@ -26,3 +26,22 @@ def test_memory_load_and_bad_paths(adapter_dir, tmp_path, capsys):
         Memory.load(tmp_path)
     assert main(["demo", "--model", str(tmp_path)]) == 2
     assert "no r3mem model" in capsys.readouterr().err
+
+
+def test_memory_load_by_name_opens_the_packaged_adapters(adapter_dir, tmp_path, monkeypatch):
+    """A packaged ``r3mem-NAME/adapter`` without ``base/`` loads the base its config names."""
+    import shutil
+
+    import r3mem.memory as memory_module
+    from r3mem.assets import packaged_model
+
+    assert packaged_model("no-such-base") is None
+    packaged = tmp_path / "r3mem-tiny-named"
+    monkeypatch.setattr(memory_module, "packaged_model", {"tiny-named": packaged}.get)
+    with pytest.raises(FileNotFoundError, match="not packaged in this install"):
+        Memory.load("tiny-named")
+    shutil.copytree(adapter_dir, packaged / "adapter")
+    memory = Memory.load("tiny-named")
+    assert memory.model_dir == packaged.resolve()
+    loaded = Memory.load(adapter_dir).model.state_dict()
+    assert all(v.equal(loaded[k]) for k, v in memory.model.state_dict().items())

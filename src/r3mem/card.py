@@ -110,6 +110,8 @@ def _ppl_lines(lm: dict[str, Any], source: Path) -> list[str]:
         change = f"{abs(1 - ratio):.1%} {'lower' if ratio <= 1 else 'higher'}"
         met = round(ratio, 9) <= PPL_TARGET
         base = f"; frozen base alone {methods['base']['ppl']:.2f}" if "base" in methods else ""
+        if "base-text" in methods:  # the raw text the memory stands for, as a yardstick
+            base += f", reading the raw text before {methods['base-text']['ppl']:.2f}"
         lines.append(
             f"- {data}, read in {reading}: {memory:.2f} with memory vs {none:.2f} without, "
             f"same {methods['r3mem']['tokens_scored']:,} tokens ({change}, ratio "

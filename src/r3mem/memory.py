@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .assets import DEFAULT_MODEL, asset_path
+from .assets import DEFAULT_MODEL, asset_path, packaged_model
 from .bank import (
     ENTRY_DTYPES,
     BankFileError,
@@ -112,19 +112,24 @@ class Memory:
         entry_dtype: str = "float16",
     ) -> Memory:
         """Open a model directory holding ``base/`` and ``adapter/`` (the layout of the shipped
-        default, used when ``path`` is None), or an adapter directory whose config names its
-        base. Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph
-        entries are kept and saved in (``float16``, ``bfloat16`` or ``float32``)."""
+        default, used when ``path`` is None), an adapter directory whose config names its
+        base, or the name of a base whose adapters ship in the package (``smollm2-135m``,
+        once its run is packaged). Nothing is downloaded for a local path. ``entry_dtype`` is
+        the dtype paragraph entries are kept and saved in (``float16``, ``bfloat16`` or
+        ``float32``)."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
-        root = default_model_path() if path is None else Path(path)
+        shipped = None if path is None else packaged_model(str(path))
+        root = Path(shipped or (default_model_path() if path is None else path))
         if (root / "adapter" / CONFIG_NAME).is_file():
-            base_dir, adapter_dir = root / "base", root / "adapter"
+            adapter_dir = root / "adapter"
         elif (root / CONFIG_NAME).is_file():
             adapter_dir = root
-            base_dir = Path(R3MemModel.base_name(adapter_dir))
         else:
-            hint = " (the default model is not packaged in this install)" if path is None else ""
+            packaged = path is None or shipped is not None
+            hint = " (that model is not packaged in this install)" if packaged else ""
             raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
+        packed_base = adapter_dir != root and (root / "base").is_dir()
+        base_dir = root / "base" if packed_base else R3MemModel.base_name(adapter_dir)
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
