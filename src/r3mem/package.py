@@ -2,11 +2,12 @@
 ``adapter/``, weights stored in half precision to keep the shipped default small.
 
     python -m r3mem.package BASE_DIR ADAPTER_DIR OUT_DIR [--card RESULTS_DIR --commands FILE
-                                                         [--base-run DIR_OR_JSON]]
+                                     [--base-run DIR_OR_JSON] [--greedy-target FRACTION]]
 
-With ``--card``, MODEL_CARD.md is written beside the weights from the base run (BASE_DIR, or
-``--base-run``: its run directory or JSON record), the adapter run (ADAPTER_DIR's parent) and
-the bench results in RESULTS_DIR.
+BASE_DIR may be the name of a pretrained base r3mem knows (``smollm2-135m``): then only the
+adapters are packaged. With ``--card``, MODEL_CARD.md is written beside the weights from the
+base run (BASE_DIR, or ``--base-run``: its run directory or JSON record; a named base: its
+name), the adapter run (ADAPTER_DIR's parent) and the bench results in RESULTS_DIR.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .card import model_card
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
+from .pretrained import NAMED
 
 
 def package_model(
@@ -30,18 +32,23 @@ def package_model(
     out: str | Path,
     dtype: torch.dtype = torch.float16,
 ) -> int:
-    """Write ``out/base`` and ``out/adapter`` with weights in ``dtype``; returns their bytes."""
+    """Write ``out/base`` and ``out/adapter`` with weights in ``dtype``; returns their bytes.
+    A base r3mem knows by name (``smollm2-135m``) is not copied: the adapter names it."""
     out = Path(out)
     meta = read_adapter_config(adapter_dir)
+    named = str(base_dir) in NAMED
+    if named and meta["base_model"]["name_or_path"] != str(base_dir):
+        raise ValueError(f"{adapter_dir}: trained on {meta['base_model']['name_or_path']!r}")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    base.to(dtype).save_pretrained(tmp / "base")
-    AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp / "base")
+    if not named:
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        base.to(dtype).save_pretrained(tmp / "base")
+        AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp / "base")
+        meta["base_model"]["name_or_path"] = "base"  # resolved against the package on load
     weights = load_file(str(Path(adapter_dir) / WEIGHTS_NAME))
     (tmp / "adapter").mkdir(parents=True)
     save_file({k: v.to(dtype) for k, v in weights.items()}, str(tmp / "adapter" / WEIGHTS_NAME))
-    meta["base_model"]["name_or_path"] = "base"  # resolved against the package by Memory.load
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     (tmp / "adapter" / CONFIG_NAME).write_text(text, encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
@@ -57,6 +64,9 @@ def main() -> None:
     parser.add_argument("--card", type=Path, help="bench results dir (+ NOTES.md)")
     parser.add_argument("--commands", type=Path, help="the script of commands that made it")
     parser.add_argument("--base-run", type=Path, help="base run dir or JSON record (BASE_DIR)")
+    parser.add_argument(
+        "--greedy-target", type=float, default=0.9, help="reconstruction target on the card"
+    )
     args = parser.parse_args()
     if args.card and not args.commands:
         parser.error("--card needs --commands")
@@ -64,8 +74,8 @@ def main() -> None:
     if args.card:
         out, commands = Path(args.out), args.commands.read_text(encoding="utf-8")
         adapter_run = Path(args.adapter_dir).parent
-        base_run = args.base_run or Path(args.base_dir)
-        model_card(out.name, base_run, adapter_run, args.card, out, commands)
+        base_run = args.base_run or args.base_dir
+        model_card(out.name, base_run, adapter_run, args.card, out, commands, args.greedy_target)
     print(f"{args.out}: {size / 2**20:.1f} MiB")
 
 

