@@ -68,6 +68,7 @@ SECTIONS = {
     "older-budget": "The older budget, every baseline and ablation (150 steps each)",
     "memorybank": "Conversations: MemoryBank (probing questions carry no references)",
     "recall_dev": "Recall scoring on the seed-1 draw of questions (the keyword weight's choice)",
+    "retrieve_stage": "Recall scoring after an L_ret stage on the shipped default (not adopted)",
 }
 
 
