@@ -27,12 +27,11 @@ from typing import Any
 
 import torch
 
+from .bankfile import ENTRY_DTYPES, FORMAT, check_meta
 from .keywords import KeywordIndex
 from .model import R3MemModel
 from .state import MemoryState, pooled
 from .tensorfile import all_finite
-
-FORMAT = "r3mem.Memory/1"
 
 # The entity bonus is the fraction of the query's entities an entry mentions times this
 # weight; cosine similarity lies in [-1, 1], so naming an entry's entity counts for as
@@ -44,13 +43,6 @@ ENTITY_WEIGHT = 0.5
 # weight 0.5 / 1 / 2 / 4 was 0.88 / 0.88 / 0.88 / 0.88 on SQuAD, 0.65 / 0.68 / 0.71 / 0.71 on
 # HotpotQA, 0.89 / 0.91 / 0.91 / 0.91 on NQ).
 KEYWORD_WEIGHT = 2.0
-
-ENTRY_DTYPES = {
-    "float8": torch.float8_e4m3fn,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "float32": torch.float32,
-}
 
 
 @dataclass
@@ -308,12 +300,12 @@ class MemoryBank:
         model: R3MemModel,
         recall_keywords: Callable[[list[Entry]], list[dict[str, int]]],
     ) -> MemoryBank:
-        """Rebuild a bank from a file's parts, every field checked against ``model`` first;
-        raises :class:`BankFileError` naming the first field that is wrong. Entries saved
-        before the keyword index get their keywords from ``recall_keywords`` (their exact
-        recall), once."""
+        """Rebuild a bank from a file's parts, every field checked against ``model`` first
+        (:func:`~r3mem.bankfile.check_meta` raises ``BankFileError`` naming the first wrong
+        one). Entries saved before the keyword index get their keywords from
+        ``recall_keywords`` (their exact recall), once."""
         shape = tuple(model.init_memory(1, "document").memory.shape)  # [1, m, width]
-        records = _check_meta(meta, tensors, shape, model)
+        records = check_meta(meta, tensors, shape, model)
         dtype = model.write_embeddings.dtype
         document = MemoryState(
             tensors["document"].to(model.device, dtype),
@@ -347,96 +339,6 @@ class MemoryBank:
             bank.add(entry)
         bank.next_id = meta["next_id"]
         return bank
-
-
-class BankFileError(ValueError):
-    """A memory file's field is missing or wrong; the message names the field."""
-
-
-def _expect(ok: bool, field: str, why: str) -> None:
-    if not ok:
-        raise BankFileError(f"{field}: {why}")
-
-
-def _is_int(value: Any, low: int, high: int | None = None) -> bool:
-    """An int (not a bool) in ``[low, high)``."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-    return ok and (high is None or value < high)
-
-
-def _check_tensor(tensors: dict[str, torch.Tensor], name: str, shape: tuple, dtypes) -> None:
-    _expect(name in tensors, name, "missing")
-    tensor = tensors[name]
-    _expect(tuple(tensor.shape) == shape, name, f"shape {tuple(tensor.shape)}, expected {shape}")
-    _expect(tensor.dtype in dtypes, name, f"dtype {tensor.dtype}")
-    if tensor.is_floating_point():
-        _expect(all_finite(tensor), name, "holds values that are not finite")
-
-
-def _check_meta(
-    meta: Any, tensors: dict[str, torch.Tensor], shape: tuple, model: R3MemModel
-) -> list[dict[str, Any]]:
-    """The entry records of a memory file's metadata, once every field and tensor of the
-    file has been found consistent with itself and with ``model``."""
-    _expect(isinstance(meta, dict), "metadata", "not a JSON object")
-    _expect(meta.get("format") == FORMAT, "format", f"{meta.get('format')!r}, expected {FORMAT}")
-    _expect(isinstance(meta.get("fingerprint"), str), "fingerprint", "missing or not a string")
-    budget = meta.get("budget_entries")
-    _expect(budget is None or _is_int(budget, 1), "budget_entries", f"{budget!r}")
-    _expect(meta.get("entry_dtype") in ENTRY_DTYPES, "entry_dtype", f"{meta.get('entry_dtype')!r}")
-    _expect(_is_int(meta.get("next_id"), 0), "next_id", f"{meta.get('next_id')!r}")
-    records = meta.get("entries")
-    _expect(isinstance(records, list), "entries", "not a list")
-    floats = (torch.float16, torch.bfloat16, torch.float32)
-    _check_tensor(tensors, "document", shape, floats)
-    _check_tensor(tensors, "document_tokens_seen", (1,), (torch.int64, torch.int32))
-    _expect(int(tensors["document_tokens_seen"][0]) >= 0, "document_tokens_seen", "negative")
-    unknown = sorted(set(tensors) - {"document", "document_tokens_seen", "entries"})
-    _expect(not unknown, "tensors", f"unknown {unknown}")
-    _expect(budget is None or len(records) <= budget, "entries", f"more than {budget}")
-    if records:
-        stored = (len(records), *shape[1:])
-        _check_tensor(tensors, "entries", stored, (ENTRY_DTYPES[meta["entry_dtype"]],))
-    else:
-        _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
-    length, vocab = model.config.segment_length, model.spec["vocab_size"]
-    seen: set[int] = set()
-    keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}  # keywords: optional
-    for index, record in enumerate(records):
-        field = f"entries[{index}]"
-        ok = isinstance(record, dict) and set(record) - {"keywords"} == keys
-        _expect(ok, field, f"keys must be {keys} and keywords")
-        entry_id, tokens = record["id"], record["tokens"]
-        _expect(
-            _is_int(entry_id, 0, meta["next_id"]),
-            f"{field}.id",
-            f"{entry_id!r} (next_id {meta['next_id']})",
-        )
-        _expect(entry_id not in seen, f"{field}.id", f"{entry_id} appears twice")
-        _expect(entry_id > max(seen, default=-1), f"{field}.id", "not after the one before")
-        seen.add(entry_id)
-        _expect(_is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
-        entities = record["entities"]
-        ok = isinstance(entities, list) and all(isinstance(e, str) for e in entities)
-        _expect(ok, f"{field}.entities", "not a list of strings")
-        fixes = record["corrections"]
-        ok = isinstance(fixes, list) and all(
-            isinstance(fix, list)
-            and len(fix) == 2
-            and _is_int(fix[0], 0, tokens)
-            and _is_int(fix[1], 0, vocab)
-            for fix in fixes
-        )
-        ok = ok and len({fix[0] for fix in fixes}) == len(fixes)
-        _expect(ok, f"{field}.corrections", f"not distinct [position < {tokens}, token < {vocab}]")
-        _expect(_is_int(record["checksum"], 0, 2**32), f"{field}.checksum", "not a CRC-32")
-        _expect(isinstance(record["meta"], dict), f"{field}.meta", "not a JSON object")
-        words = record.get("keywords", {})
-        ok = isinstance(words, dict) and all(
-            isinstance(w, str) and _is_int(n, 1) for w, n in words.items()
-        )
-        _expect(ok, f"{field}.keywords", "not a map of words to counts of at least 1")
-    return records
 
 
 def check_budget(budget: int | None) -> int | None:

@@ -23,7 +23,6 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from .assets import DEFAULT_MODEL, asset_path, packaged_model
 from .bank import (
     ENTRY_DTYPES,
-    BankFileError,
     Entry,
     MemoryBank,
     check_budget,
@@ -34,6 +33,7 @@ from .bank import (
     find_corrections,
     round_state,
 )
+from .bankfile import BankFileError
 from .checkpoint import CONFIG_NAME, adapter_digest, load_base, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
