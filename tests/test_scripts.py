@@ -1,0 +1,46 @@
+"""The pipeline scripts under ``scripts/`` run for hours: a typo in a flag or a config path
+must fail here, in seconds, not after the training step."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from r3mem.cli import build_parser
+from r3mem.training.common import load_config
+from r3mem.training.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
+
+
+def commands(script: Path) -> list[list[str]]:
+    """The script's ``r3mem`` command lines, continuations joined, shell variables as ``X``."""
+    text = script.read_text(encoding="utf-8").replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        words = shlex.split(re.sub(r"\$\{[^}]*\}|\$\w+", "X", line), comments=True)
+        if words and words[0] == "r3mem":
+            found.append(words[1:])
+    return found
+
+
+def test_there_are_pipeline_scripts():
+    assert {"train_default.sh", "train_smollm2.sh"} <= {script.name for script in SCRIPTS}
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
+def test_script_parses_and_its_commands_and_configs_are_valid(script):
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    found = commands(script)
+    assert any(words[0] == "train" for words in found)
+    parser = build_parser()
+    for words in found:
+        parser.parse_args(words)  # exits (SystemExit) on an unknown flag or a bad value
+    for config in re.findall(r"configs/[\w./-]+\.toml", script.read_text(encoding="utf-8")):
+        if "base" not in Path(config).name:
+            load_config(TrainConfig, ROOT / config, {})
