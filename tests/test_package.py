@@ -22,6 +22,23 @@ def test_package_round_trip(base_dir, adapter_dir, tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_card_that_fails_leaves_the_previous_package_whole(base_dir, adapter_dir, tmp_path):
+    import pytest
+
+    out = tmp_path / "packed"
+    package_model(base_dir, adapter_dir, out, card=lambda folder: (folder / "CARD").touch())
+    assert (out / "CARD").is_file()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+
+    def failing(folder):
+        raise FileNotFoundError("lm.json")
+
+    with pytest.raises(FileNotFoundError, match=r"lm\.json"):
+        package_model(base_dir, adapter_dir, out, card=failing)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert not list(tmp_path.glob("packed.old"))
+
+
 def test_package_on_a_named_base_keeps_only_the_adapters(
     base_dir, adapter_dir, tmp_path, monkeypatch
 ):
@@ -34,7 +51,9 @@ def test_package_on_a_named_base_keeps_only_the_adapters(
     from r3mem.checkpoint import CONFIG_NAME
     from r3mem.pretrained import NAMED, NamedModel
 
-    monkeypatch.setitem(NAMED, "tiny-named", NamedModel("no_pkg", "x.gguf", "nothing", "test"))
+    monkeypatch.setitem(
+        NAMED, "tiny-named", NamedModel("no_pkg", "x.gguf", "nothing", "test", "none")
+    )
     monkeypatch.setenv("R3MEM_CACHE", str(tmp_path / "cache"))
     shutil.copytree(base_dir, tmp_path / "cache" / "tiny-named")  # as if converted
     adapter = tmp_path / "adapter"
@@ -44,6 +63,7 @@ def test_package_on_a_named_base_keeps_only_the_adapters(
     (adapter / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="trained on"):
         package_model("tiny-named", adapter_dir, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists() and not (tmp_path / "wrong.tmp").exists()
     out = tmp_path / "packed"
     package_model("tiny-named", adapter, out)
     assert {p.name for p in out.iterdir()} == {"adapter"}

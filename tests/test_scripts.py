@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from r3mem.bench.tasks import METHODS
 from r3mem.cli import build_parser
+from r3mem.package import build_parser as package_parser
+from r3mem.training.base import BaseTrainConfig
 from r3mem.training.common import load_config
 from r3mem.training.train import TrainConfig
 
@@ -18,14 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "scripts").glob("*.sh"))
 
 
-def commands(script: Path) -> list[list[str]]:
-    """The script's ``r3mem`` command lines, continuations joined, shell variables as ``X``."""
+def commands(script: Path, program: tuple[str, ...] = ("r3mem",)) -> list[list[str]]:
+    """The arguments of the script's ``program`` command lines, continuations joined, shell
+    variables as ``X``."""
     text = script.read_text(encoding="utf-8").replace("\\\n", " ")
     found = []
     for line in text.splitlines():
         words = shlex.split(re.sub(r"\$\{[^}]*\}|\$\w+", "X", line), comments=True)
-        if words and words[0] == "r3mem":
-            found.append(words[1:])
+        if tuple(words[: len(program)]) == program:
+            found.append(words[len(program) :])
     return found
 
 
@@ -40,7 +44,12 @@ def test_script_parses_and_its_commands_and_configs_are_valid(script):
     assert any(words[0] == "train" for words in found)
     parser = build_parser()
     for words in found:
-        parser.parse_args(words)  # exits (SystemExit) on an unknown flag or a bad value
+        args = parser.parse_args(words)  # exits (SystemExit) on an unknown flag or a bad value
+        assert args.command != "bench" or args.task in METHODS, words
+    packages = commands(script, ("python", "-m", "r3mem.package"))
+    assert packages
+    for words in packages:
+        package_parser().parse_args(words)
     for config in re.findall(r"configs/[\w./-]+\.toml", script.read_text(encoding="utf-8")):
-        if "base" not in Path(config).name:
-            load_config(TrainConfig, ROOT / config, {})
+        kind = BaseTrainConfig if Path(config).name.startswith("base-") else TrainConfig
+        load_config(kind, ROOT / config, {})

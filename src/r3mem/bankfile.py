@@ -78,7 +78,7 @@ def check_meta(
     else:
         _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
     length, vocab = model.config.segment_length, model.spec["vocab_size"]
-    seen: set[int] = set()
+    previous = -1
     keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}  # keywords: optional
     for index, record in enumerate(records):
         field = f"entries[{index}]"
@@ -90,9 +90,9 @@ def check_meta(
             f"{field}.id",
             f"{entry_id!r} (next_id {meta['next_id']})",
         )
-        _expect(entry_id not in seen, f"{field}.id", f"{entry_id} appears twice")
-        _expect(entry_id > max(seen, default=-1), f"{field}.id", "not after the one before")
-        seen.add(entry_id)
+        _expect(entry_id != previous, f"{field}.id", f"{entry_id} appears twice")
+        _expect(entry_id > previous, f"{field}.id", "not after the one before")
+        previous = entry_id
         _expect(_is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
         entities = record["entities"]
         ok = isinstance(entities, list) and all(isinstance(e, str) for e in entities)

@@ -39,6 +39,7 @@ from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel, one_row, recur
+from .pretrained import NAMED
 from .segment import Segment, Tokens, batched, pad_rows, segment_stream
 from .sources import Conversation, check_text
 from .state import MemoryState
@@ -118,18 +119,26 @@ class Memory:
         the dtype paragraph entries are kept and saved in (``float16``, ``bfloat16`` or
         ``float32``)."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
-        shipped = None if path is None else packaged_model(str(path))
+        named = path is not None and not Path(path).exists()  # a local folder wins over a name
+        shipped = packaged_model(str(path)) if named else None
         root = Path(shipped or (default_model_path() if path is None else path))
         if (root / "adapter" / CONFIG_NAME).is_file():
             adapter_dir = root / "adapter"
         elif (root / CONFIG_NAME).is_file():
             adapter_dir = root
+        elif shipped is not None:
+            raise FileNotFoundError(
+                f"{path}: no adapters for it are packaged in this install ({root}); a source "
+                f"checkout trains and packages them with {NAMED[str(path)].pipeline}"
+            )
         else:
-            packaged = path is None or shipped is not None
-            hint = " (that model is not packaged in this install)" if packaged else ""
+            hint = " (the shipped default is missing from this install)" if path is None else ""
             raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
-        packed_base = adapter_dir != root and (root / "base").is_dir()
-        base_dir = root / "base" if packed_base else R3MemModel.base_name(adapter_dir)
+        base_dir = R3MemModel.base_name(adapter_dir)
+        if adapter_dir != root and base_dir == "base":  # packaged: base/ beside adapter/
+            base_dir = root / "base"
+            if not base_dir.is_dir():
+                raise FileNotFoundError(f"{root}: the adapter's base/ is missing beside it")
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .card import model_card
+from .card import GREEDY_TARGET, model_card
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
 from .pretrained import NAMED
 
@@ -31,9 +32,12 @@ def package_model(
     adapter_dir: str | Path,
     out: str | Path,
     dtype: torch.dtype = torch.float16,
+    card: Callable[[Path], object] | None = None,
 ) -> int:
     """Write ``out/base`` and ``out/adapter`` with weights in ``dtype``; returns their bytes.
-    A base r3mem knows by name (``smollm2-135m``) is not copied: the adapter names it."""
+    A base r3mem knows by name (``smollm2-135m``) is not copied: the adapter names it.
+    ``card(folder)`` writes the model card into the new package before it replaces ``out``,
+    so a card that fails leaves the previous package whole."""
     out = Path(out)
     meta = read_adapter_config(adapter_dir)
     named = str(base_dir) in NAMED
@@ -51,12 +55,18 @@ def package_model(
     save_file({k: v.to(dtype) for k, v in weights.items()}, str(tmp / "adapter" / WEIGHTS_NAME))
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     (tmp / "adapter" / CONFIG_NAME).write_text(text, encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
+    if card is not None:
+        card(tmp)
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
     tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base_dir")
     parser.add_argument("adapter_dir")
@@ -65,17 +75,33 @@ def main() -> None:
     parser.add_argument("--commands", type=Path, help="the script of commands that made it")
     parser.add_argument("--base-run", type=Path, help="base run dir or JSON record (BASE_DIR)")
     parser.add_argument(
-        "--greedy-target", type=float, default=0.9, help="reconstruction target on the card"
+        "--greedy-target",
+        type=float,
+        default=GREEDY_TARGET,
+        help=f"reconstruction target the card judges, in (0, 1] (default {GREEDY_TARGET})",
     )
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.card and not args.commands:
         parser.error("--card needs --commands")
-    size = package_model(args.base_dir, args.adapter_dir, args.out)
+    if not 0 < args.greedy_target <= 1:
+        parser.error(f"--greedy-target must be in (0, 1], got {args.greedy_target}")
+    card = None
     if args.card:
-        out, commands = Path(args.out), args.commands.read_text(encoding="utf-8")
+        name, commands = Path(args.out).name, args.commands.read_text(encoding="utf-8")
         adapter_run = Path(args.adapter_dir).parent
         base_run = args.base_run or args.base_dir
-        model_card(out.name, base_run, adapter_run, args.card, out, commands, args.greedy_target)
+
+        def card(folder: Path) -> Path:
+            return model_card(
+                name, base_run, adapter_run, args.card, folder, commands, args.greedy_target
+            )
+
+    size = package_model(args.base_dir, args.adapter_dir, args.out, card=card)
     print(f"{args.out}: {size / 2**20:.1f} MiB")
 
 

