@@ -34,7 +34,7 @@ def test_memory_load_by_name_opens_the_packaged_adapters(adapter_dir, tmp_path, 
     import json
     import shutil
 
-    import r3mem.memory as memory_module
+    import r3mem.checkpoint as checkpoint_module
     from r3mem.assets import asset_path, packaged_model
     from r3mem.checkpoint import CONFIG_NAME
     from r3mem.pretrained import NAMED
@@ -46,8 +46,8 @@ def test_memory_load_by_name_opens_the_packaged_adapters(adapter_dir, tmp_path, 
         with pytest.raises(FileNotFoundError, match=r"train_smollm2\.sh"):
             Memory.load("smollm2-135m")
     packaged = tmp_path / "assets" / "r3mem-tiny-named"
-    monkeypatch.setattr(memory_module, "packaged_model", {"tiny-named": packaged}.get)
-    monkeypatch.setitem(memory_module.NAMED, "tiny-named", NAMED["smollm2-135m"])
+    monkeypatch.setattr(checkpoint_module, "packaged_model", {"tiny-named": packaged}.get)
+    monkeypatch.setitem(NAMED, "tiny-named", NAMED["smollm2-135m"])
     with pytest.raises(FileNotFoundError, match="no adapters for it are packaged"):
         Memory.load("tiny-named")
     shutil.copytree(adapter_dir, packaged / "adapter")

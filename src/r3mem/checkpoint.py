@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .assets import DEFAULT_MODEL, asset_path, packaged_model
 from .config import R3MemConfig
 from .coupling import find_decoder_layers
 from .files import atomic_path, atomic_write
@@ -53,6 +54,35 @@ def load_base(name_or_path: str | os.PathLike) -> nn.Module:
     if str(name_or_path) in NAMED:  # adapters saved on it name it, not this machine's cache
         base.config.name_or_path = str(name_or_path)
     return base
+
+
+def locate_model(path: str | os.PathLike | None) -> tuple[Path, Path, str | Path]:
+    """Where ``Memory.load(path)`` finds its model: the folder ``path`` names, its adapter
+    folder and its base (a folder, or a name or path for :func:`load_base`). ``path`` is a
+    model folder (``base/`` + ``adapter/``, the shipped default's layout, used when ``path``
+    is None), an adapter folder whose config names its base, or the name of a base whose
+    adapters ship in the package (``smollm2-135m``); a local folder wins over a name."""
+    named = path is not None and not Path(path).exists()
+    shipped = packaged_model(str(path)) if named else None
+    root = Path(shipped or (asset_path(DEFAULT_MODEL) if path is None else path))
+    if (root / "adapter" / CONFIG_NAME).is_file():
+        adapter_dir = root / "adapter"
+    elif (root / CONFIG_NAME).is_file():
+        adapter_dir = root
+    elif shipped is not None:
+        raise FileNotFoundError(
+            f"{path}: no adapters for it are packaged in this install ({root}); a source "
+            f"checkout trains and packages them with {NAMED[str(path)].pipeline}"
+        )
+    else:
+        hint = " (the shipped default is missing from this install)" if path is None else ""
+        raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
+    base_dir = read_adapter_config(adapter_dir)["base_model"]["name_or_path"]
+    if adapter_dir != root and base_dir == "base":  # packaged: base/ beside adapter/
+        base_dir = root / "base"
+        if not base_dir.is_dir():
+            raise FileNotFoundError(f"{root}: the adapter's base/ is missing beside it")
+    return root, adapter_dir, base_dir
 
 
 def model_source(name_or_path: str | os.PathLike) -> str:

@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .assets import DEFAULT_MODEL, asset_path, packaged_model
 from .bank import (
     ENTRY_DTYPES,
     Entry,
@@ -34,12 +33,11 @@ from .bank import (
     round_state,
 )
 from .bankfile import BankFileError
-from .checkpoint import CONFIG_NAME, adapter_digest, load_base, model_source
+from .checkpoint import adapter_digest, load_base, locate_model, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel, one_row, recur
-from .pretrained import NAMED
 from .segment import Segment, Tokens, batched, pad_rows, segment_stream
 from .sources import Conversation, check_text
 from .state import MemoryState
@@ -48,11 +46,6 @@ from .tensorfile import write_tensors
 # Segments written, compressed and corrected at once by ``remember``: what its working memory
 # holds beside the entries it keeps, whatever the length of the text.
 WRITE_BATCH = 64
-
-
-def default_model_path() -> Path:
-    """Where the shipped default model lives inside the installed package."""
-    return asset_path(DEFAULT_MODEL)
 
 
 @dataclass(frozen=True)
@@ -112,33 +105,13 @@ class Memory:
         budget_entries: int | None = None,
         entry_dtype: str = "float16",
     ) -> Memory:
-        """Open a model directory holding ``base/`` and ``adapter/`` (the layout of the shipped
-        default, used when ``path`` is None), an adapter directory whose config names its
-        base, or the name of a base whose adapters ship in the package (``smollm2-135m``,
-        once its run is packaged). Nothing is downloaded for a local path. ``entry_dtype`` is
-        the dtype paragraph entries are kept and saved in (``float16``, ``bfloat16`` or
-        ``float32``)."""
+        """Open a model: a folder holding ``base/`` and ``adapter/`` (the shipped default when
+        ``path`` is None), an adapter folder whose config names its base, or the name of a base
+        whose adapters ship in the package (``smollm2-135m``): :func:`.checkpoint.locate_model`.
+        Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph entries
+        are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``)."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
-        named = path is not None and not Path(path).exists()  # a local folder wins over a name
-        shipped = packaged_model(str(path)) if named else None
-        root = Path(shipped or (default_model_path() if path is None else path))
-        if (root / "adapter" / CONFIG_NAME).is_file():
-            adapter_dir = root / "adapter"
-        elif (root / CONFIG_NAME).is_file():
-            adapter_dir = root
-        elif shipped is not None:
-            raise FileNotFoundError(
-                f"{path}: no adapters for it are packaged in this install ({root}); a source "
-                f"checkout trains and packages them with {NAMED[str(path)].pipeline}"
-            )
-        else:
-            hint = " (the shipped default is missing from this install)" if path is None else ""
-            raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
-        base_dir = R3MemModel.base_name(adapter_dir)
-        if adapter_dir != root and base_dir == "base":  # packaged: base/ beside adapter/
-            base_dir = root / "base"
-            if not base_dir.is_dir():
-                raise FileNotFoundError(f"{root}: the adapter's base/ is missing beside it")
+        root, adapter_dir, base_dir = locate_model(path)
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
