@@ -69,6 +69,7 @@ SECTIONS = {
     "memorybank": "Conversations: MemoryBank (probing questions carry no references)",
     "recall_dev": "Recall scoring on the seed-1 draw of questions (the keyword weight's choice)",
     "retrieve_stage": "Recall scoring after an L_ret stage on the shipped default (not adopted)",
+    "smollm2": "R³Mem on SmolLM2-135M-Instruct (scripts/train_smollm2.sh; its MODEL_CARD.md)",
 }
 
 
