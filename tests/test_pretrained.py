@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from r3mem import R3MemConfig, R3MemModel
+from r3mem.assets import asset_path
 from r3mem.checkpoint import load_base, model_source
 from r3mem.pretrained import NAMED, gguf_path, resolve
 
@@ -98,3 +99,22 @@ def test_smollm2_is_the_default_reader_and_answers_from_passages(smollm2, adapte
     assert reader.chats  # answers through its chat template
     passages = ["My sister Alice lives in Lisbon.", "Bob keeps bees in Lyon."]
     assert "Lisbon" in reader.answer("Where does my sister Alice live?", passages)
+
+
+PACKAGED = asset_path(f"r3mem-{NAME}") / "adapter"
+
+
+@needs_package
+@pytest.mark.skipif(
+    not PACKAGED.is_dir(), reason=f"{NAME} adapters not packaged yet (scripts/train_smollm2.sh)"
+)
+@pytest.mark.slow
+def test_packaged_smollm2_adapters_remember_and_recall_exactly(smollm2):
+    from r3mem.memory import Memory
+
+    memory = Memory.load(NAME)
+    assert memory.model.base.config.name_or_path == NAME
+    fact = "Mr. Lorry met Lucie Manette at the Royal George Hotel in Dover."
+    memory.remember(f"{fact}\n\nThe mail coach climbed Shooter's Hill in the mud.")
+    hit = memory.recall("Who did Mr. Lorry meet at Dover?", k=1, exact=True)[0]
+    assert hit.exact and hit.text.strip() == fact
