@@ -29,6 +29,8 @@ from .pretrained import NAMED, resolve
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+# What a packaged adapter names as its base: the ``base/`` folder beside it.
+PACKAGED_BASE = "base"
 SPEC_KEYS = ("vocab_size", "hidden_size", "num_layers")
 # R3MemConfig fields added after adapters were first saved, with the value under which those
 # adapters computed.
@@ -77,9 +79,9 @@ def locate_model(path: str | os.PathLike | None) -> tuple[Path, Path, str | Path
     else:
         hint = " (the shipped default is missing from this install)" if path is None else ""
         raise FileNotFoundError(f"{root}: no r3mem model here{hint}")
-    base_dir = read_adapter_config(adapter_dir)["base_model"]["name_or_path"]
-    if adapter_dir != root and base_dir == "base":  # packaged: base/ beside adapter/
-        base_dir = root / "base"
+    base_dir = base_name(adapter_dir)
+    if adapter_dir != root and base_dir == PACKAGED_BASE:  # base/ beside adapter/
+        base_dir = root / PACKAGED_BASE
         if not base_dir.is_dir():
             raise FileNotFoundError(f"{root}: the adapter's base/ is missing beside it")
     return root, adapter_dir, base_dir
@@ -206,6 +208,11 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     expect(isinstance(base.get("name_or_path"), str), "base_model.name_or_path missing")
     R3MemConfig.from_dict(config)  # ValueError naming the field
     return {**meta, "r3mem_config": config}
+
+
+def base_name(directory: str | Path) -> str:
+    """The base model (hub name or path) an adapter directory was trained on."""
+    return read_adapter_config(directory)["base_model"]["name_or_path"]
 
 
 def read_adapter_weights(directory: str | Path) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from torch import nn
 
 from .cell import IGNORE, MemoryCell, check_batch
 from .checkpoint import (
+    base_name,
     base_spec,
     check_base,
     load_base,
@@ -183,7 +184,7 @@ class R3MemModel(MemoryCell):
     @staticmethod
     def base_name(directory: str | Path) -> str:
         """The base model (hub name or path) an adapter directory was trained on."""
-        return read_adapter_config(directory)["base_model"]["name_or_path"]
+        return base_name(directory)
 
     @classmethod
     def from_pretrained(

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .card import GREEDY_TARGET, model_card
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
+from .checkpoint import CONFIG_NAME, PACKAGED_BASE, WEIGHTS_NAME, read_adapter_config
 from .pretrained import NAMED
 
 
@@ -49,7 +49,7 @@ def package_model(
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         base.to(dtype).save_pretrained(tmp / "base")
         AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp / "base")
-        meta["base_model"]["name_or_path"] = "base"  # resolved against the package on load
+        meta["base_model"]["name_or_path"] = PACKAGED_BASE  # the base/ beside it, on load
     weights = load_file(str(Path(adapter_dir) / WEIGHTS_NAME))
     (tmp / "adapter").mkdir(parents=True)
     save_file({k: v.to(dtype) for k, v in weights.items()}, str(tmp / "adapter" / WEIGHTS_NAME))
