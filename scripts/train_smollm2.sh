@@ -30,7 +30,7 @@ ADAPTER="$RUNS/r3mem-smollm2-135m/adapter"
 r3mem bench reconstruct --model "$ADAPTER" --data "$BOOKS/validation" --out "$RESULTS"
 r3mem bench lm --model "$ADAPTER" --data "$BOOKS/validation" --book-tokens 4096 --out "$RESULTS"
 r3mem bench rag --model "$ADAPTER" --reader smollm2-135m --passages 500 --questions 100 \
-    --out "$RESULTS"
+    --out "$RESULTS" --resume
 python benchmarks/recall_speed.py --model "$ADAPTER" --out "$RESULTS"
 # 3. Adapters only (the package names the base), in half precision, with their model card.
 python -m r3mem.package smollm2-135m "$ADAPTER" src/r3mem/assets/r3mem-smollm2-135m \

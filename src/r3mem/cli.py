@@ -57,6 +57,7 @@ def _bench(args: argparse.Namespace) -> None:
         args.reader,
         args.questions,
         args.passages,
+        args.resume,
     )
     print(markdown(report))
 
@@ -246,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
     bench.add_argument("--passages", type=int, help="rag: the first N passages of each dataset")
+    bench.add_argument(
+        "--resume",
+        action="store_true",
+        help="rag, conv: reuse what an interrupted run left in OUT/TASK.partial.jsonl",
+    )
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--quick", action="store_true", help="a small slice, for a smoke run")
     bench.add_argument("--out", default="benchmarks/results", help="output directory")

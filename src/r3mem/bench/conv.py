@@ -36,6 +36,7 @@ from ..sources import (
     read_locomo,
     read_memorybank,
 )
+from .progress import Progress
 from .retrieval import (
     Question,
     Unit,
@@ -52,6 +53,8 @@ CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop", 
 ADVERSARIAL = 5
 QUICK_SESSIONS, QUICK_QUESTIONS = 3, 20
 RENAMED = {"recall@1": "evidence_recall@1", "recall@5": "evidence_recall@5"}
+# The methods in the order of their rows: R³Mem's readings, then the raw-text indexes.
+METHODS = ("r3mem", "r3mem-exact", "bm25", "dense")
 REPORTED = ("questions", "evidence_recall@1", "evidence_recall@5", "answer_contains@5", "f1")
 
 
@@ -142,31 +145,37 @@ def bench_conv(
     seed: int,
     reader: Reader | None,
     questions_each: int | None = None,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """Rows per method: one per category, then ``overall`` (category 5 left out).
-    ``questions_each``: a seeded draw of at most that many per conversation."""
+    ``questions_each``: a seeded draw of at most that many per conversation. Conversations
+    ``progress`` holds from an interrupted run are reused; each new one is put there."""
+    progress = progress or Progress()
     scored: dict[str, list[tuple[str, dict]]] = {}
     stored: dict[str, int] = {}
     conversations = read_conversations(data)
-    for conversation, questions in conversations[: 1 if quick else None]:
+    for number, (conversation, questions) in enumerate(conversations[: 1 if quick else None]):
         conversation = _spoken(conversation, QUICK_SESSIONS if quick else None)
         if quick:
             turns = {t.turn_id for s in conversation.sessions for t in s.turns}
             questions = draw([q for q in questions if set(q.gold) <= turns], QUICK_QUESTIONS, seed)
         questions = draw(questions, questions_each, seed)
+        unit, categories = f"{number} {conversation.conv_id}", [q.group for q in questions]
+        todo = [method for method in methods if progress.get(unit, method) is None]
         segments = memory.segments(conversation)  # once, for every method
         units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
-        indexes = baselines(methods, units)
+        indexes = baselines(todo, units)
         write = partial(written, memory, conversation, segments)
-        indexes = {**r3mem_indexes(methods, write, _turn_ids), **indexes}
+        indexes = {**r3mem_indexes(todo, write, _turn_ids), **indexes}
         for method, index in indexes.items():
-            rows = score_questions(
-                index, questions, reader, f"conv {conversation.conv_id} {method}"
-            )
-            scored.setdefault(method, []).extend(
-                zip([q.group for q in questions], rows, strict=True)
-            )
-            stored[method] = stored.get(method, 0) + index.nbytes()
+            desc = f"conv {conversation.conv_id} {method}"
+            rows = zip(categories, score_questions(index, questions, reader, desc), strict=True)
+            progress.put({"rows": list(rows), "bytes": index.nbytes()}, unit, method)
+        for method in METHODS:
+            done = progress.get(unit, method)
+            if done is not None:
+                scored.setdefault(method, []).extend((group, row) for group, row in done["rows"])
+                stored[method] = stored.get(method, 0) + done["bytes"]
     name = Path(data).name.split(".")[0]
     results = []
     for method, pairs in scored.items():

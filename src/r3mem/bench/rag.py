@@ -29,6 +29,7 @@ from ..memory import Memory
 from ..reader import Reader
 from ..segment import Segment
 from ..sources import DataError, _load_json, _read_jsonl
+from .progress import Progress
 from .retrieval import (
     Question,
     Unit,
@@ -42,6 +43,8 @@ from .retrieval import (
 logger = logging.getLogger(__name__)
 
 QUICK_PASSAGES, QUICK_QUESTIONS = 30, 20
+# The methods in the order of their rows: R³Mem's readings, the raw-text indexes, the ceiling.
+METHODS = ("r3mem", "r3mem-exact", "r3mem-slots", "bm25", "dense", "gold")
 
 
 @dataclass(frozen=True)
@@ -168,35 +171,41 @@ def bench_rag(
     reader: Reader | None,
     questions: int | None = None,
     passages: int | None = None,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """One row per dataset and method (dense absent when its model is not installed).
     Per dataset, the first ``passages`` passages (None: all) and a seeded draw of at most
-    ``questions`` of the questions whose gold passages lie among them."""
+    ``questions`` of the questions whose gold passages lie among them. Rows ``progress``
+    holds from an interrupted run are reused; each new row is put there as it ends."""
     if quick:
         passages, questions = QUICK_PASSAGES, QUICK_QUESTIONS
+    progress = progress or Progress()
     rows = []
-    for qa in read_qa(data):
+    for number, qa in enumerate(read_qa(data)):
         qa = take(qa, passages, questions, seed)
+        key = f"{number} {qa.name}"  # two files may hold sets of one name
+        todo = [method for method in methods if progress.get(key, method) is None]
         cut = [memory.segments(text) for text in qa.passages]  # once, for every method
         units = [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
-        indexes = baselines(methods, units)
+        indexes = baselines(todo, units)
         write = partial(written, memory, cut, qa.name)
-        indexes = {**r3mem_indexes(methods, write, _passage_id), **indexes}
-        if "gold" in methods:
+        indexes = {**r3mem_indexes(todo, write, _passage_id), **indexes}
+        if "gold" in todo:
             indexes["gold"] = GoldIndex(qa)
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)
         for method, index in indexes.items():
             slots = method == "r3mem-slots" and reader is not None
             answerer = Reader.of_memory_slots(memory) if slots else reader
             scored = score_questions(index, qa.questions, answerer, f"rag {qa.name} {method}")
-            rows.append(
-                {
-                    "method": method,
-                    "dataset": qa.name,
-                    "passages": len(qa.passages),
-                    **summarize(scored),
-                    "stored_bytes": index.nbytes(),
-                    "text_bytes": text_bytes,
-                }
-            )
+            row = {
+                "method": method,
+                "dataset": qa.name,
+                "passages": len(qa.passages),
+                **summarize(scored),
+                "stored_bytes": index.nbytes(),
+                "text_bytes": text_bytes,
+            }
+            progress.put(row, key, method)
+        done = [progress.get(key, method) for method in METHODS]
+        rows.extend(row for row in done if row is not None)
     return rows

@@ -18,6 +18,7 @@ conv:        LoCoMo / MemoryBank conversations; evidence recall, answer containm
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..checkpoint import WEIGHTS_NAME, locate_model
 from ..data import ENTITY_LENGTH, load_segments
 from ..eval import (
     READINGS,
@@ -36,11 +38,14 @@ from ..eval import (
 from ..memory import Memory
 from ..plots import history_curve, position_curve, ratio_curve
 from ..reader import Reader
-from ..report import write_report
+from ..report import git_revision, write_report
 from ..sources import read_texts
 from .baselines import Method, load_methods, parse_methods
+from .conv import METHODS as CONV_METHODS
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
+from .progress import Progress, file_digest
+from .rag import METHODS as RAG_METHODS
 from .rag import bench_rag
 from .reconstruct import document_recall, exact_recall_cost
 
@@ -55,8 +60,8 @@ METHODS = {
     "lm": ("r3mem", "none", "base", "base-text"),
     "reconstruct": ("r3mem",),
     "cost": ("r3mem", "full_attention"),
-    "rag": ("r3mem", "r3mem-exact", "r3mem-slots", "bm25", "dense", "gold"),
-    "conv": ("r3mem", "r3mem-exact", "bm25", "dense"),
+    "rag": RAG_METHODS,
+    "conv": CONV_METHODS,
 }
 # lm reads this many tokens of each book unless told otherwise (book_tokens=0: whole books):
 # whole books for every baseline and ablation take hours on a 2-core CPU.
@@ -210,6 +215,15 @@ def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int, out: 
     return rows
 
 
+def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
+    """Where a rag or conv run keeps its finished units, under what its rows depend on: the
+    request, the adapter weights (a training run may replace them) and the code."""
+    weights = locate_model(asked["model"])[1] / WEIGHTS_NAME
+    run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
+    run |= {"weights": file_digest(weights), "git_rev": git_revision(out)}
+    return Progress(Path(out) / f"{task}.partial.jsonl", run, resume)
+
+
 def run_bench(
     task: str,
     model: str | None = None,
@@ -222,6 +236,7 @@ def run_bench(
     reader: str | None = None,
     questions: int | None = None,
     passages: int | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``methods``: names or
     ``NAME=DIR`` specs (:mod:`r3mem.bench.baselines`); ``data``: comma-separated paths;
@@ -230,7 +245,8 @@ def run_bench(
     installed, else the memory's own base model; ``"none"``: retrieval alone, em and f1
     null); ``questions`` (rag, conv): a seeded draw of at most that many
     questions per dataset or conversation (None: all); ``passages`` (rag): the first that
-    many passages of each dataset (None: all)."""
+    many passages of each dataset (None: all); ``resume`` (rag, conv): reuse what an
+    interrupted run of the same request left in ``out/TASK.partial.jsonl``."""
     if task not in METHODS:
         raise ValueError(f"unknown bench task {task!r}; choose from {', '.join(METHODS)}")
     parsed = parse_methods(methods, task, METHODS[task])
@@ -241,6 +257,8 @@ def run_bench(
     for option, value, tasks in sizes:
         if value is not None and (task not in tasks.split() or value < 1):
             raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
+    if resume and task not in ("rag", "conv"):
+        raise ValueError("--resume is for rag and conv")
     if task not in ("lm", "reconstruct") and len(paths) > 1:
         raise ValueError(f"bench {task} reads one data path")
     for path in paths if task != "cost" else []:
@@ -261,10 +279,15 @@ def run_bench(
         else:
             answerer = Reader.default(memory) if reader is None else Reader.load(reader)
         names = [m.name for m in parsed]
-        if task == "rag":
-            results = bench_rag(memory, paths[0], names, quick, seed, answerer, questions, passages)
-        else:
-            results = bench_conv(memory, paths[0], names, quick, seed, answerer, questions)
+        progress = _progress(
+            task, out, resume, model=model, reader=reader, methods=names, data=paths[0],
+            seed=seed, quick=quick, questions=questions, passages=passages,
+        )  # fmt: skip
+        run = partial(bench_rag, passages=passages) if task == "rag" else bench_conv
+        results = run(memory, paths[0], names, quick, seed, answerer, questions, progress=progress)
+        report = write_report(out, task, seed, results)
+        progress.finish()
+        return report
     else:
         cache = str(Path(out) / "cache")
         results = bench_reconstruct(parsed, model, paths, quick, seed, cache, Path(out))

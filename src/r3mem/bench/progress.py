@@ -1,0 +1,88 @@
+"""Resumable benchmarks. ``bench rag`` and ``bench conv`` take hours with a real reader on a
+CPU; each finished unit of work (one dataset or conversation, one method) is appended to
+``out/TASK.partial.jsonl`` as it ends, and ``--resume`` reuses those units when the run asks
+the same thing of the same model at the same revision, so an interruption loses at most
+the unit it was in. The file goes once the report is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file: which weights a run measured (a training run may replace them)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Progress:
+    """Finished units by key. ``path`` None keeps them in memory only (nothing to resume)."""
+
+    def __init__(
+        self, path: str | Path | None = None, run: dict | None = None, resume: bool = False
+    ) -> None:
+        self.path, self.done = (Path(path) if path else None), {}
+        self.run = json.loads(json.dumps(run))  # as the file gives it back: lists, not tuples
+        if self.path is None:
+            return
+        if resume and self.path.is_file():
+            made_by, self.done = _read(self.path)
+            if made_by != self.run:
+                keys = {**made_by, **self.run}
+                changed = sorted(k for k in keys if made_by.get(k) != self.run.get(k))
+                raise ValueError(
+                    f"{self.path}: made by another run (it differs in {', '.join(changed)}); "
+                    "run without --resume to start over"
+                )
+            logger.warning("resuming: %d finished units from %s", len(self.done), self.path)
+            return
+        # Anew; the file is written from the first finished unit on, so that a request
+        # refused before it starts leaves nothing behind.
+        self.path.unlink(missing_ok=True)
+
+    def get(self, *key: str) -> Any | None:
+        """What the unit ``key`` gave, if it finished before."""
+        return self.done.get(key)
+
+    def put(self, value: Any, *key: str) -> None:
+        """Record a finished unit, on disk before this returns."""
+        self.done[key] = value
+        if self.path is None:
+            return
+        if not self.path.is_file():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"run": self.run}) + "\n")
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"key": list(key), "value": value}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def finish(self) -> None:
+        """The report is written: nothing is left to resume."""
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], Any]]:
+    """The run that made the file and its units. A last line without its newline was cut by
+    the interruption and is dropped; any other line that does not parse is an error."""
+    lines = path.read_text().split("\n")
+    if lines[-1]:
+        logger.warning("%s: dropping an unfinished last line", path)
+    try:
+        run = json.loads(lines[0])["run"]
+        units = [json.loads(line) for line in lines[1:-1]]
+        done = {tuple(unit["key"]): unit["value"] for unit in units}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a partial bench file ({error}); delete it") from error
+    return run, done
