@@ -8,10 +8,12 @@ import pytest
 
 from r3mem.bench import conv, rag
 from r3mem.bench.progress import Progress
+from r3mem.bench.retrieval import score_questions
 from r3mem.bench.tasks import run_bench
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RUN = {"task": "rag", "methods": ["bm25", "gold"], "seed": 0}
+WRITTEN = {rag: rag.written, conv: conv.written}
 
 
 def test_units_come_back_only_for_the_same_run(tmp_path):
@@ -45,40 +47,55 @@ def test_a_line_cut_by_the_interruption_is_dropped_and_a_corrupt_one_refused(tmp
     resumed = Progress(path, RUN, resume=True)
     assert resumed.get("0 squad", "bm25") == {"recall@5": 1.0}
     assert resumed.get("0 squad", "gold") is None
-    path.write_text(path.read_text().replace('"val', '"value": 1}\n{oops}\n'))
-    with pytest.raises(ValueError, match="not a partial bench file"):
-        Progress(path, RUN, resume=True)
+    resumed.put({"recall@5": 0.0}, "0 squad", "gold")  # cut again: resumes a second time
+    again = Progress(path, RUN, resume=True)
+    assert again.done == {
+        ("0 squad", "bm25"): {"recall@5": 1.0},
+        ("0 squad", "gold"): {"recall@5": 0.0},
+    }
+    path.write_text('{"ru')  # cut in its first line: nothing had finished
+    assert Progress(path, RUN, resume=True).done == {} and not path.exists()
+    for corrupt in ('{"run": {}}\n{oops}\n', '{"run": 5}\n', '{"key": []}\n'):
+        path.write_text(corrupt)
+        with pytest.raises(ValueError, match="not a partial bench file"):
+            Progress(path, RUN, resume=True)
 
 
 class Interrupted(Exception):
     """The run stopped (a kill, a lost session)."""
 
 
-def _interrupted(monkeypatch, module, after: int) -> list[str]:
+def _interrupted(monkeypatch, module, after: int) -> tuple[list[str], list[int]]:
     """Make ``module``'s scoring stop the run once ``after`` units finished; returns the
-    units it scored."""
-    monkeypatch.undo()
-    score, ran = module.score_questions, []
+    units it scored and the memories it wrote."""
+    ran, wrote = [], []
 
     def scoring(index, questions, reader, desc):
         if len(ran) == after:
             raise Interrupted
         ran.append(desc)
-        return score(index, questions, reader, desc)
+        return score_questions(index, questions, reader, desc)
+
+    def writing(*args):
+        wrote.append(1)
+        return WRITTEN[module](*args)
 
     monkeypatch.setattr(module, "score_questions", scoring)
-    return ran
+    monkeypatch.setattr(module, "written", writing)
+    return ran, wrote
 
 
 @pytest.mark.parametrize(
-    ("task", "module", "model", "data", "units"),
+    ("task", "module", "model", "data", "units", "writes"),
     [
-        ("rag", rag, "adapter_dir", "qa", 3 * 3),  # squad, hotpotqa, nq x three methods
-        ("conv", conv, "wide_adapter_dir", "conv/locomo_tiny.json", 2 * 2),  # 2 conversations
+        # squad, hotpotqa, nq x three methods; stopped in hotpotqa's third (its memory written)
+        ("rag", rag, "adapter_dir", "qa", 3 * 3, 1),
+        # two conversations x two methods; stopped in the second's bm25 (nothing left to write)
+        ("conv", conv, "wide_adapter_dir", "conv/locomo_tiny.json", 2 * 2, 0),
     ],
 )
 def test_an_interrupted_bench_resumes_where_it_stopped(
-    task, module, model, data, units, request, tmp_path, monkeypatch
+    task, module, model, data, units, writes, request, tmp_path, monkeypatch
 ):
     args = dict(
         model=str(request.getfixturevalue(model)),
@@ -87,17 +104,17 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
         reader="none",
     )
     whole = run_bench(task, out=str(tmp_path / "whole"), **args)["results"]
-    out = tmp_path / "cut"
-    ran = _interrupted(monkeypatch, module, after=units // 2)
+    out, finished = tmp_path / "cut", units // 2 + 1
+    _interrupted(monkeypatch, module, after=finished)
     with pytest.raises(Interrupted):
         run_bench(task, out=str(out), **args)
     partial = out / f"{task}.partial.jsonl"
-    assert len(partial.read_text().splitlines()) == 1 + units // 2
+    assert len(partial.read_text().splitlines()) == 1 + finished
     with pytest.raises(ValueError, match="differs in questions"):
         run_bench(task, out=str(out), questions=1, resume=True, **args)
-    ran = _interrupted(monkeypatch, module, after=units)
+    ran, wrote = _interrupted(monkeypatch, module, after=units)
     assert run_bench(task, out=str(out), resume=True, **args)["results"] == whole
-    assert len(ran) == units - units // 2
+    assert (len(ran), len(wrote)) == (units - finished, writes)
     assert not partial.exists()
 
 

@@ -31,31 +31,34 @@ class Progress:
     def __init__(
         self, path: str | Path | None = None, run: dict | None = None, resume: bool = False
     ) -> None:
-        self.path, self.done = (Path(path) if path else None), {}
+        self.path = Path(path) if path else None
+        self.done: dict[tuple[str, ...], Any] = {}
         self.run = json.loads(json.dumps(run))  # as the file gives it back: lists, not tuples
-        if self.path is None:
+        if self.path is None or not self.path.is_file():
             return
-        if resume and self.path.is_file():
-            made_by, self.done = _read(self.path)
-            if made_by != self.run:
-                keys = {**made_by, **self.run}
-                changed = sorted(k for k in keys if made_by.get(k) != self.run.get(k))
-                raise ValueError(
-                    f"{self.path}: made by another run (it differs in {', '.join(changed)}); "
-                    "run without --resume to start over"
-                )
-            logger.warning("resuming: %d finished units from %s", len(self.done), self.path)
+        if not resume:  # anew: the file comes back with the first finished unit
+            logger.warning("%s: starting over (--resume continues it)", path)
+            self.path.unlink()
             return
-        # Anew; the file is written from the first finished unit on, so that a request
-        # refused before it starts leaves nothing behind.
-        self.path.unlink(missing_ok=True)
+        made_by, self.done = _read(self.path)
+        if made_by is None:  # cut before its first line ended: nothing finished
+            self.path.unlink()
+        elif made_by != self.run:
+            keys = {**made_by, **self.run}
+            changed = sorted(k for k in keys if made_by.get(k) != self.run.get(k))
+            raise ValueError(
+                f"{self.path}: made by another run (it differs in {', '.join(changed)}); "
+                "run without --resume to start over"
+            )
+        logger.warning("resuming: %d finished units from %s", len(self.done), self.path)
 
     def get(self, *key: str) -> Any | None:
         """What the unit ``key`` gave, if it finished before."""
         return self.done.get(key)
 
     def put(self, value: Any, *key: str) -> None:
-        """Record a finished unit, on disk before this returns."""
+        """Record a finished unit, on disk before this returns. The file starts with the first
+        unit, so that a request refused before any finished leaves nothing behind."""
         self.done[key] = value
         if self.path is None:
             return
@@ -73,16 +76,24 @@ class Progress:
             self.path.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], Any]]:
-    """The run that made the file and its units. A last line without its newline was cut by
-    the interruption and is dropped; any other line that does not parse is an error."""
-    lines = path.read_text().split("\n")
-    if lines[-1]:
+def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any]]:
+    """The run that made the file (None: cut before its first line ended) and its units.
+    A last line without its newline was cut by the interruption: it is dropped, from the
+    file too, so that the next unit starts a line of its own. Any other line that does not
+    parse is an error."""
+    text = path.read_text()
+    complete, cut = text[: text.rfind("\n") + 1], text[text.rfind("\n") + 1 :]
+    if cut:
         logger.warning("%s: dropping an unfinished last line", path)
+        path.write_text(complete)
+    if not complete:
+        return None, {}
     try:
-        run = json.loads(lines[0])["run"]
-        units = [json.loads(line) for line in lines[1:-1]]
+        header, *units = (json.loads(line) for line in complete.splitlines())
+        run = header["run"]
         done = {tuple(unit["key"]): unit["value"] for unit in units}
+        if not isinstance(run, dict):
+            raise TypeError(f"its first line names no run: {header}")
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a partial bench file ({error}); delete it") from error
     return run, done

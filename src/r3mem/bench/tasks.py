@@ -48,6 +48,7 @@ from .progress import Progress, file_digest
 from .rag import METHODS as RAG_METHODS
 from .rag import bench_rag
 from .reconstruct import document_recall, exact_recall_cost
+from .retrieval import find_dense_model
 
 BOOKS = "../shared/data/books"
 DEFAULT_DATA = {
@@ -217,10 +218,14 @@ def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int, out: 
 
 def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     """Where a rag or conv run keeps its finished units, under what its rows depend on: the
-    request, the adapter weights (a training run may replace them) and the code."""
-    weights = locate_model(asked["model"])[1] / WEIGHTS_NAME
+    request, the adapter weights (a training run may replace them), whether dense can run,
+    and the code."""
+    adapter_dir = locate_model(asked.pop("model"))[1].resolve()
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
-    run |= {"weights": file_digest(weights), "git_rev": git_revision(out)}
+    run |= {"adapter": str(adapter_dir), "weights": file_digest(adapter_dir / WEIGHTS_NAME)}
+    if "dense" in asked["methods"]:
+        run["dense"] = find_dense_model()[0] is not None
+    run["git_rev"] = git_revision(out)
     return Progress(Path(out) / f"{task}.partial.jsonl", run, resume)
 
 
