@@ -69,6 +69,22 @@ def test_rag_without_a_reader_judges_retrieval_alone(adapter_dir, tmp_path):
     assert row["recall@5"] == 1.0 and row["answer_contains@5"] is not None
 
 
+def test_exact_and_slots_decode_each_question_once(adapter_dir, tmp_path, monkeypatch):
+    """r3mem-exact and r3mem-slots read the same hits: one exact decode serves both."""
+    recall, calls = Memory.recall, []
+
+    def counted(self, query, k=3, exact=False):
+        calls.append(exact)
+        return recall(self, query, k=k, exact=exact)
+
+    monkeypatch.setattr(Memory, "recall", counted)
+    data = str(FIXTURES / "qa" / "nq_oracle_mini.jsonl")
+    methods = ["r3mem", "r3mem-exact", "r3mem-slots"]
+    rows = run_bench("rag", str(adapter_dir), methods, data, out=str(tmp_path), reader="none")
+    questions = rows["results"][0]["questions"]
+    assert questions > 0 and calls.count(True) == calls.count(False) == questions
+
+
 def test_a_reader_of_memory_slots_reads_the_passages_as_one_memory(adapter_dir):
     memory = Memory.load(adapter_dir)
     model, tokenizer = memory.model, memory.tokenizer

@@ -179,16 +179,21 @@ class DenseIndex:
 
 class R3MemIndex:
     """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids.
-    ``exact``: the hits' text from exact recall (memory and corrections), else greedy."""
+    ``exact``: the hits' text from exact recall (memory and corrections), else greedy.
+    Searches are kept: two methods that read the same hits differently share one index, and
+    decoding the hits is most of a question's time with a real model."""
 
     def __init__(
         self, memory: Memory, keys: Callable[[dict[str, Any]], list[str]], exact: bool = False
     ) -> None:
         self.memory, self.keys, self.exact = memory, keys, exact
+        self.found: dict[tuple[str, int], list[Unit]] = {}
 
     def search(self, query: str, k: int) -> list[Unit]:
-        hits = self.memory.recall(query, k=k, exact=self.exact)
-        return [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
+        if (query, k) not in self.found:
+            hits = self.memory.recall(query, k=k, exact=self.exact)
+            self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
+        return self.found[query, k]
 
     def nbytes(self) -> int:
         """The size of the saved memory file: vectors, corrections and metadata."""
@@ -207,8 +212,11 @@ def r3mem_indexes(
     recall, for a reader of their memory) as ``methods`` ask, over one memory ``write()``
     fills once: the same ranking, ways to read the hits back."""
     asked = [name for name in ("r3mem", "r3mem-exact", "r3mem-slots") if name in methods]
-    memory = write() if asked else None
-    return {name: R3MemIndex(memory, keys, name != "r3mem") for name in asked}
+    if not asked:
+        return {}
+    memory = write()
+    greedy, exact = R3MemIndex(memory, keys), R3MemIndex(memory, keys, exact=True)
+    return {name: greedy if name == "r3mem" else exact for name in asked}
 
 
 def _text_bytes(units: Sequence[Unit]) -> int:
