@@ -70,6 +70,7 @@ SECTIONS = {
     "recall_dev": "Recall scoring on the seed-1 draw of questions (the keyword weight's choice)",
     "retrieve_stage": "Recall scoring after an L_ret stage on the shipped default (not adopted)",
     "smollm2": "R³Mem on SmolLM2-135M-Instruct (scripts/train_smollm2.sh; its MODEL_CARD.md)",
+    "train_speed_bf16": "Training speed in bfloat16 autocast, emulated on this CPU",
 }
 
 
