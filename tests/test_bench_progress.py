@@ -29,14 +29,25 @@ def test_units_come_back_only_for_the_same_run(tmp_path):
         Progress(path, dict(RUN, seed=1), resume=True)
     assert Progress(path, RUN).get("0 squad", "bm25") is None  # without --resume: anew
     assert not path.exists()  # until a unit ends
-    progress = Progress(path, RUN)
+    progress = Progress(path, RUN, revision="abc1234")
     progress.put([1, 2], "1 nq", "gold")
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"run": RUN},
-        {"key": ["1 nq", "gold"], "value": [1, 2]},
+        {"key": ["1 nq", "gold"], "value": [1, 2], "git_rev": "abc1234"},
     ]
     progress.finish()
     assert not path.exists()
+
+
+def test_units_keep_the_revision_that_made_them(tmp_path):
+    path = tmp_path / "rag.partial.jsonl"
+    Progress(path, RUN, revision="aaa").put({"recall@5": 0.5}, "0 squad", "bm25")
+    resumed = Progress(path, RUN, resume=True, revision="bbb")
+    assert resumed.revisions() == "bbb (units from aaa)"
+    resumed.put({"recall@5": 1.0}, "0 squad", "gold")
+    again = Progress(path, RUN, resume=True, revision="bbb")
+    assert again.made_at == {("0 squad", "bm25"): "aaa", ("0 squad", "gold"): "bbb"}
+    assert Progress(path, RUN, revision="bbb").revisions() == "bbb"  # started over
 
 
 def test_a_line_cut_by_the_interruption_is_dropped_and_a_corrupt_one_refused(tmp_path):
@@ -103,7 +114,7 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
         data=str(FIXTURES / data),
         reader="none",
     )
-    whole = run_bench(task, out=str(tmp_path / "whole"), **args)["results"]
+    whole = run_bench(task, out=str(tmp_path / "whole"), **args)
     out, finished = tmp_path / "cut", units // 2 + 1
     _interrupted(monkeypatch, module, after=finished)
     with pytest.raises(Interrupted):
@@ -113,7 +124,8 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
     with pytest.raises(ValueError, match="differs in questions"):
         run_bench(task, out=str(out), questions=1, resume=True, **args)
     ran, wrote = _interrupted(monkeypatch, module, after=units)
-    assert run_bench(task, out=str(out), resume=True, **args)["results"] == whole
+    resumed = run_bench(task, out=str(out), resume=True, **args)
+    assert resumed["results"] == whole["results"] and resumed["git_rev"] == whole["git_rev"]
     assert (len(ran), len(wrote)) == (units - finished, writes)
     assert not partial.exists()
 

@@ -47,12 +47,18 @@ def hardware() -> str:
 
 
 def write_report(
-    out: str | Path, task: str, seed: int, results: list[dict[str, Any]], notes: str = ""
+    out: str | Path,
+    task: str,
+    seed: int,
+    results: list[dict[str, Any]],
+    notes: str = "",
+    git_rev: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``out/TASK.json`` and ``out/TASK.md``; returns the JSON object."""
+    """Write ``out/TASK.json`` and ``out/TASK.md``; returns the JSON object. ``git_rev``: the
+    revisions the results come from, when not only the checkout's (a resumed run's)."""
     report = {
         "task": task,
-        "git_rev": git_revision(out),
+        "git_rev": git_revision(out) if git_rev is None else git_rev,
         "seed": seed,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "hardware": hardware(),

@@ -1,8 +1,9 @@
 """Resumable benchmarks. ``bench rag`` and ``bench conv`` take hours with a real reader on a
 CPU; each finished unit of work (one dataset or conversation, one method) is appended to
 ``out/TASK.partial.jsonl`` as it ends, and ``--resume`` reuses those units when the run asks
-the same thing of the same model at the same revision, so an interruption loses at most
-the unit it was in. The file goes once the report is written."""
+the same thing of the same model, so an interruption loses at most the unit it was in. Each
+unit keeps the code revision that made it, and the report names every revision its rows
+come from. The file goes once the report is written."""
 
 from __future__ import annotations
 
@@ -26,13 +27,19 @@ def file_digest(path: str | Path) -> str:
 
 
 class Progress:
-    """Finished units by key. ``path`` None keeps them in memory only (nothing to resume)."""
+    """Finished units by key, made by ``run`` at ``revision``. ``path`` None keeps them in
+    memory only (nothing to resume)."""
 
     def __init__(
-        self, path: str | Path | None = None, run: dict | None = None, resume: bool = False
+        self,
+        path: str | Path | None = None,
+        run: dict | None = None,
+        resume: bool = False,
+        revision: str = "",
     ) -> None:
-        self.path = Path(path) if path else None
+        self.path, self.revision = (Path(path) if path else None), revision
         self.done: dict[tuple[str, ...], Any] = {}
+        self.made_at: dict[tuple[str, ...], str] = {}
         self.run = json.loads(json.dumps(run))  # as the file gives it back: lists, not tuples
         if self.path is None or not self.path.is_file():
             return
@@ -40,7 +47,7 @@ class Progress:
             logger.warning("%s: starting over (--resume continues it)", path)
             self.path.unlink()
             return
-        made_by, self.done = _read(self.path)
+        made_by, self.done, self.made_at = _read(self.path)
         if made_by is None:  # cut before its first line ended: nothing finished
             self.path.unlink()
         elif made_by != self.run:
@@ -52,6 +59,11 @@ class Progress:
             )
         logger.warning("resuming: %d finished units from %s", len(self.done), self.path)
 
+    def revisions(self) -> str:
+        """This run's revision, and those of the units it reuses when they differ."""
+        earlier = sorted(set(self.made_at.values()) - {self.revision})
+        return self.revision + (f" (units from {', '.join(earlier)})" if earlier else "")
+
     def get(self, *key: str) -> Any | None:
         """What the unit ``key`` gave, if it finished before."""
         return self.done.get(key)
@@ -59,14 +71,15 @@ class Progress:
     def put(self, value: Any, *key: str) -> None:
         """Record a finished unit, on disk before this returns. The file starts with the first
         unit, so that a request refused before any finished leaves nothing behind."""
-        self.done[key] = value
+        self.done[key], self.made_at[key] = value, self.revision
         if self.path is None:
             return
         if not self.path.is_file():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps({"run": self.run}) + "\n")
         with open(self.path, "a") as handle:
-            handle.write(json.dumps({"key": list(key), "value": value}) + "\n")
+            unit = {"key": list(key), "value": value, "git_rev": self.revision}
+            handle.write(json.dumps(unit) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 
@@ -76,8 +89,9 @@ class Progress:
             self.path.unlink(missing_ok=True)
 
 
-def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any]]:
-    """The run that made the file (None: cut before its first line ended) and its units.
+def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any], dict]:
+    """The run that made the file (None: cut before its first line ended), its units and the
+    revision each was made at.
     A last line without its newline was cut by the interruption: it is dropped, from the
     file too, so that the next unit starts a line of its own. Any other line that does not
     parse is an error."""
@@ -87,13 +101,14 @@ def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any]]:
         logger.warning("%s: dropping an unfinished last line", path)
         path.write_text(complete)
     if not complete:
-        return None, {}
+        return None, {}, {}
     try:
         header, *units = (json.loads(line) for line in complete.splitlines())
         run = header["run"]
         done = {tuple(unit["key"]): unit["value"] for unit in units}
+        made_at = {tuple(unit["key"]): unit["git_rev"] for unit in units}
         if not isinstance(run, dict):
             raise TypeError(f"its first line names no run: {header}")
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a partial bench file ({error}); delete it") from error
-    return run, done
+    return run, done, made_at

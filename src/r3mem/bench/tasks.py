@@ -218,15 +218,14 @@ def bench_cost(memory: Memory, methods: list[str], quick: bool, seed: int, out: 
 
 def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     """Where a rag or conv run keeps its finished units, under what its rows depend on: the
-    request, the adapter weights (a training run may replace them), whether dense can run,
-    and the code."""
+    request, the adapter weights (a training run may replace them) and whether dense can
+    run; each unit keeps the code revision that made it."""
     adapter_dir = locate_model(asked.pop("model"))[1].resolve()
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
     run |= {"adapter": str(adapter_dir), "weights": file_digest(adapter_dir / WEIGHTS_NAME)}
     if "dense" in asked["methods"]:
         run["dense"] = find_dense_model()[0] is not None
-    run["git_rev"] = git_revision(out)
-    return Progress(Path(out) / f"{task}.partial.jsonl", run, resume)
+    return Progress(Path(out) / f"{task}.partial.jsonl", run, resume, git_revision(out))
 
 
 def run_bench(
@@ -290,7 +289,7 @@ def run_bench(
         )  # fmt: skip
         run = partial(bench_rag, passages=passages) if task == "rag" else bench_conv
         results = run(memory, paths[0], names, quick, seed, answerer, questions, progress=progress)
-        report = write_report(out, task, seed, results)
+        report = write_report(out, task, seed, results, git_rev=progress.revisions())
         progress.finish()
         return report
     else:
