@@ -6,7 +6,7 @@
 #   RUNS=/path/for/checkpoints [PRECISION=no] bash scripts/train_smollm2.sh
 # PRECISION: mixed_precision of the run; bf16 (the config's) on a GPU or a CPU with bfloat16
 # instructions, "no" elsewhere (the packaged adapters ran in float32 on a 2-core CPU without
-# them, where emulated bfloat16 is 2.3x slower).
+# them, where emulated bfloat16 is ~25x slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}

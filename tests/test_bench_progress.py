@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from r3mem.bench import conv, rag
+from r3mem.bench import conv, rag, tasks
 from r3mem.bench.progress import Progress
 from r3mem.bench.retrieval import score_questions
 from r3mem.bench.tasks import run_bench
@@ -27,9 +27,9 @@ def test_units_come_back_only_for_the_same_run(tmp_path):
     assert resumed.get("1 nq", "bm25") is None
     with pytest.raises(ValueError, match=r"made by another run \(it differs in seed\)"):
         Progress(path, dict(RUN, seed=1), resume=True)
-    assert Progress(path, RUN).get("0 squad", "bm25") is None  # without --resume: anew
-    assert not path.exists()  # until a unit ends
-    progress = Progress(path, RUN, revision="abc1234")
+    progress = Progress(path, RUN, revision="abc1234")  # without --resume: anew
+    assert progress.get("0 squad", "bm25") is None
+    assert len(path.read_text().splitlines()) == 3  # the old units stay until a unit ends
     progress.put([1, 2], "1 nq", "gold")
     assert [json.loads(line) for line in path.read_text().splitlines()] == [
         {"run": RUN},
@@ -43,11 +43,12 @@ def test_units_keep_the_revision_that_made_them(tmp_path):
     path = tmp_path / "rag.partial.jsonl"
     Progress(path, RUN, revision="aaa").put({"recall@5": 0.5}, "0 squad", "bm25")
     resumed = Progress(path, RUN, resume=True, revision="bbb")
-    assert resumed.revisions() == "bbb (units from aaa)"
+    assert resumed.revisions() == "aaa (resumed)"  # every unit reused: none made at bbb
     resumed.put({"recall@5": 1.0}, "0 squad", "gold")
-    again = Progress(path, RUN, resume=True, revision="bbb")
+    assert resumed.revisions() == "aaa, bbb (resumed)"
+    again = Progress(path, RUN, resume=True, revision="ccc")
     assert again.made_at == {("0 squad", "bm25"): "aaa", ("0 squad", "gold"): "bbb"}
-    assert Progress(path, RUN, revision="bbb").revisions() == "bbb"  # started over
+    assert Progress(path, RUN, revision="ccc").revisions() == "ccc"  # started over
 
 
 def test_a_line_cut_by_the_interruption_is_dropped_and_a_corrupt_one_refused(tmp_path):
@@ -124,8 +125,10 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
     with pytest.raises(ValueError, match="differs in questions"):
         run_bench(task, out=str(out), questions=1, resume=True, **args)
     ran, wrote = _interrupted(monkeypatch, module, after=units)
+    monkeypatch.setattr(tasks, "git_revision", lambda out: "later")  # resumed after a commit
     resumed = run_bench(task, out=str(out), resume=True, **args)
-    assert resumed["results"] == whole["results"] and resumed["git_rev"] == whole["git_rev"]
+    assert resumed["results"] == whole["results"]
+    assert resumed["git_rev"] == f"{whole['git_rev']}, later (resumed)"
     assert (len(ran), len(wrote)) == (units - finished, writes)
     assert not partial.exists()
 

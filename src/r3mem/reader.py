@@ -66,11 +66,16 @@ class Reader:
         paper's use of the memory in RAG: a few slots in place of the passages' tokens)."""
         return cls(memory.model.base, memory.tokenizer, memory=memory)
 
+    @staticmethod
+    def default_name() -> str:
+        """Which model :meth:`default` reads with: SmolLM2-135M-Instruct when its package is
+        installed (a model that can answer), else ``"base"``, the memory's own base model."""
+        return DEFAULT_READER if available(DEFAULT_READER) else "base"
+
     @classmethod
     def default(cls, memory: Memory) -> Reader:
-        """SmolLM2-135M-Instruct when its package is installed (a model that can answer),
-        else the memory's own base model."""
-        if available(DEFAULT_READER):
+        """The reader :meth:`default_name` names."""
+        if cls.default_name() == DEFAULT_READER:
             return cls.load(DEFAULT_READER)
         logger.info("reader: the memory's base model (%s not installed)", DEFAULT_READER)
         return cls.of_memory(memory)

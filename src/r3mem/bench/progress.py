@@ -40,12 +40,17 @@ class Progress:
         self.path, self.revision = (Path(path) if path else None), revision
         self.done: dict[tuple[str, ...], Any] = {}
         self.made_at: dict[tuple[str, ...], str] = {}
+        self.stale = False  # the file on disk is another run's, to replace, not extend
         self.run = json.loads(json.dumps(run))  # as the file gives it back: lists, not tuples
         if self.path is None or not self.path.is_file():
             return
-        if not resume:  # anew: the file comes back with the first finished unit
-            logger.warning("%s: starting over (--resume continues it)", path)
-            self.path.unlink()
+        if not resume:  # anew: the old file is replaced at this run's first finished unit
+            logger.warning(
+                "%s: an interrupted run's units, replaced from this run's first "
+                "finished unit on (--resume continues that run instead)",
+                path,
+            )
+            self.stale = True
             return
         made_by, self.done, self.made_at = _read(self.path)
         if made_by is None:  # cut before its first line ended: nothing finished
@@ -60,9 +65,12 @@ class Progress:
         logger.warning("resuming: %d finished units from %s", len(self.done), self.path)
 
     def revisions(self) -> str:
-        """This run's revision, and those of the units it reuses when they differ."""
-        earlier = sorted(set(self.made_at.values()) - {self.revision})
-        return self.revision + (f" (units from {', '.join(earlier)})" if earlier else "")
+        """The revisions the finished units were made at, oldest first: this run's alone
+        (also when none finished), or every one of them when some were resumed."""
+        made = list(dict.fromkeys(self.made_at.values()))  # in the order they were made
+        if made in ([], [self.revision]):
+            return self.revision
+        return f"{', '.join(made)} (resumed)"
 
     def get(self, *key: str) -> Any | None:
         """What the unit ``key`` gave, if it finished before."""
@@ -74,9 +82,10 @@ class Progress:
         self.done[key], self.made_at[key] = value, self.revision
         if self.path is None:
             return
-        if not self.path.is_file():
+        if self.stale or not self.path.is_file():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps({"run": self.run}) + "\n")
+            self.stale = False
         with open(self.path, "a") as handle:
             unit = {"key": list(key), "value": value, "git_rev": self.revision}
             handle.write(json.dumps(unit) + "\n")

@@ -180,8 +180,9 @@ class DenseIndex:
 class R3MemIndex:
     """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids.
     ``exact``: the hits' text from exact recall (memory and corrections), else greedy.
-    Searches are kept: two methods that read the same hits differently share one index, and
-    decoding the hits is most of a question's time with a real model."""
+    Searches are kept (the memory must not change once searched): two methods that read
+    the same hits differently share one index, and decoding the hits is most of a
+    question's time with a real model."""
 
     def __init__(
         self, memory: Memory, keys: Callable[[dict[str, Any]], list[str]], exact: bool = False

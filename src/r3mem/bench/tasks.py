@@ -277,16 +277,17 @@ def run_bench(
     elif task == "cost":
         results = bench_cost(Memory.load(model), [m.name for m in parsed], quick, seed, Path(out))
     elif task in ("rag", "conv"):
+        names = [m.name for m in parsed]
+        progress = _progress(  # first: a refused --resume loads no model
+            task, out, resume, model=model, reader=reader or Reader.default_name(),
+            methods=names, data=paths[0], seed=seed, quick=quick, questions=questions,
+            passages=passages,
+        )  # fmt: skip
         memory = Memory.load(model)
         if reader == "none":
             answerer = None
         else:
             answerer = Reader.default(memory) if reader is None else Reader.load(reader)
-        names = [m.name for m in parsed]
-        progress = _progress(
-            task, out, resume, model=model, reader=reader, methods=names, data=paths[0],
-            seed=seed, quick=quick, questions=questions, passages=passages,
-        )  # fmt: skip
         run = partial(bench_rag, passages=passages) if task == "rag" else bench_conv
         results = run(memory, paths[0], names, quick, seed, answerer, questions, progress=progress)
         report = write_report(out, task, seed, results, git_rev=progress.revisions())

@@ -97,8 +97,8 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
     ):
         warnings.warn(
             "mixed_precision = 'bf16' on a CPU without bfloat16 instructions (no avx512_bf16 "
-            "or amx_bf16): autocast emulates them, and a step runs ~2x slower than in float32 "
-            "(measured here: 430 against 1,000 tokens/s); set mixed_precision = 'no'",
+            "or amx_bf16): autocast emulates them, and a step runs 20-30x slower than in "
+            "float32 (benchmarks/results/train_speed_bf16); set mixed_precision = 'no'",
             stacklevel=2,
         )
     return accelerator
