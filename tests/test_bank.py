@@ -93,6 +93,23 @@ def test_recall_returns_k_best_first(full):
     assert len(full.recall("bees", k=100)) == len(full.bank)
 
 
+@pytest.mark.parametrize("exact", [False, True])
+def test_recall_batch_is_recall_of_each_query(full, exact):
+    queries = ["Who sailed to Lisbon?", "bees", "What happened in 1890?"]
+    batch = full.recall_batch(queries, k=3, exact=exact)
+    for query, found in zip(queries, batch, strict=True):
+        alone = full.recall(query, k=3, exact=exact)
+        assert [(r.entry_id, r.text, r.meta) for r in found] == [
+            (r.entry_id, r.text, r.meta) for r in alone
+        ]
+        assert [r.score for r in found] == pytest.approx([r.score for r in alone], abs=1e-5)
+    assert full.recall_batch([], k=3) == []
+    with pytest.raises(TypeError, match="got one str"):
+        full.recall_batch("bees", k=3)
+    with pytest.raises(ValueError, match="empty query"):
+        full.recall_batch(["bees", " "], k=3)
+
+
 def cosine_misses(memory: Memory, candidates, monkeypatch) -> tuple[str, int, list[Recalled]]:
     """The first ``(query, entry_id)`` of ``candidates`` whose entry cosine alone (both
     bonuses off, as they stay) does not rank first, and that ranking."""

@@ -70,19 +70,22 @@ def test_rag_without_a_reader_judges_retrieval_alone(adapter_dir, tmp_path):
 
 
 def test_exact_and_slots_decode_each_question_once(adapter_dir, tmp_path, monkeypatch):
-    """r3mem-exact and r3mem-slots read the same hits: one exact decode serves both."""
-    recall, calls = Memory.recall, []
+    """r3mem-exact and r3mem-slots read the same hits: one exact decode serves both; the
+    questions' hits are decoded together, not one question at a time."""
+    recall_batch, calls, batches = Memory.recall_batch, [], []
 
-    def counted(self, query, k=3, exact=False):
-        calls.append(exact)
-        return recall(self, query, k=k, exact=exact)
+    def counted(self, queries, k=3, exact=False):
+        calls.extend([exact] * len(queries))
+        batches.append(len(queries))
+        return recall_batch(self, queries, k, exact)
 
-    monkeypatch.setattr(Memory, "recall", counted)
+    monkeypatch.setattr(Memory, "recall_batch", counted)
     data = str(FIXTURES / "qa" / "nq_oracle_mini.jsonl")
     methods = ["r3mem", "r3mem-exact", "r3mem-slots"]
     rows = run_bench("rag", str(adapter_dir), methods, data, out=str(tmp_path), reader="none")
     questions = rows["results"][0]["questions"]
     assert questions > 0 and calls.count(True) == calls.count(False) == questions
+    assert batches == [questions, questions]  # fewer than RECALL_BATCH: one batch each
 
 
 def test_a_reader_of_memory_slots_reads_the_passages_as_one_memory(adapter_dir):

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 K = 5  # units handed to the reader and judged by answer_contains@5
+RECALL_BATCH = 8  # questions whose hits R³Mem decodes together
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,16 @@ class R3MemIndex:
         self.found: dict[tuple[str, int], list[Unit]] = {}
 
     def search(self, query: str, k: int) -> list[Unit]:
-        if (query, k) not in self.found:
-            hits = self.memory.recall(query, k=k, exact=self.exact)
-            self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
+        self.prefetch([query], k)
         return self.found[query, k]
+
+    def prefetch(self, queries: Sequence[str], k: int) -> None:
+        """Search ``queries`` at once (:meth:`Memory.recall_batch`), keeping what each finds."""
+        todo = list(dict.fromkeys(q for q in queries if (q, k) not in self.found))
+        if not todo:
+            return
+        for query, hits in zip(todo, self.memory.recall_batch(todo, k, self.exact), strict=True):
+            self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
 
     def nbytes(self) -> int:
         """The size of the saved memory file: vectors, corrections and metadata."""
@@ -249,7 +256,9 @@ def score_questions(
     and memory slots for a reader of memory). A metric a question cannot have (no gold, no
     answer, no reader) is None."""
     rows = []
-    for question in tqdm(questions, desc=desc, leave=False):
+    for number, question in enumerate(tqdm(questions, desc=desc, leave=False)):
+        if isinstance(index, R3MemIndex) and number % RECALL_BATCH == 0:
+            index.prefetch([q.text for q in questions[number : number + RECALL_BATCH]], K)
         units = index.search(question.text, K)
         gold, answers = question.gold, question.answers
         texts = [unit.text for unit in units]
