@@ -291,7 +291,8 @@ class Memory:
     ) -> list[list[Recalled]]:
         """:meth:`recall` of each query, at once: the queries compressed in one batch and
         every hit decoded in one batch. A decoding step reads every weight once however many
-        rows it decodes, so on a CPU several queries cost little more than one."""
+        rows it decodes, so on a CPU several queries cost a fraction of their cost one by
+        one."""
         if isinstance(queries, str):
             raise TypeError("queries must be a list of str, got one str (recall takes one)")
         for query in queries:
