@@ -7,7 +7,6 @@ come from. The file goes once the report is written."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -15,15 +14,6 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file: which weights a run measured (a training run may replace them)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Progress:
@@ -105,7 +95,8 @@ def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any], dict]:
     file too, so that the next unit starts a line of its own. Any other line that does not
     parse is an error."""
     text = path.read_text()
-    complete, cut = text[: text.rfind("\n") + 1], text[text.rfind("\n") + 1 :]
+    end = text.rfind("\n") + 1
+    complete, cut = text[:end], text[end:]
     if cut:
         logger.warning("%s: dropping an unfinished last line", path)
         path.write_text(complete)

@@ -186,9 +186,14 @@ class R3MemIndex:
     question's time with a real model."""
 
     def __init__(
-        self, memory: Memory, keys: Callable[[dict[str, Any]], list[str]], exact: bool = False
+        self,
+        memory: Memory,
+        keys: Callable[[dict[str, Any]], list[str]],
+        stored_bytes: int,
+        exact: bool = False,
     ) -> None:
         self.memory, self.keys, self.exact = memory, keys, exact
+        self.stored_bytes = stored_bytes
         self.found: dict[tuple[str, int], list[Unit]] = {}
 
     def search(self, query: str, k: int) -> list[Unit]:
@@ -204,11 +209,15 @@ class R3MemIndex:
             self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
 
     def nbytes(self) -> int:
-        """The size of the saved memory file: vectors, corrections and metadata."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "bench.r3mem"
-            self.memory.save(path)
-            return path.stat().st_size
+        return self.stored_bytes
+
+
+def saved_bytes(memory: Memory) -> int:
+    """The size of ``memory``'s file: vectors, corrections and metadata."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.r3mem"
+        memory.save(path)
+        return path.stat().st_size
 
 
 def r3mem_indexes(
@@ -223,7 +232,8 @@ def r3mem_indexes(
     if not asked:
         return {}
     memory = write()
-    greedy, exact = R3MemIndex(memory, keys), R3MemIndex(memory, keys, exact=True)
+    size = saved_bytes(memory)  # once: every method reads the one memory
+    greedy, exact = R3MemIndex(memory, keys, size), R3MemIndex(memory, keys, size, exact=True)
     return {name: greedy if name == "r3mem" else exact for name in asked}
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import WEIGHTS_NAME, locate_model
+from ..checkpoint import adapter_digest, locate_model, read_adapter_weights
 from ..data import ENTITY_LENGTH, load_segments
 from ..eval import (
     READINGS,
@@ -44,7 +44,7 @@ from .baselines import Method, load_methods, parse_methods
 from .conv import METHODS as CONV_METHODS
 from .conv import bench_conv
 from .cost import memory_bytes_per_1k, peak_rss_mib, throughput, time_per_token
-from .progress import Progress, file_digest
+from .progress import Progress
 from .rag import METHODS as RAG_METHODS
 from .rag import bench_rag
 from .reconstruct import document_recall, exact_recall_cost
@@ -222,7 +222,8 @@ def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     run; each unit keeps the code revision that made it."""
     adapter_dir = locate_model(asked.pop("model"))[1].resolve()
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
-    run |= {"adapter": str(adapter_dir), "weights": file_digest(adapter_dir / WEIGHTS_NAME)}
+    weights = adapter_digest(read_adapter_weights(adapter_dir))
+    run |= {"adapter": str(adapter_dir), "weights": weights}
     if "dense" in asked["methods"]:
         run["dense"] = find_dense_model()[0] is not None
     return Progress(Path(out) / f"{task}.partial.jsonl", run, resume, git_revision(out))
