@@ -104,3 +104,41 @@ def test_gradient_checkpointing_trains_the_same_model(base_dir, tmp_path):
         torch.testing.assert_close(saved.trainable_parameters()[name], param, msg=name)
     with pytest.raises(ValueError, match="gradient_checkpointing needs memory_form"):
         adapter_config(base_dir, tmp_path, {"memory_form": "kv"}, gradient_checkpointing=True)
+
+
+def test_adapters_train_in_float32_on_a_half_precision_base(base_dir, tmp_path, monkeypatch):
+    """A GPU loads a base in its stored dtype (the shipped one is float16); the adapters took
+    that dtype and Adam's second step gave NaN on an H200. Training keeps them in float32."""
+    from transformers import AutoModelForCausalLM
+
+    from r3mem import checkpoint
+
+    half = tmp_path / "half"
+    AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float16).save_pretrained(half)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (half / name).write_bytes((Path(base_dir) / name).read_bytes())
+    monkeypatch.setattr(checkpoint, "stored_dtype_on_gpu", lambda: "auto")  # as on a GPU
+    assert checkpoint.load_base(half).dtype == torch.float16
+    model = train(adapter_config(str(half), tmp_path / "run", steps=3))
+    assert all(r["loss_rec"] == r["loss_rec"] < 100 for r in metrics(tmp_path / "run"))
+    assert {p.dtype for p in model.trainable_parameters().values()} == {torch.float32}
+
+
+def test_non_finite_gradients_stop_before_the_update(base_dir, tmp_path, monkeypatch):
+    from r3mem.training import train as training
+
+    real = training.window_loss
+    calls = []
+
+    def poisoned(model, batch, stage):
+        loss, values = real(model, batch, stage)
+        calls.append(1)
+        return (loss * float("nan"), values) if len(calls) == 3 else (loss, values)
+
+    monkeypatch.setattr(training, "window_loss", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"step 3 \(stage 'train'\): non-finite"):
+        train(adapter_config(base_dir, out, steps=4, save_every=2))
+    assert [r["step"] for r in metrics(out)] == [1, 2]  # step 3 never logged nor applied
+    weights = load_file(str(out / "checkpoint" / "weights.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())

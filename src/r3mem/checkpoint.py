@@ -46,16 +46,22 @@ LATER_FIELDS = {
 }
 
 
-def load_base(name_or_path: str | os.PathLike) -> nn.Module:
-    """A base model by name (:mod:`r3mem.pretrained`, or the hub's) or path: float32 on CPU
-    (half precision there is slow and lossy), the stored dtype on a GPU."""
+def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None) -> nn.Module:
+    """A base model by name (:mod:`r3mem.pretrained`, or the hub's) or path, in ``dtype``;
+    by default float32 on CPU (half precision there is slow and lossy), the stored dtype on
+    a GPU."""
     from transformers import AutoModelForCausalLM
 
-    dtype = "auto" if torch.cuda.is_available() else torch.float32
+    dtype = dtype or stored_dtype_on_gpu()
     base = AutoModelForCausalLM.from_pretrained(model_source(name_or_path), dtype=dtype)
     if str(name_or_path) in NAMED:  # adapters saved on it name it, not this machine's cache
         base.config.name_or_path = str(name_or_path)
     return base
+
+
+def stored_dtype_on_gpu() -> torch.dtype | str:
+    """What :func:`load_base` loads in by default: the stored dtype on a GPU, else float32."""
+    return "auto" if torch.cuda.is_available() else torch.float32
 
 
 def locate_model(path: str | os.PathLike | None) -> tuple[Path, Path, str | Path]:

@@ -286,7 +286,11 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     if any(stage.chunk_fraction > 0 for stage in stages):
         corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
 
-    base = load_base(config.base_model)
+    # float32 whatever the stored dtype (the shipped base is stored in float16, which a GPU
+    # would load as is): the adapters take the base's dtype, and Adam's updates vanish or
+    # overflow in half precision (NaN from the second step on an H200); mixed_precision
+    # decides the compute dtype.
+    base = load_base(config.base_model, dtype=torch.float32)
     torch.manual_seed(config.seed)
     model = R3MemModel.from_base(base, model_config).to(accelerator.device)
     if config.gradient_checkpointing:
@@ -336,7 +340,13 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         for param in params:  # average across processes: all stay identical
             if param.grad is not None and world > 1:
                 param.grad = accelerator.reduce(param.grad, reduction="mean")
-        torch.nn.utils.clip_grad_norm_(params, config.clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, config.clip)
+        if not torch.isfinite(norm):  # the same on every process: the gradients are averaged
+            raise FloatingPointError(
+                f"step {step + 1} (stage '{stage.name}'): non-finite gradients (losses "
+                f"{terms}); stopped before updating, the last checkpoint is intact. Try a "
+                'lower lr, or mixed_precision = "no" to rule out the compute dtype'
+            )
         optimizer.step()
         read = int(accelerator.reduce(read.to(accelerator.device), reduction="sum"))
         fields = {"stage": stage.name, **{f"loss_{k}": v for k, v in terms.items()}}
