@@ -138,3 +138,10 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, monkeypatch):
         accelerator("no")
         monkeypatch.setattr(common, "cpu_has_native_bf16", lambda: True)
         accelerator("bf16")
+
+
+def test_a_diverging_run_stops_before_the_update(tmp_path):
+    # lr 1e30: the first update sends every weight to ~1e30, the next loss is not finite.
+    with pytest.raises(FloatingPointError, match="step 2: non-finite gradients"):
+        train_base(tiny_config(tmp_path, lr=1e30, warmup=1, steps=4))
+    assert len(losses(tmp_path / "base")) == 1  # step 2 never logged

@@ -19,6 +19,7 @@ from .common import (
     Checkpoint,
     MetricsLog,
     RunConfig,
+    check_finite,
     check_positive,
     make_accelerator,
     make_optimizer,
@@ -134,7 +135,8 @@ def train_base(
             loss = model(input_ids=batch, labels=batch).loss
             accelerator.backward(loss / config.grad_accum)
             loss_sum += loss.item() / config.grad_accum
-        accelerator.clip_grad_norm_(model.parameters(), config.clip)
+        norm = accelerator.clip_grad_norm_(model.parameters(), config.clip)
+        check_finite(norm, f"step {step + 1}", {"loss": loss_sum})
         optimizer.step()
         schedule.step()
         return {"loss": loss_sum, "lr": schedule.get_last_lr()[0]}, tokens_per_step

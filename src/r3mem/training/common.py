@@ -185,6 +185,17 @@ def make_schedule(
 StepFn = Callable[[int], tuple[dict[str, Any], int]]
 
 
+def check_finite(norm: torch.Tensor, where: str, losses: dict[str, float]) -> None:
+    """Stop a run whose gradient norm is not finite, before the optimizer step spoils the
+    weights; the norm is the same on every process, since the gradients are averaged."""
+    if not torch.isfinite(norm):
+        raise FloatingPointError(
+            f"{where}: non-finite gradients (losses {losses}); stopped before updating, the "
+            'last checkpoint is intact. Try a lower lr, or mixed_precision = "no" to rule out '
+            "the compute dtype"
+        )
+
+
 def run_steps(
     *,
     start: tuple[int, float, int],

@@ -43,6 +43,7 @@ from .common import (
     Checkpoint,
     MetricsLog,
     RunConfig,
+    check_finite,
     check_positive,
     check_types,
     make_accelerator,
@@ -341,12 +342,7 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
             if param.grad is not None and world > 1:
                 param.grad = accelerator.reduce(param.grad, reduction="mean")
         norm = torch.nn.utils.clip_grad_norm_(params, config.clip)
-        if not torch.isfinite(norm):  # the same on every process: the gradients are averaged
-            raise FloatingPointError(
-                f"step {step + 1} (stage '{stage.name}'): non-finite gradients (losses "
-                f"{terms}); stopped before updating, the last checkpoint is intact. Try a "
-                'lower lr, or mixed_precision = "no" to rule out the compute dtype'
-            )
+        check_finite(norm, f"step {step + 1} (stage '{stage.name}')", terms)
         optimizer.step()
         read = int(accelerator.reduce(read.to(accelerator.device), reduction="sum"))
         fields = {"stage": stage.name, **{f"loss_{k}": v for k, v in terms.items()}}
