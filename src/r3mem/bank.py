@@ -259,6 +259,14 @@ class MemoryBank:
             scores[entry_id] += KEYWORD_WEIGHT * score / best
         return scores
 
+    def best(
+        self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str], k: int
+    ) -> list[tuple[int, float]]:
+        """The ids and :meth:`scores` of the ``k`` best entries, best first."""
+        scores = self.scores(query, entities, words)
+        best = sorted(scores, key=lambda entry_id: -scores[entry_id])[:k]
+        return [(entry_id, scores[entry_id]) for entry_id in best]
+
     # ------------------------------------------------------------------------- serialisation
 
     def to_file_parts(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, Any]]:

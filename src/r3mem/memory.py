@@ -307,11 +307,11 @@ class Memory:
             raise ValueError(f"k must be a positive integer, got {k}")
         if not self.bank.entries or not queries:
             return [[] for _ in queries]
-        chosen = []
-        for query, memory in zip(queries, self.query_memories(queries), strict=True):
-            scores = self.bank.scores(memory, self.extractor(query), keywords(query))
-            best = sorted(scores, key=lambda entry_id: -scores[entry_id])[:k]
-            chosen.append([(entry_id, scores[entry_id]) for entry_id in best])
+        memories = self.query_memories(queries)
+        chosen = [
+            self.bank.best(memory, self.extractor(query), keywords(query), k)
+            for query, memory in zip(queries, memories, strict=True)
+        ]
         entries = [self.bank.entries[entry_id] for hits in chosen for entry_id, _ in hits]
         texts = iter(self.read(entries, exact))
         return [

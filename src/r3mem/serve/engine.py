@@ -274,9 +274,9 @@ class Engine:
             if not bank.entries:
                 chosen.append((job, []))
                 continue
-            scores = bank.scores(query_memory, self.memory.extractor(query), keywords(query))
-            best = sorted(scores, key=lambda i: -scores[i])[:k]
-            chosen.append((job, [(i, scores[i], bank.entries[i]) for i in best]))
+            words = keywords(query)
+            hits = bank.best(query_memory, self.memory.extractor(query), words, k)
+            chosen.append((job, [(i, score, bank.entries[i]) for i, score in hits]))
         for exact in (False, True):
             picked = [(job, hits) for job, hits in chosen if job.args[3] == exact]
             entries = [entry for _, hits in picked for _, _, entry in hits]
