@@ -87,6 +87,11 @@ def test_unknown_r3mem_field_is_refused(base_dir, tmp_path):
         adapter_config(base_dir, tmp_path, r3mem_overrides={"memory_tokens": 4})
 
 
+def test_fp16_is_refused_for_want_of_loss_scaling(base_dir, tmp_path):
+    with pytest.raises(ValueError, match="fp16' needs loss scaling"):
+        adapter_config(base_dir, tmp_path, mixed_precision="fp16")
+
+
 def test_kv_memory_form_trains(base_dir, tmp_path):
     train(adapter_config(base_dir, tmp_path / "kv", {"memory_form": "kv"}, steps=2))
     record = metrics(tmp_path / "kv")[-1]

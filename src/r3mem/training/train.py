@@ -86,6 +86,12 @@ class TrainConfig(RunConfig):
         self.steps = sum(stage.steps for stage in self.stages)
         super().__post_init__()
         check_positive(self, "entity_length", "eval_segments")
+        if self.mixed_precision == "fp16":
+            raise ValueError(
+                "mixed_precision = 'fp16' needs loss scaling, which r3mem train does not run "
+                "(its optimizer steps on the adapters' own gradients); use 'bf16' (GPUs "
+                "since Ampere, CPUs with bfloat16 instructions) or 'no'"
+            )
         if self.gradient_checkpointing and self.model_config.memory_form == "kv":
             raise ValueError(
                 "gradient_checkpointing needs memory_form = 'embedding' (the kv form keeps "
