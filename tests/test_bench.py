@@ -3,6 +3,7 @@
 import json
 import math
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,10 @@ def test_quick_bench_writes_json_and_markdown(adapter_dir, tmp_path, task):
     report = run_bench(task, model=str(adapter_dir), data=SAMPLE, quick=True, out=str(tmp_path))
     saved = json.loads((tmp_path / f"{task}.json").read_text())
     assert saved == report
-    assert set(saved) == {"task", "git_rev", "seed", "command", "hardware", "results"}
+    assert set(saved) == {"task", "git_rev", "seed", "command", "hardware", "packages", "results"}
     table = (tmp_path / f"{task}.md").read_text()
+    assert saved["packages"]["bm25s"] == version("bm25s")  # figures move with its version
+    assert f", bm25s {version('bm25s')}" in table.splitlines()[2]
     for row in saved["results"]:
         assert f"| {row['method']} |" in table
     if task == "lm":

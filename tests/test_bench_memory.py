@@ -21,7 +21,7 @@ CONV_KEYS = ("evidence_recall@1", "evidence_recall@5", "answer_contains@5", "f1"
 
 def _saved(out: Path, task: str) -> dict:
     saved = json.loads((out / f"{task}.json").read_text())
-    assert set(saved) == {"task", "git_rev", "seed", "command", "hardware", "results"}
+    assert set(saved) == {"task", "git_rev", "seed", "command", "hardware", "packages", "results"}
     table = (out / f"{task}.md").read_text()
     assert all(f"| {row['method']} |" in table for row in saved["results"])
     return saved

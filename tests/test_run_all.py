@@ -72,7 +72,7 @@ def test_quick_run_all_regenerates_the_results_page(base_dir, tmp_path):
         assert [json.loads(line)["step"] for line in metrics] == [1, 2], name
     results = runs / "results"
     lm = json.loads((results / "lm.json").read_text())
-    assert set(lm) == {"task", "git_rev", "seed", "command", "hardware", "results"}
+    assert set(lm) == {"task", "git_rev", "seed", "command", "hardware", "packages", "results"}
     assert {(row["method"], row["data"]) for row in lm["results"]} == {
         (name, Path(split).name) for name in ["base", *names] for split in (SAMPLE, ALICE)
     }

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,22 @@ def hardware() -> str:
     return f"CPU {platform.machine()} x{os.cpu_count()}, torch {torch.__version__}"
 
 
+# Libraries whose version moves figures without a change of ours (BM25 on NQ moved 0.95 ->
+# 0.94 with a new bm25s in a rebuilt venv, the version unrecorded).
+PACKAGES = ("transformers", "tokenizers", "bm25s", "numpy")
+
+
+def packages() -> dict[str, str]:
+    """The versions of :data:`PACKAGES` here ("absent" for one not installed)."""
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
 def write_report(
     out: str | Path,
     task: str,
@@ -62,6 +79,7 @@ def write_report(
         "seed": seed,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "hardware": hardware(),
+        "packages": packages(),
         "results": results,
     }
     out = Path(out)
@@ -77,7 +95,8 @@ def markdown(report: dict[str, Any], notes: str = "") -> str:
         f"### {report['task']}",
         "",
         f"`{report['command']}` — seed {report['seed']}, rev {report['git_rev']}, "
-        f"{report['hardware']}",
+        f"{report['hardware']}"
+        + "".join(f", {name} {v}" for name, v in report.get("packages", {}).items()),
         "",
         "| " + " | ".join(columns) + " |",
         "|" + " --- |" * len(columns),
