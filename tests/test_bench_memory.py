@@ -85,7 +85,7 @@ def test_exact_and_slots_decode_each_question_once(adapter_dir, tmp_path, monkey
     rows = run_bench("rag", str(adapter_dir), methods, data, out=str(tmp_path), reader="none")
     questions = rows["results"][0]["questions"]
     assert questions > 0 and calls.count(True) == calls.count(False) == questions
-    assert batches == [questions, questions]  # fewer than RECALL_BATCH: one batch each
+    assert batches == [questions, questions]  # fewer than SEARCH_BATCH: one batch each
 
 
 def test_a_reader_of_memory_slots_reads_the_passages_as_one_memory(adapter_dir):

@@ -61,6 +61,8 @@ def test_bm25_ranks_the_gold_unit_first():
     assert index.search("When did Krakatoa explode?", 2)[0].keys == ["2"]
     assert len(index.search("volcano", 10)) == len(UNITS)  # k larger than the corpus
     assert index.nbytes() > sum(len(u.text) for u in UNITS)
+    queries = ["Tower Bridge river", "volcano Sicily", "blast heard in Australia"]
+    assert index.search_batch(queries, 2) == [index.search(q, 2) for q in queries]
 
 
 @pytest.mark.skipif(find_dense_model()[0] is None, reason="no local all-MiniLM-L6-v2")
@@ -68,6 +70,10 @@ def test_dense_ranks_a_paraphrase_first():
     index = DenseIndex(UNITS, find_dense_model()[0])
     assert index.search("an eruption on an Italian island", 1)[0].keys == ["0"]
     assert index.nbytes() >= index.vectors.nbytes
+    queries = ["a volcano in Italy", "a bridge over the Thames"]
+    assert [[u.keys for u in units] for units in index.search_batch(queries, 4)] == [
+        [u.keys for u in index.search(q, 4)] for q in queries
+    ]
 
 
 def test_dense_is_skipped_with_a_logged_reason_when_absent(monkeypatch, caplog):

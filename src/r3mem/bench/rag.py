@@ -18,6 +18,7 @@ memory's own model reads the hits as one memory written of them, in place of the
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -31,6 +32,7 @@ from ..segment import Segment
 from ..sources import DataError, _load_json, _read_jsonl
 from .progress import Progress
 from .retrieval import (
+    Index,
     Question,
     Unit,
     baselines,
@@ -141,7 +143,7 @@ def written(memory: Memory, cut: list[list[Segment]], name: str) -> Memory:
     return fresh
 
 
-class GoldIndex:
+class GoldIndex(Index):
     """Each question's gold passages, whole: what a perfect retriever would hand the reader."""
 
     def __init__(self, qa: QASet) -> None:
@@ -149,9 +151,9 @@ class GoldIndex:
         for question in qa.questions:  # a question asked of two passages has both as gold
             self.gold.setdefault(question.text, []).extend(question.gold)
 
-    def search(self, query: str, k: int) -> list[Unit]:
-        gold = list(dict.fromkeys(self.gold[query]))[:k]
-        return [Unit(self.passages[int(pid)], [pid]) for pid in gold]
+    def search_batch(self, queries: Sequence[str], k: int) -> list[list[Unit]]:
+        gold = [list(dict.fromkeys(self.gold[query]))[:k] for query in queries]
+        return [[Unit(self.passages[int(pid)], [pid]) for pid in ids] for ids in gold]
 
     def nbytes(self) -> int:
         return sum(len(passage.encode("utf-8")) for passage in self.passages)

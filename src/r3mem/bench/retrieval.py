@@ -16,6 +16,7 @@ import logging
 import re
 import string
 import tempfile
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 K = 5  # units handed to the reader and judged by answer_contains@5
-RECALL_BATCH = 8  # questions whose hits R³Mem decodes together
+SEARCH_BATCH = 8  # questions searched together (R³Mem decodes their hits together)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,18 @@ def mean(values: Sequence[float | None]) -> float | None:
 # ------------------------------------------------------------------------------ methods
 
 
-class BM25Index:
+class Index(ABC):
+    """What every method's index answers: the top ``k`` units of each of several queries at
+    once (R³Mem decodes its hits together; BM25 and MiniLM score queries together)."""
+
+    @abstractmethod
+    def search_batch(self, queries: Sequence[str], k: int) -> list[list[Unit]]: ...
+
+    def search(self, query: str, k: int) -> list[Unit]:
+        return self.search_batch([query], k)[0]
+
+
+class BM25Index(Index):
     """BM25 over raw unit texts (English stop words removed)."""
 
     def __init__(self, units: Sequence[Unit]) -> None:
@@ -122,10 +134,10 @@ class BM25Index:
     def _tokens(self, texts: list[str]):
         return self.bm25s.tokenize(texts, stopwords="en", show_progress=False)
 
-    def search(self, query: str, k: int) -> list[Unit]:
+    def search_batch(self, queries: Sequence[str], k: int) -> list[list[Unit]]:
         k = min(k, len(self.units))
-        ids, _ = self.index.retrieve(self._tokens([query]), k=k, show_progress=False)
-        return [self.units[i] for i in ids[0]]
+        ids, _ = self.index.retrieve(self._tokens(list(queries)), k=k, show_progress=False)
+        return [[self.units[i] for i in row] for row in ids]
 
     def nbytes(self) -> int:
         """The raw text kept plus the sparse score matrix and the vocabulary."""
@@ -158,7 +170,7 @@ def _encoder(path: Path):
     return SentenceTransformer(str(path), local_files_only=True)
 
 
-class DenseIndex:
+class DenseIndex(Index):
     """Cosine similarity of normalised sentence embeddings of the raw unit texts."""
 
     def __init__(self, units: Sequence[Unit], model_path: Path) -> None:
@@ -170,15 +182,15 @@ class DenseIndex:
         many = len(texts) > 1000  # indexing a whole pool, not a query
         return self.encoder.encode(texts, normalize_embeddings=True, show_progress_bar=many)
 
-    def search(self, query: str, k: int) -> list[Unit]:
-        scores = self.vectors @ self.embed_text([query])[0]
-        return [self.units[i] for i in np.argsort(-scores, kind="stable")[:k]]
+    def search_batch(self, queries: Sequence[str], k: int) -> list[list[Unit]]:
+        scores = self.embed_text(list(queries)) @ self.vectors.T  # [queries, N]
+        return [[self.units[i] for i in np.argsort(-row, kind="stable")[:k]] for row in scores]
 
     def nbytes(self) -> int:
         return _text_bytes(self.units) + self.vectors.nbytes
 
 
-class R3MemIndex:
+class R3MemIndex(Index):
     """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids.
     ``exact``: the hits' text from exact recall (memory and corrections), else greedy.
     Searches are kept (the memory must not change once searched): two methods that read
@@ -196,17 +208,15 @@ class R3MemIndex:
         self.stored_bytes = stored_bytes
         self.found: dict[tuple[str, int], list[Unit]] = {}
 
-    def search(self, query: str, k: int) -> list[Unit]:
-        self.prefetch([query], k)
-        return self.found[query, k]
-
-    def prefetch(self, queries: Sequence[str], k: int) -> None:
-        """Search ``queries`` at once (:meth:`Memory.recall_batch`), keeping what each finds."""
+    def search_batch(self, queries: Sequence[str], k: int) -> list[list[Unit]]:
+        """:meth:`Memory.recall_batch` of the queries not searched yet; what each finds is
+        kept."""
         todo = list(dict.fromkeys(q for q in queries if (q, k) not in self.found))
-        if not todo:
-            return
-        for query, hits in zip(todo, self.memory.recall_batch(todo, k, self.exact), strict=True):
-            self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in hits]
+        if todo:
+            hits = self.memory.recall_batch(todo, k, self.exact)
+            for query, found in zip(todo, hits, strict=True):
+                self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in found]
+        return [self.found[query, k] for query in queries]
 
     def nbytes(self) -> int:
         return self.stored_bytes
@@ -259,17 +269,18 @@ def baselines(methods: Sequence[str], units: Sequence[Unit]) -> dict[str, Any]:
 
 
 def score_questions(
-    index: Any, questions: Sequence[Question], reader: Reader | None, desc: str
+    index: Index, questions: Sequence[Question], reader: Reader | None, desc: str
 ) -> list[dict[str, float | None]]:
     """Per question: recall@1/@5 of its gold ids, whether the top K contain an answer, the
     reader's EM/F1, and the positions it read to answer (``context_tokens``: prompt tokens,
     and memory slots for a reader of memory). A metric a question cannot have (no gold, no
     answer, no reader) is None."""
     rows = []
+    found: list[list[Unit]] = []
     for number, question in enumerate(tqdm(questions, desc=desc, leave=False)):
-        if isinstance(index, R3MemIndex) and number % RECALL_BATCH == 0:
-            index.prefetch([q.text for q in questions[number : number + RECALL_BATCH]], K)
-        units = index.search(question.text, K)
+        if number % SEARCH_BATCH == 0:
+            found = index.search_batch([q.text for q in questions[number:][:SEARCH_BATCH]], K)
+        units = found[number % SEARCH_BATCH]
         gold, answers = question.gold, question.answers
         texts = [unit.text for unit in units]
         prediction, read = reader.respond(question.text, texts) if reader else (None, None)
