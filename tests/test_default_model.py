@@ -1,5 +1,6 @@
 """The shipped default r3mem-tiny-books: packaged in the wheel, offline, small, and it runs."""
 
+import pytest
 from transformers import AutoModelForCausalLM
 
 from r3mem.assets import DEFAULT_MODEL, SAMPLE_TEXT, asset_path
@@ -19,6 +20,7 @@ def test_default_model_is_packaged_small_and_documented():
     assert "target ≥ 90%" in (root / "MODEL_CARD.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # ~45 s: the fast suite stays under 5 minutes (CI runs both)
 def test_memory_load_with_no_argument_opens_the_default_and_the_demo_runs():
     memory = Memory.load()
     assert memory.model_dir == asset_path(DEFAULT_MODEL).resolve()
