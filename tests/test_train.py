@@ -113,10 +113,12 @@ def test_gradient_checkpointing_trains_the_same_model(base_dir, tmp_path):
 
 def test_adapters_train_in_float32_on_a_half_precision_base(base_dir, tmp_path, monkeypatch):
     """A GPU loads a base in its stored dtype (the shipped one is float16); the adapters took
-    that dtype and Adam's second step gave NaN on an H200. Training keeps them in float32."""
+    that dtype and Adam's second step gave NaN on an H200. Training keeps them in float32;
+    a memory then runs in the stored dtype, and exact recall stays exact."""
     from transformers import AutoModelForCausalLM
 
     from r3mem import checkpoint
+    from r3mem.memory import Memory
 
     half = tmp_path / "half"
     AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float16).save_pretrained(half)
@@ -127,6 +129,13 @@ def test_adapters_train_in_float32_on_a_half_precision_base(base_dir, tmp_path, 
     model = train(adapter_config(str(half), tmp_path / "run", steps=3))
     assert all(r["loss_rec"] == r["loss_rec"] < 100 for r in metrics(tmp_path / "run"))
     assert {p.dtype for p in model.trainable_parameters().values()} == {torch.float32}
+    memory = Memory.load(tmp_path / "run" / "adapter")
+    assert memory.model.base.dtype == torch.float16
+    text = "Alice kept three hives of bees behind the mill, and sold the honey in Lisbon."
+    memory.remember(text)
+    hits = memory.recall("Where did Alice sell honey?", k=3, exact=True)
+    assert len(hits) == min(3, len(memory.bank.entries)) > 1  # paragraphs of 16 tokens
+    assert all(hit.text.strip() and hit.text.strip() in text for hit in hits), hits
 
 
 def test_non_finite_gradients_stop_before_the_update(base_dir, tmp_path, monkeypatch):
