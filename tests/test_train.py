@@ -124,7 +124,7 @@ def test_adapters_train_in_float32_on_a_half_precision_base(base_dir, tmp_path, 
     AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float16).save_pretrained(half)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (half / name).write_bytes((Path(base_dir) / name).read_bytes())
-    monkeypatch.setattr(checkpoint, "stored_dtype_on_gpu", lambda: "auto")  # as on a GPU
+    monkeypatch.setattr(checkpoint, "default_load_dtype", lambda: "auto")  # as on a GPU
     assert checkpoint.load_base(half).dtype == torch.float16
     model = train(adapter_config(str(half), tmp_path / "run", steps=3))
     assert all(r["loss_rec"] == r["loss_rec"] < 100 for r in metrics(tmp_path / "run"))

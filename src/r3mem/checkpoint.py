@@ -52,15 +52,15 @@ def load_base(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None)
     a GPU."""
     from transformers import AutoModelForCausalLM
 
-    dtype = dtype or stored_dtype_on_gpu()
+    dtype = dtype or default_load_dtype()
     base = AutoModelForCausalLM.from_pretrained(model_source(name_or_path), dtype=dtype)
     if str(name_or_path) in NAMED:  # adapters saved on it name it, not this machine's cache
         base.config.name_or_path = str(name_or_path)
     return base
 
 
-def stored_dtype_on_gpu() -> torch.dtype | str:
-    """What :func:`load_base` loads in by default: the stored dtype on a GPU, else float32."""
+def default_load_dtype() -> torch.dtype | str:
+    """The dtype :func:`load_base` loads in unless told: the stored one on a GPU, else float32."""
     return "auto" if torch.cuda.is_available() else torch.float32
 
 
