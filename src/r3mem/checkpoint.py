@@ -29,7 +29,9 @@ from .pretrained import NAMED, resolve
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
-# What a packaged adapter names as its base: the ``base/`` folder beside it.
+# A model folder's layout (the shipped default's): ``adapter/``, and ``base/`` beside it,
+# which its adapter names as its base.
+PACKAGED_ADAPTER = "adapter"
 PACKAGED_BASE = "base"
 SPEC_KEYS = ("vocab_size", "hidden_size", "num_layers")
 # R3MemConfig fields added after adapters were first saved, with the value under which those
@@ -73,8 +75,8 @@ def locate_model(path: str | os.PathLike | None) -> tuple[Path, Path, str | Path
     named = path is not None and not Path(path).exists()
     shipped = packaged_model(str(path)) if named else None
     root = Path(shipped or (asset_path(DEFAULT_MODEL) if path is None else path))
-    if (root / "adapter" / CONFIG_NAME).is_file():
-        adapter_dir = root / "adapter"
+    if (root / PACKAGED_ADAPTER / CONFIG_NAME).is_file():
+        adapter_dir = root / PACKAGED_ADAPTER
     elif (root / CONFIG_NAME).is_file():
         adapter_dir = root
     elif shipped is not None:

@@ -23,7 +23,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .card import GREEDY_TARGET, model_card
-from .checkpoint import CONFIG_NAME, PACKAGED_BASE, WEIGHTS_NAME, read_adapter_config
+from .checkpoint import (
+    CONFIG_NAME,
+    PACKAGED_ADAPTER,
+    PACKAGED_BASE,
+    WEIGHTS_NAME,
+    read_adapter_config,
+)
 from .pretrained import NAMED
 
 
@@ -47,14 +53,15 @@ def package_model(
     shutil.rmtree(tmp, ignore_errors=True)
     if not named:
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        base.to(dtype).save_pretrained(tmp / "base")
-        AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp / "base")
+        base.to(dtype).save_pretrained(tmp / PACKAGED_BASE)
+        AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp / PACKAGED_BASE)
         meta["base_model"]["name_or_path"] = PACKAGED_BASE  # the base/ beside it, on load
     weights = load_file(str(Path(adapter_dir) / WEIGHTS_NAME))
-    (tmp / "adapter").mkdir(parents=True)
-    save_file({k: v.to(dtype) for k, v in weights.items()}, str(tmp / "adapter" / WEIGHTS_NAME))
+    adapter = tmp / PACKAGED_ADAPTER
+    adapter.mkdir(parents=True)
+    save_file({k: v.to(dtype) for k, v in weights.items()}, str(adapter / WEIGHTS_NAME))
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
-    (tmp / "adapter" / CONFIG_NAME).write_text(text, encoding="utf-8")
+    (adapter / CONFIG_NAME).write_text(text, encoding="utf-8")
     if card is not None:
         card(tmp)
     old = out.with_name(out.name + ".old")

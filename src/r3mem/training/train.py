@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from ..checkpoint import load_base, load_trainable, model_source
+from ..checkpoint import PACKAGED_ADAPTER, load_base, load_trainable, model_source
 from ..config import R3MemConfig
 from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
@@ -386,6 +386,6 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     )
     model.config.lm_reader = _stage(stages, max(last - 1, 0))[0].lm_reader  # the last one run
     if main:
-        model.save_pretrained(out / "adapter")
+        model.save_pretrained(out / PACKAGED_ADAPTER)
     accelerator.wait_for_everyone()
     return model
