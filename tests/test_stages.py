@@ -1,18 +1,21 @@
 """Staged training: stages parse and inherit the run's values, the learning rate and the data
-follow the stage of each step, and --resume continues exactly across a stage boundary."""
+follow the stage of each step, --resume continues exactly across a stage boundary, and each
+stage's end is kept as adapters."""
 
 import json
 from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
+from r3mem.checkpoint import WEIGHTS_NAME, read_adapter_config
 from r3mem.data import load_corpus, load_segments
 from r3mem.losses import reconstruction_loss
 from r3mem.training.common import load_config
 from r3mem.training.stages import build_stages, objective, stage_at
-from r3mem.training.train import TrainConfig, draw_batch, train, window_loss
+from r3mem.training.train import STAGES, TrainConfig, draw_batch, train, window_loss
 
 from .conftest import randomize
 from .test_model import ids, wrapped
@@ -181,6 +184,19 @@ def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):
                 assert x[key] == pytest.approx(y[key], rel=1e-5), (x["step"], key)
     state = json.loads((stopped / "checkpoint" / "state.json").read_text())
     assert state["config"]["stage"] == THREE_STAGES
+    # Each stage's end is kept as adapters, the same in both runs; the last is the final one.
+    ends = {name: stopped / STAGES / name for name in ("ae", "full", "read")}
+    weights = {name: load_file(str(end / WEIGHTS_NAME)) for name, end in ends.items()}
+    for name in ends:
+        same = load_file(str(straight / STAGES / name / WEIGHTS_NAME))
+        assert all(torch.equal(same[k], v) for k, v in weights[name].items()), name
+    final = load_file(str(stopped / "adapter" / WEIGHTS_NAME))
+    assert all(torch.equal(final[k], v) for k, v in weights["read"].items())
+    assert not all(torch.equal(final[k], v) for k, v in weights["full"].items())
+    readers = {
+        name: read_adapter_config(end)["r3mem_config"]["lm_reader"] for name, end in ends.items()
+    }
+    assert readers == {"ae": "adapted", "full": "adapted", "read": "base"}
 
 
 @pytest.mark.parametrize("form", ["embedding", "kv"])

@@ -52,6 +52,9 @@ from .common import (
 )
 from .stages import Stage, build_stages, stage_at
 
+# OUT/stages/NAME: the adapters as each stage left them, loadable like OUT/adapter.
+STAGES = "stages"
+
 
 @dataclass
 class TrainConfig(RunConfig):
@@ -370,6 +373,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
         state = {"step": step, "elapsed": elapsed, "tokens": tokens, "config": asdict(config)}
         state["r3mem_config"] = model_config.to_dict()  # as resolved, defaults included
         checkpoint.save(model.trainable_parameters(), optimizer, state)
+        if stage_end(step):  # a later stage may cost what this one taught: keep its adapters
+            model.save_pretrained(out / STAGES / _stage(stages, step - 1)[0].name)
 
     last = config.steps if stop_after is None else min(stop_after, config.steps)
     run_steps(
