@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import sacrebleu
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .cell import IGNORE
 from .model import R3MemModel, recur
@@ -26,11 +27,16 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def reconstruct_segments(
-    model: R3MemModel, ids: torch.Tensor, mask: torch.Tensor, batch_size: int = 32
+    model: R3MemModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    batch_size: int = 32,
+    desc: str | None = None,
 ) -> torch.Tensor:
-    """Greedy reconstructions ``[N, L]`` of right-padded segments ``ids`` ``[N, L]``."""
+    """Greedy reconstructions ``[N, L]`` of right-padded segments ``ids`` ``[N, L]``; a
+    progress bar named ``desc`` when given."""
     outputs = []
-    for start in range(0, len(ids), batch_size):
+    for start in tqdm(range(0, len(ids), batch_size), desc=desc, disable=desc is None):
         rows, rows_mask = ids[start : start + batch_size], mask[start : start + batch_size]
         rows, rows_mask = rows.to(model.device), rows_mask.to(model.device)
         memory = model.write(model.init_memory(len(rows), "paragraph"), rows, rows_mask)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..bank import entry_nbytes, find_corrections, round_state
 from ..data import Segments
@@ -17,13 +18,17 @@ from ..model import R3MemModel
 
 @torch.no_grad()
 def document_recall(
-    model: R3MemModel, segments: Segments, starts: np.ndarray, batch_size: int = 32
+    model: R3MemModel,
+    segments: Segments,
+    starts: np.ndarray,
+    batch_size: int = 32,
+    desc: str | None = None,
 ) -> dict[str, float]:
     """L_doc's task, greedily: write segments ``s`` and ``s + 1`` into the document memory,
     then from it and the first ``doc_cue_length`` tokens of segment ``s`` recall the rest."""
     cue = model.config.doc_cue_length
     restored, targets, masks = [], [], []
-    for start in range(0, len(starts), batch_size):
+    for start in tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None):
         batch = segments.batch(starts[start : start + batch_size, None] + np.arange(2))
         ids, mask = batch["ids"].to(model.device), batch["mask"].to(model.device)  # [B, 2, L]
         state = model.init_memory(len(ids))
@@ -44,13 +49,14 @@ def exact_recall_cost(
     decode: Callable[[list[int]], str],
     batch_size: int = 64,
     entry_dtype: str = "float16",
+    desc: str | None = None,
 ) -> dict[str, float]:
     """DESIGN 2.6: lossless recall stores each paragraph's memory (in the memory bank's
     entry dtype) plus the corrections (position, token) that guided greedy decoding needs,
     as the memory bank does (the corrections as JSON); per 1k tokens, beside the same text
     as UTF-8."""
     stored = corrections = tokens = utf8 = 0
-    for start in range(0, len(ids), batch_size):
+    for start in tqdm(range(0, len(ids), batch_size), desc=desc, disable=desc is None):
         rows, rows_mask = ids[start : start + batch_size], mask[start : start + batch_size]
         targets = [
             row[:n].tolist() for row, n in zip(rows, rows_mask.sum(-1).tolist(), strict=True)

@@ -163,13 +163,14 @@ def _reconstruct_rows(
     count = 32 if quick else 256
     picked = np.sort(rng.choice(len(segments), size=min(count, len(segments)), replace=False))
     batch = segments.batch(picked)
-    restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"])
+    bar = f"reconstruct {name}"
+    restored = reconstruct_segments(memory.model, batch["ids"], batch["mask"], desc=bar)
     decode = memory.tokenizer.decode
     scores = reconstruction_scores(restored, batch["ids"], batch["mask"], decode)
     starts = segments.window_starts(2)
     starts = starts[segments.lengths[starts] > config.doc_cue_length]
     starts = np.sort(rng.choice(starts, size=min(count, len(starts)), replace=False))
-    recall = document_recall(memory.model, segments, starts)
+    recall = document_recall(memory.model, segments, starts, desc=f"{bar}: document")
     m, length = config.num_memory_tokens, config.segment_length
     head = {"method": name, "data": Path(path).name}
     full = head | {"compression": length / m, "text_tokens": length, "segments": len(picked)}
@@ -177,10 +178,12 @@ def _reconstruct_rows(
         "doc_token_acc": recall["token_acc"],
         "doc_exact_match": recall["exact_match"],
     }
-    full |= exact_recall_cost(memory.model, batch["ids"], batch["mask"], decode)
+    full |= exact_recall_cost(
+        memory.model, batch["ids"], batch["mask"], decode, desc=f"{bar}: exact recall"
+    )
     half = length // 2  # the same paragraphs' first halves: half the ratio
     ids, mask = batch["ids"][:, :half], batch["mask"][:, :half]
-    restored = reconstruct_segments(memory.model, ids, mask)
+    restored = reconstruct_segments(memory.model, ids, mask, desc=f"{bar}: {half} tokens")
     short = head | {"compression": half / m, "text_tokens": half, "segments": len(picked)}
     return [full, short | reconstruction_scores(restored, ids, mask, decode)]
 
