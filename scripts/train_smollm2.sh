@@ -16,7 +16,8 @@ BOOKS=../shared/data/books
 mkdir -p "$RUNS"
 # 1. Adapters on the frozen SmolLM2 in stages (configs/r3mem-smollm2-135m.toml): autoencoding
 #    at 16, 32 then 64 tokens into 8 memory slots, the rate decaying at 64 with scheduled
-#    sampling, then the whole objective with the LM path read by the frozen base.
+#    sampling, then the whole objective with the LM path read by the frozen base, then
+#    autoencoding again with scheduled sampling (greedy reconstruction fell over the last).
 sed "s#^mixed_precision = .*#mixed_precision = \"$PRECISION\"#" configs/r3mem-smollm2-135m.toml \
     > "$RUNS/r3mem-smollm2-135m.toml"
 r3mem train --config "$RUNS/r3mem-smollm2-135m.toml" --out "$RUNS/r3mem-smollm2-135m" --resume

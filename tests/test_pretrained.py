@@ -115,6 +115,7 @@ def test_packaged_smollm2_adapters_remember_and_recall_exactly(smollm2):
     memory = Memory.load(NAME)
     assert memory.model.base.config.name_or_path == NAME
     fact = "Mr. Lorry met Lucie Manette at the Royal George Hotel in Dover."
-    memory.remember(f"{fact}\n\nThe mail coach climbed Shooter's Hill in the mud.")
+    memory.remember(fact)
+    memory.remember("The mail coach climbed Shooter's Hill in the mud.")
     hit = memory.recall("Who did Mr. Lorry meet at Dover?", k=1, exact=True)[0]
     assert hit.exact and hit.text.strip() == fact
