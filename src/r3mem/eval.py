@@ -10,6 +10,7 @@ streams text as it comes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import sacrebleu
@@ -25,6 +26,12 @@ if TYPE_CHECKING:
     from .memory import Memory
 
 
+def batch_starts(count: int, batch_size: int, desc: str | None = None) -> Iterable[int]:
+    """The first row of each batch of ``count`` rows, with a progress bar named ``desc`` when
+    given (a bench shows one; the training log's evaluation does not)."""
+    return tqdm(range(0, count, batch_size), desc=desc, disable=desc is None)
+
+
 @torch.no_grad()
 def reconstruct_segments(
     model: R3MemModel,
@@ -36,7 +43,7 @@ def reconstruct_segments(
     """Greedy reconstructions ``[N, L]`` of right-padded segments ``ids`` ``[N, L]``; a
     progress bar named ``desc`` when given."""
     outputs = []
-    for start in tqdm(range(0, len(ids), batch_size), desc=desc, disable=desc is None):
+    for start in batch_starts(len(ids), batch_size, desc):
         rows, rows_mask = ids[start : start + batch_size], mask[start : start + batch_size]
         rows, rows_mask = rows.to(model.device), rows_mask.to(model.device)
         memory = model.write(model.init_memory(len(rows), "paragraph"), rows, rows_mask)

@@ -8,11 +8,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..bank import entry_nbytes, find_corrections, round_state
 from ..data import Segments
-from ..eval import reconstruction_scores
+from ..eval import batch_starts, reconstruction_scores
 from ..model import R3MemModel
 
 
@@ -28,7 +27,7 @@ def document_recall(
     then from it and the first ``doc_cue_length`` tokens of segment ``s`` recall the rest."""
     cue = model.config.doc_cue_length
     restored, targets, masks = [], [], []
-    for start in tqdm(range(0, len(starts), batch_size), desc=desc, disable=desc is None):
+    for start in batch_starts(len(starts), batch_size, desc):
         batch = segments.batch(starts[start : start + batch_size, None] + np.arange(2))
         ids, mask = batch["ids"].to(model.device), batch["mask"].to(model.device)  # [B, 2, L]
         state = model.init_memory(len(ids))
@@ -56,7 +55,7 @@ def exact_recall_cost(
     as the memory bank does (the corrections as JSON); per 1k tokens, beside the same text
     as UTF-8."""
     stored = corrections = tokens = utf8 = 0
-    for start in tqdm(range(0, len(ids), batch_size), desc=desc, disable=desc is None):
+    for start in batch_starts(len(ids), batch_size, desc):
         rows, rows_mask = ids[start : start + batch_size], mask[start : start + batch_size]
         targets = [
             row[:n].tolist() for row, n in zip(rows, rows_mask.sum(-1).tolist(), strict=True)
