@@ -204,6 +204,9 @@ def test_save_and_open_round_trip(full, tmp_path):
     assert opened.bank.next_id == full.bank.next_id
     assert torch.equal(opened.bank.document.memory, full.bank.document.memory)
     assert Memory.open(path, model_dir=full.model_dir).recall("bees", k=1)
+    reopened = full.fresh().reopen(path)  # on the model already loaded
+    assert reopened.model is full.model and reopened is not full
+    assert reopened.recall("Lisbon", k=3, exact=True) == full.recall("Lisbon", k=3, exact=True)
 
 
 def test_entries_are_kept_in_their_dtype_and_exact_recall_survives_the_rounding(
@@ -262,6 +265,8 @@ def test_memory_from_another_model_is_refused(full, tmp_path):
     rewrite(tmp_path / "a.r3mem", tmp_path / "b.r3mem", fingerprint="0" * 64)
     with pytest.raises(ValueError, match=r"b\.r3mem: .*another base model"):
         Memory.open(tmp_path / "b.r3mem")
+    with pytest.raises(ValueError, match=r"b\.r3mem: .*another base model"):
+        full.reopen(tmp_path / "b.r3mem")
 
 
 def test_memory_from_other_adapter_weights_is_refused(full, tmp_path):

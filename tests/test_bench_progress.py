@@ -98,16 +98,20 @@ def _interrupted(monkeypatch, module, after: int) -> tuple[list[str], list[int]]
 
 
 @pytest.mark.parametrize(
-    ("task", "module", "model", "data", "units", "writes"),
+    ("task", "module", "model", "data", "units", "finished", "writes"),
     [
-        # squad, hotpotqa, nq x three methods; stopped in hotpotqa's third (its memory written)
-        ("rag", rag, "adapter_dir", "qa", 3 * 3, 1),
+        # squad, hotpotqa, nq x three methods; stopped in hotpotqa's third: nq's to write
+        ("rag", rag, "adapter_dir", "qa", 3 * 3, 5, 1),
+        # stopped in hotpotqa's first, once its memory was written: reopened, not written again
+        ("rag", rag, "adapter_dir", "qa", 3 * 3, 3, 1),
         # two conversations x two methods; stopped in the second's bm25 (nothing left to write)
-        ("conv", conv, "wide_adapter_dir", "conv/locomo_tiny.json", 2 * 2, 0),
+        ("conv", conv, "wide_adapter_dir", "conv/locomo_tiny.json", 2 * 2, 3, 0),
+        # stopped in the second's r3mem, its memory written: reopened
+        ("conv", conv, "wide_adapter_dir", "conv/locomo_tiny.json", 2 * 2, 2, 0),
     ],
 )
 def test_an_interrupted_bench_resumes_where_it_stopped(
-    task, module, model, data, units, writes, request, tmp_path, monkeypatch
+    task, module, model, data, units, finished, writes, request, tmp_path, monkeypatch
 ):
     args = dict(
         model=str(request.getfixturevalue(model)),
@@ -116,12 +120,14 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
         reader="none",
     )
     whole = run_bench(task, out=str(tmp_path / "whole"), **args)
-    out, finished = tmp_path / "cut", units // 2 + 1
+    out = tmp_path / "cut"
     _interrupted(monkeypatch, module, after=finished)
     with pytest.raises(Interrupted):
         run_bench(task, out=str(out), **args)
     partial = out / f"{task}.partial.jsonl"
     assert len(partial.read_text().splitlines()) == 1 + finished
+    kept = list((out / f"{task}.partial").glob("*.r3mem"))  # every case cut in its second set
+    assert len(kept) == 2
     with pytest.raises(ValueError, match="differs in questions"):
         run_bench(task, out=str(out), questions=1, resume=True, **args)
     ran, wrote = _interrupted(monkeypatch, module, after=units)
@@ -130,7 +136,7 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
     assert resumed["results"] == whole["results"]
     assert resumed["git_rev"] == f"{whole['git_rev']}, later (resumed)"
     assert (len(ran), len(wrote)) == (units - finished, writes)
-    assert not partial.exists()
+    assert not partial.exists() and not (out / f"{task}.partial").exists()
 
 
 def test_resume_is_for_rag_and_conv(tmp_path):

@@ -8,9 +8,13 @@ so a bad file never becomes a half-loaded bank.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from .tensorfile import all_finite
 
@@ -115,3 +119,32 @@ def check_meta(
         )
         _expect(ok, f"{field}.keywords", "not a map of words to counts of at least 1")
     return records
+
+
+def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A memory file's tensors and metadata, once the metadata names the model's
+    fingerprint, directory and adapter digest (the rest :func:`check_meta` checks against
+    the model that opens it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such memory file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads(handle.metadata()["r3mem"])
+        tensors = load_file(str(path))
+        _, recorded, digest = (meta[key] for key in ("fingerprint", "model_dir", "adapter_digest"))
+        if not isinstance(recorded, str | None) or not isinstance(digest, str):
+            raise TypeError("model_dir or adapter_digest is not a string")
+    except (SafetensorError, KeyError, TypeError, ValueError, OSError, RecursionError) as err:
+        raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
+    return tensors, meta
+
+
+def check_target(path: str | Path) -> Path:
+    """``path`` as a memory file can be written there: in an existing folder, not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; a memory file is one file")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: no folder {path.parent} to write the memory file in")
+    return path

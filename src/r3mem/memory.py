@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -32,7 +30,7 @@ from .bank import (
     find_corrections,
     round_state,
 )
-from .bankfile import BankFileError
+from .bankfile import BankFileError, check_target, read_file
 from .checkpoint import adapter_digest, load_base, locate_model, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
@@ -387,46 +385,32 @@ class Memory:
         """Open a memory saved by :meth:`save`, with the model it recorded (or ``model_dir``).
 
         A memory written by another base model, config or adapter is refused (ValueError)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such memory file")
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = json.loads(handle.metadata()["r3mem"])
-            tensors = load_file(str(path))
-            fingerprint, recorded = meta["fingerprint"], meta["model_dir"]
-            digest = meta["adapter_digest"]
-            if not isinstance(recorded, str | None) or not isinstance(digest, str):
-                raise TypeError("model_dir or adapter_digest is not a string")
-        except (SafetensorError, KeyError, TypeError, ValueError, OSError, RecursionError) as err:
-            raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
-        if model_dir is None and recorded is None:
+        tensors, meta = read_file(path)
+        if model_dir is None and meta["model_dir"] is None:
             raise ValueError(f"{path}: records no model directory; pass model_dir")
-        memory = cls.load(recorded if model_dir is None else model_dir)
-        if fingerprint != memory.model.fingerprint:
+        memory = cls.load(meta["model_dir"] if model_dir is None else model_dir)
+        return memory._with_file(path, tensors, meta)
+
+    def reopen(self, path: str | Path) -> Memory:
+        """The memory saved at ``path`` on this memory's model, without loading the model
+        again (a benchmark resuming a memory it wrote); this memory is left as it is."""
+        return self.fresh()._with_file(path, *read_file(path))
+
+    def _with_file(self, path: str | Path, tensors: dict, meta: dict) -> Memory:
+        """This memory holding the bank of the file ``read_file`` read, once the file is
+        found written by this base model, config and adapter."""
+        if meta["fingerprint"] != self.model.fingerprint:
             raise ValueError(
                 f"{path}: this memory was written by another base model or config "
-                f"(fingerprint {str(fingerprint)[:12]} != {memory.model.fingerprint[:12]})"
+                f"(fingerprint {str(meta['fingerprint'])[:12]} != {self.model.fingerprint[:12]})"
             )
-        if digest != adapter_digest(memory.model.trainable_parameters()):
+        if meta["adapter_digest"] != adapter_digest(self.model.trainable_parameters()):
             raise ValueError(
                 f"{path}: this memory was written through other adapter weights than "
-                f"{memory.model_dir}'s; open it with the model that wrote it"
+                f"{self.model_dir}'s; open it with the model that wrote it"
             )
         try:
-            memory.bank = MemoryBank.from_file_parts(
-                tensors, meta, memory.model, memory.recall_keywords
-            )
+            self.bank = MemoryBank.from_file_parts(tensors, meta, self.model, self.recall_keywords)
         except BankFileError as err:
             raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
-        return memory
-
-
-def check_target(path: str | Path) -> Path:
-    """``path`` as a memory file can be written there: in an existing folder, not a folder."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path}: is a folder; a memory file is one file")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"{path}: no folder {path.parent} to write the memory file in")
-    return path
+        return self

@@ -166,6 +166,7 @@ def bench_conv(
         units = [Unit(s.text, s.meta["turn_ids"]) for s in segments]
         indexes = baselines(todo, units)
         write = partial(written, memory, conversation, segments)
+        write = partial(progress.memory, write, memory.reopen, unit)
         indexes = {**r3mem_indexes(todo, write, _turn_ids), **indexes}
         for method, index in indexes.items():
             desc = f"conv {conversation.conv_id} {method}"

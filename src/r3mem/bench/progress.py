@@ -3,15 +3,24 @@ CPU; each finished unit of work (one dataset or conversation, one method) is app
 ``out/TASK.partial.jsonl`` as it ends, and ``--resume`` reuses those units when the run asks
 the same thing of the same model, so an interruption loses at most the unit it was in. Each
 unit keeps the code revision that made it, and the report names every revision its rows
-come from. The file goes once the report is written."""
+come from. The memory a unit writes (a QA set's passages: ~20 minutes with a real model on a
+CPU) is kept too, in ``out/TASK.partial/``, so a unit cut while it is scored does not write it
+again. Both go once the report is written."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..memory import Memory
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +36,7 @@ class Progress:
         resume: bool = False,
         revision: str = "",
     ) -> None:
-        self.path, self.revision = (Path(path) if path else None), revision
+        self.path, self.revision, self.resume = (Path(path) if path else None), revision, resume
         self.done: dict[tuple[str, ...], Any] = {}
         self.made_at: dict[tuple[str, ...], str] = {}
         self.stale = False  # the file on disk is another run's, to replace, not extend
@@ -82,10 +91,30 @@ class Progress:
             handle.flush()
             os.fsync(handle.fileno())
 
+    def memory(
+        self, write: Callable[[], Memory], reopen: Callable[[Path], Memory], *key: str
+    ) -> Memory:
+        """``write()``'s memory for the unit ``key``, saved as it is written; a resumed run
+        ``reopen``s it instead. The file's name holds a digest of the run, so a memory another
+        run left there is never taken for this run's."""
+        if self.path is None:
+            return write()
+        run = hashlib.sha256(json.dumps(self.run, sort_keys=True).encode()).hexdigest()[:12]
+        name = re.sub(r"[^\w.-]", "_", "-".join(key))
+        path = self.path.with_suffix("") / f"{run}-{name}.r3mem"
+        if self.resume and path.is_file():
+            logger.warning("resuming: the memory of %s from %s", " ".join(key), path)
+            return reopen(path)
+        memory = write()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        memory.save(path)
+        return memory
+
     def finish(self) -> None:
         """The report is written: nothing is left to resume."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.path.with_suffix(""), ignore_errors=True)
 
 
 def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any], dict]:

@@ -191,6 +191,7 @@ def bench_rag(
         units = [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
         indexes = baselines(todo, units)
         write = partial(written, memory, cut, qa.name)
+        write = partial(progress.memory, write, memory.reopen, key)
         indexes = {**r3mem_indexes(todo, write, _passage_id), **indexes}
         if "gold" in todo:
             indexes["gold"] = GoldIndex(qa)
