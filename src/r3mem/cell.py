@@ -16,7 +16,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
@@ -26,23 +25,8 @@ from .coupling import CouplingStack, find_decoder_layers
 from .forms import Context, memory_form
 from .generation import CACHE, Sampling, generate
 from .lora import DECODER, ENCODER, active_lora, inject_lora, projection_names
+from .losses import IGNORE, lm_loss
 from .state import MemoryState
-
-IGNORE = -100  # the label of a token that is not scored
-
-
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy with Hugging Face alignment: ``logits[:, i]`` predicts
-    ``labels[:, i + 1]``; label -100 is ignored."""
-    return token_loss(logits[:, :-1], labels[:, 1:])
-
-
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy where ``logits[:, i]`` predicts ``targets[:, i]``; -100 is ignored."""
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE
-    )
-
 
 # Set on a base model an R3MemModel has taken over: a second wrap of it would find LoRA in it.
 WRAPPED = "r3mem_wrapped"

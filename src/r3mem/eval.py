@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .cell import IGNORE
+from .losses import IGNORE
 from .model import R3MemModel, recur
 from .segment import cut, pad_rows
 

@@ -8,11 +8,15 @@ say what each term measures.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
-from .cell import IGNORE, MemoryCell, lm_loss, token_loss
 from .state import MemoryState, pooled
+
+if TYPE_CHECKING:
+    from .cell import MemoryCell
 
 __all__ = [
     "IGNORE",
@@ -25,6 +29,22 @@ __all__ = [
     "retrieval_loss",
     "token_loss",
 ]
+
+
+IGNORE = -100  # the label of a token that is not scored
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy with Hugging Face alignment: ``logits[:, i]`` predicts
+    ``labels[:, i + 1]``; label -100 is ignored."""
+    return token_loss(logits[:, :-1], labels[:, 1:])
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy where ``logits[:, i]`` predicts ``targets[:, i]``; -100 is ignored."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE
+    )
 
 
 def _masked(ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

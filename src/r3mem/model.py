@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cell import IGNORE, MemoryCell, check_batch
+from .cell import MemoryCell, check_batch
 from .checkpoint import (
     base_name,
     base_spec,
@@ -38,6 +38,7 @@ from .checkpoint import (
 )
 from .config import R3MemConfig
 from .generation import Sampling, generate
+from .losses import IGNORE
 from .state import MemoryState
 
 Chunk = tuple[torch.Tensor, torch.Tensor]  # a segment's token ids [B, T] and mask [B, T]
