@@ -37,6 +37,7 @@ class Progress:
         revision: str = "",
     ) -> None:
         self.path, self.revision, self.resume = (Path(path) if path else None), revision, resume
+        self.memories = self.path.with_suffix("") if self.path else None  # TASK.partial/
         self.done: dict[tuple[str, ...], Any] = {}
         self.made_at: dict[tuple[str, ...], str] = {}
         self.stale = False  # the file on disk is another run's, to replace, not extend
@@ -97,11 +98,11 @@ class Progress:
         """``write()``'s memory for the unit ``key``, saved as it is written; a resumed run
         ``reopen``s it instead. The file's name holds a digest of the run, so a memory another
         run left there is never taken for this run's."""
-        if self.path is None:
+        if self.memories is None:
             return write()
         run = hashlib.sha256(json.dumps(self.run, sort_keys=True).encode()).hexdigest()[:12]
         name = re.sub(r"[^\w.-]", "_", "-".join(key))
-        path = self.path.with_suffix("") / f"{run}-{name}.r3mem"
+        path = self.memories / f"{run}-{name}.r3mem"
         if self.resume and path.is_file():
             logger.warning("resuming: the memory of %s from %s", " ".join(key), path)
             return reopen(path)
@@ -114,7 +115,7 @@ class Progress:
         """The report is written: nothing is left to resume."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
-            shutil.rmtree(self.path.with_suffix(""), ignore_errors=True)
+            shutil.rmtree(self.memories, ignore_errors=True)
 
 
 def _read(path: Path) -> tuple[dict | None, dict[tuple[str, ...], Any], dict]:
