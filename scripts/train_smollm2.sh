@@ -28,13 +28,13 @@ r3mem train --config "$RUNS/r3mem-smollm2-135m.toml" --out "$RUNS/r3mem-smollm2-
 ADAPTER="$RUNS/r3mem-smollm2-135m/adapter"
 r3mem bench reconstruct --model "$ADAPTER" --data "$BOOKS/validation" --out "$RESULTS"
 r3mem bench lm --model "$ADAPTER" --data "$BOOKS/validation" --book-tokens 4096 --out "$RESULTS"
-# 3. Adapters only (the package names the base), in half precision, with their model card
-#    (written from the figures of 2).
-python -m r3mem.package smollm2-135m "$ADAPTER" src/r3mem/assets/r3mem-smollm2-135m \
-    --card "$RESULTS" --commands scripts/train_smollm2.sh --greedy-target 0.5
-# 4. Retrieval and answers on 500 passages of each QA set, SmolLM2-Instruct reading what each
+# 3. Retrieval and answers on 500 passages of each QA set, SmolLM2-Instruct reading what each
 #    method found (the gold passage, BM25, dense MiniLM, R³Mem's recall as text, and as memory
 #    slots): hours here, so it resumes where an interruption left it; then recall's speed.
 r3mem bench rag --model "$ADAPTER" --reader smollm2-135m --passages 500 --questions 100 \
     --out "$RESULTS" --resume
 python benchmarks/recall_speed.py --model "$ADAPTER" --out "$RESULTS"
+# 4. Adapters only (the package names the base), in half precision, with their model card
+#    (written from the figures of 2 and 3).
+python -m r3mem.package smollm2-135m "$ADAPTER" src/r3mem/assets/r3mem-smollm2-135m \
+    --card "$RESULTS" --commands scripts/train_smollm2.sh --greedy-target 0.5

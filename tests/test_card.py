@@ -112,6 +112,19 @@ def test_card_says_when_memory_raises_perplexity(runs):
     )
 
 
+def test_card_carries_the_other_reports_its_runs_wrote(runs):
+    """rag / conv / recall_speed beside lm and reconstruct: their tables follow, in order."""
+    card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")
+    assert "### rag" not in card.read_text()
+    _report(runs / "results" / "recall_speed.json", "recall_speed", [{"measure": "score", "ms": 3}])
+    _report(runs / "results" / "rag.json", "rag", [{"method": "r3mem", "recall@5": 0.74}])
+    text = model_card(
+        "tiny", runs / "base", runs / "adapter", runs / "results", runs, ""
+    ).read_text()
+    assert "| r3mem | 0.74 |" in text and "| score | 3 |" in text
+    assert text.index("### reconstruct") < text.index("### rag") < text.index("### recall_speed")
+
+
 def test_card_names_a_missing_result(runs):
     (runs / "results" / "lm.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"lm\.json: missing"):

@@ -14,6 +14,8 @@ from .plots import training_curve
 from .pretrained import NAMED
 from .report import hardware, markdown
 
+OTHER_REPORTS = ("rag", "conv", "recall_speed")
+
 PPL_TARGET = 0.90  # perplexity with memory over the same adapters without: at most this
 GREEDY_TARGET = 0.90  # greedy token accuracy of paragraph reconstruction at 8x
 SPLITS = ("validation", "test")  # listed first; any other data (a book in no split) after
@@ -200,6 +202,7 @@ def model_card(
         *_notes(results),
         markdown(lm),
         markdown(rec),
+        *(markdown(_json(path)) for path in _other_reports(results)),
     ]
     card = out / "MODEL_CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")
@@ -252,6 +255,12 @@ def _named_base(
         f"- seed: adapters {adapter_config['seed']}",
     ]
     return about, facts, []
+
+
+def _other_reports(results: Path) -> list[Path]:
+    """The reports beside lm and reconstruct that the model's runs also wrote (``rag``,
+    ``conv``, ``recall_speed``), so that the card carries every figure its notes read."""
+    return [path for name in OTHER_REPORTS if (path := results / f"{name}.json").is_file()]
 
 
 def _notes(results: Path) -> list[str]:
