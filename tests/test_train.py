@@ -19,8 +19,8 @@ from .test_train_base import SAMPLE
 def adapter_config(base_dir, out, r3mem_overrides=None, **overrides) -> TrainConfig:
     r3mem = dict(
         num_memory_tokens=2, segment_length=16, adapter_rank=4, lora_rank=4, bptt_segments=2,
-        doc_cue_length=4, **(r3mem_overrides or {}),
-    )  # fmt: skip
+        doc_cue_length=4,
+    ) | (r3mem_overrides or {})  # fmt: skip
     fields = dict(
         base_model=base_dir, train_data=SAMPLE, valid_data=SAMPLE, out_dir=str(out),
         cache_dir=str(out.parent / "cache"), r3mem=r3mem, entity_length=8, batch_size=2,
@@ -61,6 +61,27 @@ def test_resume_continues_the_loss_curve_exactly(base_dir, tmp_path):
     for a, b in zip(straight, resumed, strict=True):
         assert a["loss_lm"] == pytest.approx(b["loss_lm"], rel=1e-5)
         assert a["loss_rec"] == pytest.approx(b["loss_rec"], rel=1e-5)
+
+
+def test_a_run_starts_from_saved_adapters_and_resumes_from_its_own(base_dir, tmp_path):
+    """init_adapter: the saved weights, then this run's own objective; its checkpoint wins."""
+    first = train(adapter_config(base_dir, tmp_path / "first")).trainable_parameters()
+    off = {"lambda_cyc": 0.0, "lambda_ent": 0.0}  # another objective
+    init = str(tmp_path / "first" / "adapter")
+    after = train(
+        adapter_config(base_dir, tmp_path / "on", off, init_adapter=init, lr=1e-12, steps=1)
+    )
+    fresh = train(adapter_config(base_dir, tmp_path / "fresh", off, lr=1e-12, steps=1))
+    for name, param in after.trainable_parameters().items():
+        assert torch.allclose(param, first[name], atol=1e-9), name
+    assert not all(torch.allclose(p, first[n]) for n, p in fresh.trainable_parameters().items())
+    train(adapter_config(base_dir, tmp_path / "straight", off, init_adapter=init))
+    train(adapter_config(base_dir, tmp_path / "cut", off, init_adapter=init), stop_after=2)
+    train(adapter_config(base_dir, tmp_path / "cut", off, init_adapter=init), resume=True)
+    straight, resumed = metrics(tmp_path / "straight"), metrics(tmp_path / "cut")
+    assert [r["loss_rec"] for r in straight] == pytest.approx([r["loss_rec"] for r in resumed])
+    with pytest.raises(ValueError, match=r"adapter_rank=4 \(here 8\)"):
+        train(adapter_config(base_dir, tmp_path / "wide", {"adapter_rank": 8}, init_adapter=init))
 
 
 def test_two_processes_keep_identical_parameters(base_dir, tmp_path):

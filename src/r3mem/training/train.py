@@ -23,7 +23,13 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer
 
-from ..checkpoint import PACKAGED_ADAPTER, load_base, load_trainable, model_source
+from ..checkpoint import (
+    PACKAGED_ADAPTER,
+    load_adapter_into,
+    load_base,
+    load_trainable,
+    model_source,
+)
 from ..config import R3MemConfig
 from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
 from ..eval import reconstruct_segments, reconstruction_scores
@@ -50,7 +56,7 @@ from .common import (
     make_optimizer,
     run_steps,
 )
-from .stages import Stage, build_stages, stage_at
+from .stages import OBJECTIVE_FIELDS, Stage, build_stages, stage_at
 
 # OUT/stages/NAME: the adapters as each stage left them, loadable like OUT/adapter.
 STAGES = "stages"
@@ -70,6 +76,10 @@ class TrainConfig(RunConfig):
     lr: float = 2e-3
     eval_segments: int = 64
     gradient_checkpointing: bool = False
+    # Adapters a fresh run starts from (a folder save_pretrained wrote: the shipped default's,
+    # or a run's OUT/adapter): their weights and a new optimizer, to go on with other data or
+    # terms. The [r3mem] table must describe the same adapters; a stage's fields may differ.
+    init_adapter: str | None = None
 
     def __post_init__(self) -> None:
         check_types(self)  # before the [r3mem] and [[stage]] tables are read
@@ -310,6 +320,8 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     optimizer = make_optimizer(params, config.lr, config.weight_decay)
     checkpoint = Checkpoint(out / "checkpoint")
     start = (0, 0.0, 0)  # step, seconds, tokens
+    if config.init_adapter and not (resume and checkpoint.exists()):
+        load_adapter_into(model, config.init_adapter, OBJECTIVE_FIELDS)
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
         _check_positions(state, config, checkpoint.directory)
