@@ -112,6 +112,29 @@ def test_card_says_when_memory_raises_perplexity(runs):
     )
 
 
+def test_card_tells_the_run_the_adapters_started_from(runs):
+    """init_adapter: the first run's record (stages, config) and curve come first."""
+    curve = runs / "first_curve.png"
+    curve.write_bytes(b"\x89PNG first run")
+    stage = {"name": "books", "steps": 8800, "segment_length": 64, "terms": ["lm", "rec"]}
+    stage |= {"tokens": 8_246_609, "hours": 7.09, "tokens_per_s": 323.0, "greedy": 0.947}
+    config = {"train_data": "books/train", "r3mem": {"num_memory_tokens": 8}}
+    record = {"source": "from its card", "curve": curve.name, "steps": 8800, "tokens": 8_246_609}
+    record |= {"hours": 7.09, "stages": [stage], "config": config}
+    (runs / "first.json").write_text(json.dumps(record))
+    out = runs / "packed"
+    out.mkdir()
+    card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", out, "",
+                      first_run=runs / "first.json")  # fmt: skip
+    text = card.read_text()
+    first = "- adapters, first run: 8,800 steps on `books/train`, 8,246,609 training tokens"
+    assert first + ", 7.09 h (from its card), in stages:" in text
+    assert "| books | 8,800 | 64 → 8 (8×) | lm, rec | 8,246,609 | 7.09 | 323 | 94.7% |" in text
+    assert "- adapters, then from those: 2 steps on `books/train`, 10,240" in text
+    assert text.index(first) < text.index("then from those") < text.index("| ae | 1 |")
+    assert (out / curve.name).read_bytes() == curve.read_bytes()
+
+
 def test_card_carries_the_other_reports_its_runs_wrote(runs):
     """rag / conv / recall_speed beside lm and reconstruct: their tables follow, in order."""
     card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", runs, "")

@@ -7,6 +7,7 @@ JSON), never typed in, so the card cannot drift from what was measured.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,11 @@ from .pretrained import NAMED
 from .report import hardware, markdown
 
 OTHER_REPORTS = ("rag", "conv", "recall_speed")
+STAGE_HEADER = (
+    "| stage | steps | tokens → slots | terms | training tokens | hours | tokens/s "
+    "| greedy at its end |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
+)
 
 PPL_TARGET = 0.90  # perplexity with memory over the same adapters without: at most this
 GREEDY_TARGET = 0.90  # greedy token accuracy of paragraph reconstruction at 8x
@@ -62,11 +68,7 @@ def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
     by_stage: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_stage.setdefault(row.get("stage", "train"), []).append(row)
-    lines = [
-        "| stage | steps | tokens → slots | terms | training tokens | hours | tokens/s "
-        "| greedy at its end |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    lines = list(STAGE_HEADER)
     previous_tokens = 0
     for table in tables:
         name = table.get("name", "train")
@@ -79,15 +81,52 @@ def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
             for p, r in zip([{"tokens": previous_tokens}, *done[:-1]], done, strict=True)
         )
         previous_tokens = done[-1]["tokens"]
-        terms = sorted(k[5:] for k in done[-1] if k.startswith("loss_"))
-        length = table.get("segment_length", width)
         greedy = [r["rec_token_acc"] for r in done if "rec_token_acc" in r]
-        lines.append(
-            f"| {name} | {len(done):,} | {length} → {slots} ({length / slots:g}×) | "
-            f"{', '.join(terms)} | {tokens:,} | {seconds / 3600:.2f} | {tokens / seconds:,.0f} | "
-            + (f"{greedy[-1]:.1%} |" if greedy else "– |")
-        )
+        row = {
+            "name": name,
+            "steps": len(done),
+            "segment_length": table.get("segment_length", width),
+        }
+        row |= {"terms": sorted(k[5:] for k in done[-1] if k.startswith("loss_"))}
+        row |= {"tokens": tokens, "hours": seconds / 3600, "tokens_per_s": tokens / seconds}
+        lines.append(_stage_line(row | {"greedy": greedy[-1] if greedy else None}, slots))
     return lines
+
+
+def _stage_line(row: dict[str, Any], slots: int) -> str:
+    length, greedy = row["segment_length"], row["greedy"]
+    return (
+        f"| {row['name']} | {row['steps']:,} | {length} → {slots} ({length / slots:g}×) | "
+        f"{', '.join(row['terms'])} | {row['tokens']:,} | {row['hours']:.2f} | "
+        f"{row['tokens_per_s']:,.0f} | " + (f"{greedy:.1%} |" if greedy is not None else "– |")
+    )
+
+
+def earlier_run(record: Path, out: Path) -> list[str]:
+    """The card's lines for the run the adapters started from (``init_adapter``), from a JSON
+    record of it (``source``, ``steps``, ``tokens``, ``hours``, ``stages``, ``config`` and
+    ``curve``, a PNG beside the record, copied beside the card) when its directory was not
+    kept."""
+    run = _json(record)
+    config = run["config"]
+    shutil.copyfile(record.parent / run["curve"], out / run["curve"])
+    slots = config["r3mem"].get("num_memory_tokens", 8)
+    return [
+        f"- adapters, first run: {run['steps']:,} steps on `{config['train_data']}`, "
+        f"{run['tokens']:,} training tokens, {run['hours']:.2f} h ({run['source']}), in stages:",
+        "",
+        *STAGE_HEADER,
+        *(_stage_line(row, slots) for row in run["stages"]),
+        "",
+        f"![greedy reconstruction against training tokens, first run]({run['curve']})",
+        "",
+        "Its config:",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+    ]
 
 
 def _verdict(met: bool) -> str:
@@ -152,11 +191,13 @@ def model_card(
     out: Path,
     commands: str,
     greedy_target: float = GREEDY_TARGET,
+    first_run: Path | None = None,
 ) -> Path:
     """Write ``out/MODEL_CARD.md`` and ``out/training_curve.png``; returns the card's path.
     ``base_run`` is the base model's run directory or its JSON record (:func:`base_facts`),
     or the name of a pretrained base r3mem knows (``smollm2-135m``); ``results`` holds the
-    bench reports (and optionally NOTES.md, copied in as written)."""
+    bench reports (and optionally NOTES.md, copied in as written); ``first_run`` the record of
+    the run the adapters started from (:func:`earlier_run`), when they did."""
     adapter_state = _json(adapter_run / "checkpoint" / "state.json")
     adapter_rows = _metrics(adapter_run)
     lm, rec = _json(results / "lm.json"), _json(results / "reconstruct.json")
@@ -180,7 +221,9 @@ def model_card(
         "",
         f"- hardware: {hardware()}",
         *facts,
-        f"- adapters: {adapter_state['step']:,} steps, {last['tokens']:,} training tokens, "
+        *(earlier_run(first_run, out) if first_run else []),
+        f"- adapters{', then from those' if first_run else ''}: {adapter_state['step']:,} steps"
+        f" on `{adapter_config['train_data']}`, {last['tokens']:,} training tokens, "
         f"{adapter_state['elapsed'] / 3600:.2f} h, in stages:",
         "",
         *stage_rows(adapter_rows, adapter_config),
