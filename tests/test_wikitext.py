@@ -1,4 +1,4 @@
-"""WikiText raw -> one plain-text file per article (the default's Wikipedia stage reads them)."""
+"""WikiText raw -> one plain-text file per article, for a training run's train_data."""
 
 import gzip
 import subprocess

@@ -86,14 +86,18 @@ def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
             "name": name,
             "steps": len(done),
             "segment_length": table.get("segment_length", width),
+            "terms": sorted(k[5:] for k in done[-1] if k.startswith("loss_")),
+            "tokens": tokens,
+            "hours": seconds / 3600,
+            "tokens_per_s": tokens / seconds,
+            "greedy": greedy[-1] if greedy else None,
         }
-        row |= {"terms": sorted(k[5:] for k in done[-1] if k.startswith("loss_"))}
-        row |= {"tokens": tokens, "hours": seconds / 3600, "tokens_per_s": tokens / seconds}
-        lines.append(_stage_line(row | {"greedy": greedy[-1] if greedy else None}, slots))
+        lines.append(_stage_line(row, slots))
     return lines
 
 
 def _stage_line(row: dict[str, Any], slots: int) -> str:
+    """One stage's row of :data:`STAGE_HEADER`'s table, from a run's log or a record of it."""
     length, greedy = row["segment_length"], row["greedy"]
     return (
         f"| {row['name']} | {row['steps']:,} | {length} → {slots} ({length / slots:g}×) | "

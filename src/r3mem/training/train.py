@@ -320,14 +320,14 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     optimizer = make_optimizer(params, config.lr, config.weight_decay)
     checkpoint = Checkpoint(out / "checkpoint")
     start = (0, 0.0, 0)  # step, seconds, tokens
-    if config.init_adapter and not (resume and checkpoint.exists()):
-        load_adapter_into(model, config.init_adapter, OBJECTIVE_FIELDS)
     if resume and checkpoint.exists():
         weights, optimizer_state, state = checkpoint.load()
         _check_positions(state, config, checkpoint.directory)
         load_trainable(model.trainable_parameters(), weights, checkpoint.directory)
         optimizer.load_state_dict(optimizer_state)
         start = (state["step"], state["elapsed"], state.get("tokens"))
+    elif config.init_adapter:  # a fresh run from saved adapters; a resumed one has its own
+        load_adapter_into(model, config.init_adapter, OBJECTIVE_FIELDS)
     main = accelerator.is_main_process
     log = (
         MetricsLog(out / "metrics.jsonl", resume_step=start[0] if resume else None)
