@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 from r3mem import R3MemModel
-from r3mem.training.train import TrainConfig, train
+from r3mem.training.train import TrainConfig, train, training_data
 
 from .test_train_base import SAMPLE
 
@@ -82,6 +84,35 @@ def test_a_run_starts_from_saved_adapters_and_resumes_from_its_own(base_dir, tmp
     assert [r["loss_rec"] for r in straight] == pytest.approx([r["loss_rec"] for r in resumed])
     with pytest.raises(ValueError, match=r"adapter_rank=4 \(here 8\)"):
         train(adapter_config(base_dir, tmp_path / "wide", {"adapter_rank": 8}, init_adapter=init))
+
+
+def test_mix_data_is_drawn_as_often_as_its_repeats_and_never_across_sources(base_dir, tmp_path):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "a.txt").write_text(
+        "Paris is the capital of France. It has 2,102,650 residents.\n\n" * 6, encoding="utf-8"
+    )
+    chunked = [{"name": "read", "steps": 2, "chunk_fraction": 0.5}]
+    config = adapter_config(base_dir, tmp_path / "run", stage=chunked, steps=None)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    books, book_corpus = training_data(config, tokenizer)
+    mixed_config = dataclasses.replace(config, mix_data=str(extra), mix_repeat=3)
+    mixed, corpus = training_data(mixed_config, tokenizer)
+    alone, alone_corpus = training_data(
+        dataclasses.replace(config, train_data=str(extra)), tokenizer
+    )
+    assert len(mixed) == len(books) + 3 * len(alone)
+    assert (mixed.ids[len(books) :] == np.tile(alone.ids, (3, 1))).all()
+    source = np.repeat([0, 1, 2, 3], [len(books)] + [len(alone)] * 3)
+    starts = mixed.window_starts(2)  # a window of two segments never spans two sources
+    assert (source[starts] == source[starts + 1]).all()
+    assert len(starts) == len(books.window_starts(2)) + 3 * len(alone.window_starts(2))
+    expected = [*book_corpus.tokens.tolist(), *alone_corpus.tokens.tolist() * 3]
+    assert corpus.tokens.tolist() == expected
+    assert len(corpus.starts) == len(book_corpus.starts) + 3 * len(alone_corpus.starts)
+    train(mixed_config)  # and a run trains on it
+    with pytest.raises(ValueError, match="mix_repeat"):
+        dataclasses.replace(config, mix_data=str(extra), mix_repeat=0)
 
 
 def test_two_processes_keep_identical_parameters(base_dir, tmp_path):

@@ -77,6 +77,19 @@ class Corpus:
         )
 
 
+def mix_corpora(main: Corpus, extra: Corpus, repeat: int) -> Corpus:
+    """``main`` followed by ``repeat`` copies of ``extra``: a small corpus drawn as often as one
+    ``repeat`` times its size (random windows are uniform over the tokens)."""
+    parts, doc_ids, starts = [main], list(main.doc_ids), list(main.starts)
+    for copy in range(repeat):
+        offset = sum(len(part) for part in parts)
+        parts.append(extra)
+        doc_ids += [f"{doc}#{copy}" for doc in extra.doc_ids]
+        starts += [start + offset for start in extra.starts]
+    tokens = np.concatenate([np.asarray(part.tokens) for part in parts])
+    return Corpus(tokens=tokens, doc_ids=doc_ids, starts=starts)
+
+
 def _fingerprint(source: Path, tokenizer: PreTrainedTokenizerFast) -> str:
     digest = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
     files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
@@ -160,6 +173,26 @@ class Segments:
                 (entity_width < self.entity_lengths[rows][..., None]).astype(np.int64)
             ),
         }
+
+
+def mix_segments(main: Segments, extra: Segments, repeat: int) -> Segments:
+    """``main`` followed by ``repeat`` copies of ``extra``, each copy its own documents, so that
+    no window spans two copies or two sources."""
+    if (
+        main.ids.shape[1:] != extra.ids.shape[1:]
+        or main.entities.shape[1:] != extra.entities.shape[1:]
+    ):
+        raise DataError(
+            f"cannot mix segments of width {extra.ids.shape[1]} into {main.ids.shape[1]}"
+        )
+    parts, documents = [main] + [extra] * repeat, []
+    next_document = 0
+    for part in parts:
+        documents.append(part.documents + next_document)
+        next_document += int(part.documents.max(initial=-1)) + 1
+    fields = ("ids", "lengths", "entities", "entity_lengths")
+    arrays = {name: np.concatenate([getattr(part, name) for part in parts]) for name in fields}
+    return Segments(documents=np.concatenate(documents), **arrays)
 
 
 def load_segments(

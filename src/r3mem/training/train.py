@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ..checkpoint import (
     PACKAGED_ADAPTER,
@@ -31,7 +31,15 @@ from ..checkpoint import (
     model_source,
 )
 from ..config import R3MemConfig
-from ..data import ENTITY_LENGTH, Corpus, Segments, load_corpus, load_segments
+from ..data import (
+    ENTITY_LENGTH,
+    Corpus,
+    Segments,
+    load_corpus,
+    load_segments,
+    mix_corpora,
+    mix_segments,
+)
 from ..eval import reconstruct_segments, reconstruction_scores
 from ..losses import (
     IGNORE,
@@ -80,6 +88,10 @@ class TrainConfig(RunConfig):
     # or a run's OUT/adapter): their weights and a new optimizer, to go on with other data or
     # terms. The [r3mem] table must describe the same adapters; a stage's fields may differ.
     init_adapter: str | None = None
+    # A second source laid beside train_data, drawn as if it were mix_repeat times its size:
+    # a few domain documents (the Wikipedia articles of the default's last stage) among books.
+    mix_data: str | None = None
+    mix_repeat: int = 1
 
     def __post_init__(self) -> None:
         check_types(self)  # before the [r3mem] and [[stage]] tables are read
@@ -98,7 +110,7 @@ class TrainConfig(RunConfig):
         self.stages = build_stages(self.stage, self.model_config, run)
         self.steps = sum(stage.steps for stage in self.stages)
         super().__post_init__()
-        check_positive(self, "entity_length", "eval_segments")
+        check_positive(self, "entity_length", "eval_segments", "mix_repeat")
         if self.mixed_precision == "fp16":
             raise ValueError(
                 "mixed_precision = 'fp16' needs loss scaling, which r3mem train does not run "
@@ -282,6 +294,36 @@ def _check_positions(state: dict, config: TrainConfig, directory: Path) -> None:
         )
 
 
+def training_data(
+    config: TrainConfig, tokenizer: PreTrainedTokenizerFast
+) -> tuple[Segments, Corpus | None]:
+    """The training segments, and the token stream chunked rows draw from (None if no stage
+    chunks), with ``mix_data`` laid beside ``train_data``."""
+    segment_length = config.model_config.segment_length
+
+    def segments(source: str) -> Segments:
+        return load_segments(
+            source, tokenizer, segment_length, config.entity_length, config.cache_dir
+        )
+
+    train_set = segments(config.train_data)
+    if config.mix_data:
+        train_set = mix_segments(train_set, segments(config.mix_data), config.mix_repeat)
+    for stage in config.stages:
+        if len(train_set.window_starts(stage.bptt_segments)) == 0:
+            raise ValueError(
+                f"{config.train_data}: no document has {stage.bptt_segments} segments "
+                f"(stage '{stage.name}')"
+            )
+    if not any(stage.chunk_fraction > 0 for stage in config.stages):
+        return train_set, None
+    corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
+    if config.mix_data:
+        mix = load_corpus(config.mix_data, tokenizer, config.cache_dir)
+        corpus = mix_corpora(corpus, mix, config.mix_repeat)
+    return train_set, corpus
+
+
 def train(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> R3MemModel:
     """Train (or resume) the adapters; writes ``out_dir/adapter`` (PEFT layout) at the end and
     returns the trained model."""
@@ -290,22 +332,10 @@ def train(config: TrainConfig, resume: bool = False, stop_after: int | None = No
     tokenizer = AutoTokenizer.from_pretrained(model_source(config.base_model))
     model_config, stages = config.model_config, config.stages
     segment_length = model_config.segment_length
-    train_set = load_segments(
-        config.train_data, tokenizer, segment_length, config.entity_length, config.cache_dir
-    )
+    train_set, corpus = training_data(config, tokenizer)
     valid_set = load_segments(
         config.valid_data, tokenizer, segment_length, config.entity_length, config.cache_dir
     )
-    for stage in stages:
-        if len(train_set.window_starts(stage.bptt_segments)) == 0:
-            raise ValueError(
-                f"{config.train_data}: no document has {stage.bptt_segments} segments "
-                f"(stage '{stage.name}')"
-            )
-    corpus = None
-    if any(stage.chunk_fraction > 0 for stage in stages):
-        corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
-
     # float32 whatever the stored dtype (the shipped base is stored in float16, which a GPU
     # would load as is): the adapters take the base's dtype, and Adam's updates vanish or
     # overflow in half precision (NaN from the second step on an H200); mixed_precision
