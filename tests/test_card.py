@@ -112,8 +112,9 @@ def test_card_says_when_memory_raises_perplexity(runs):
     )
 
 
-def test_card_tells_the_run_the_adapters_started_from(runs):
-    """init_adapter: the first run's record (stages, config) and curve come first."""
+def test_card_tells_the_runs_the_adapters_started_from(runs):
+    """init_adapter: each earlier run (a JSON record, or a run directory) and its curve come
+    first, in order."""
     curve = runs / "first_curve.png"
     curve.write_bytes(b"\x89PNG first run")
     stage = {"name": "books", "steps": 8800, "segment_length": 64, "terms": ["lm", "rec"]}
@@ -122,17 +123,26 @@ def test_card_tells_the_run_the_adapters_started_from(runs):
     record = {"source": "from its card", "curve": curve.name, "steps": 8800, "tokens": 8_246_609}
     record |= {"hours": 7.09, "stages": [stage], "config": config}
     (runs / "first.json").write_text(json.dumps(record))
+    state = json.loads((runs / "adapter" / "checkpoint" / "state.json").read_text())
+    state["config"] |= {"train_data": "wiki", "mix_data": "more", "mix_repeat": 3}
+    rows = (runs / "adapter" / "metrics.jsonl").read_text().splitlines()
+    _run(runs / "wiki", state, [json.loads(row) for row in rows])
     out = runs / "packed"
     out.mkdir()
     card = model_card("tiny", runs / "base", runs / "adapter", runs / "results", out, "",
-                      first_run=runs / "first.json")  # fmt: skip
+                      earlier_runs=[runs / "first.json", runs / "wiki"])  # fmt: skip
     text = card.read_text()
     first = "- adapters, first run: 8,800 steps on `books/train`, 8,246,609 training tokens"
     assert first + ", 7.09 h (from its card), in stages:" in text
     assert "| books | 8,800 | 64 → 8 (8×) | lm, rec | 8,246,609 | 7.09 | 323 | 94.7% |" in text
+    second = "- adapters, run 2, from those: 2 steps on `wiki` and `more` ×3, 10,240 training"
+    assert second + " tokens, 1.00 h (its run directory, wiki), in stages:" in text
+    assert "| full | 1 | 64 → 8 (8×) | lm, rec | 5,120 | 0.01 | 100 | 20.0% |" in text
     assert "- adapters, then from those: 2 steps on `books/train`, 10,240" in text
-    assert text.index(first) < text.index("then from those") < text.index("| ae | 1 |")
+    assert text.index(first) < text.index(second) < text.index("then from those")
+    assert text.index("then from those") < text.rindex("| ae | 1 |")
     assert (out / curve.name).read_bytes() == curve.read_bytes()
+    assert (out / "training_curve-wiki.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_card_carries_the_other_reports_its_runs_wrote(runs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,16 +60,15 @@ def base_facts(base_run: Path) -> dict[str, Any]:
     }
 
 
-def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
-    """A Markdown table of the adapter run's stages: what each trained, how fast, and the
-    greedy reconstruction (at the model's segment length) where it ended."""
-    memory = config["r3mem"]
-    slots, width = memory.get("num_memory_tokens", 8), memory.get("segment_length", 64)
+def stage_records(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[dict[str, Any]]:
+    """What each stage of an adapter run trained, how fast, and the greedy reconstruction (at
+    the model's segment length) where it ended, from its metrics log."""
+    width = config["r3mem"].get("segment_length", 64)
     tables = config.get("stage") or [{"name": "train"}]
     by_stage: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_stage.setdefault(row.get("stage", "train"), []).append(row)
-    lines = list(STAGE_HEADER)
+    records = []
     previous_tokens = 0
     for table in tables:
         name = table.get("name", "train")
@@ -82,18 +82,25 @@ def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
         )
         previous_tokens = done[-1]["tokens"]
         greedy = [r["rec_token_acc"] for r in done if "rec_token_acc" in r]
-        row = {
-            "name": name,
-            "steps": len(done),
-            "segment_length": table.get("segment_length", width),
-            "terms": sorted(k[5:] for k in done[-1] if k.startswith("loss_")),
-            "tokens": tokens,
-            "hours": seconds / 3600,
-            "tokens_per_s": tokens / seconds,
-            "greedy": greedy[-1] if greedy else None,
-        }
-        lines.append(_stage_line(row, slots))
-    return lines
+        records.append(
+            {
+                "name": name,
+                "steps": len(done),
+                "segment_length": table.get("segment_length", width),
+                "terms": sorted(k[5:] for k in done[-1] if k.startswith("loss_")),
+                "tokens": tokens,
+                "hours": seconds / 3600,
+                "tokens_per_s": tokens / seconds,
+                "greedy": greedy[-1] if greedy else None,
+            }
+        )
+    return records
+
+
+def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+    """:func:`stage_records` as a Markdown table."""
+    slots = config["r3mem"].get("num_memory_tokens", 8)
+    return [*STAGE_HEADER, *(_stage_line(r, slots) for r in stage_records(rows, config))]
 
 
 def _stage_line(row: dict[str, Any], slots: int) -> str:
@@ -106,23 +113,47 @@ def _stage_line(row: dict[str, Any], slots: int) -> str:
     )
 
 
-def earlier_run(record: Path, out: Path) -> list[str]:
-    """The card's lines for the run the adapters started from (``init_adapter``), from a JSON
-    record of it (``source``, ``steps``, ``tokens``, ``hours``, ``stages``, ``config`` and
-    ``curve``, a PNG beside the record, copied beside the card) when its directory was not
-    kept."""
-    run = _json(record)
+def _data(config: dict[str, Any]) -> str:
+    mix = f" and `{config['mix_data']}` ×{config['mix_repeat']}" if config.get("mix_data") else ""
+    return f"`{config['train_data']}`{mix}"
+
+
+def run_record(run: Path, out: Path) -> dict[str, Any]:
+    """The record :func:`earlier_run` reads, from an adapter run's directory; its training
+    curve is drawn into ``out``."""
+    state, rows = _json(run / "checkpoint" / "state.json"), _metrics(run)
+    curve = training_curve(run / "metrics.jsonl", out / f"training_curve-{run.name}.png")
+    return {
+        "source": f"its run directory, {run.name}",
+        "curve": curve.name,
+        "steps": state["step"],
+        "tokens": rows[-1]["tokens"],
+        "hours": state["elapsed"] / 3600,
+        "stages": stage_records(rows, state["config"]),
+        "config": state["config"],
+    }
+
+
+def earlier_run(record: Path, out: Path, order: str) -> list[str]:
+    """The card's lines for a run the adapters started from (``init_adapter``): its run
+    directory, or a JSON record of it (``source``, ``steps``, ``tokens``, ``hours``,
+    ``stages``, ``config`` and ``curve``, a PNG beside the record, copied beside the card)
+    when the directory was not kept. ``order`` names it: "first run", "run 2, from those"."""
+    if record.is_dir():
+        run = run_record(record, out)
+    else:
+        run = _json(record)
+        shutil.copyfile(record.parent / run["curve"], out / run["curve"])
     config = run["config"]
-    shutil.copyfile(record.parent / run["curve"], out / run["curve"])
     slots = config["r3mem"].get("num_memory_tokens", 8)
     return [
-        f"- adapters, first run: {run['steps']:,} steps on `{config['train_data']}`, "
-        f"{run['tokens']:,} training tokens, {run['hours']:.2f} h ({run['source']}), in stages:",
+        f"- adapters, {order}: {run['steps']:,} steps on {_data(config)}, {run['tokens']:,} "
+        f"training tokens, {run['hours']:.2f} h ({run['source']}), in stages:",
         "",
         *STAGE_HEADER,
         *(_stage_line(row, slots) for row in run["stages"]),
         "",
-        f"![greedy reconstruction against training tokens, first run]({run['curve']})",
+        f"![greedy reconstruction against training tokens, {order}]({run['curve']})",
         "",
         "Its config:",
         "",
@@ -195,13 +226,13 @@ def model_card(
     out: Path,
     commands: str,
     greedy_target: float = GREEDY_TARGET,
-    first_run: Path | None = None,
+    earlier_runs: Sequence[Path] = (),
 ) -> Path:
     """Write ``out/MODEL_CARD.md`` and ``out/training_curve.png``; returns the card's path.
     ``base_run`` is the base model's run directory or its JSON record (:func:`base_facts`),
     or the name of a pretrained base r3mem knows (``smollm2-135m``); ``results`` holds the
-    bench reports (and optionally NOTES.md, copied in as written); ``first_run`` the record of
-    the run the adapters started from (:func:`earlier_run`), when they did."""
+    bench reports (and optionally NOTES.md, copied in as written); ``earlier_runs`` the runs
+    the adapters started from, in order (:func:`earlier_run`), when they did."""
     adapter_state = _json(adapter_run / "checkpoint" / "state.json")
     adapter_rows = _metrics(adapter_run)
     lm, rec = _json(results / "lm.json"), _json(results / "reconstruct.json")
@@ -225,9 +256,13 @@ def model_card(
         "",
         f"- hardware: {hardware()}",
         *facts,
-        *(earlier_run(first_run, out) if first_run else []),
-        f"- adapters{', then from those' if first_run else ''}: {adapter_state['step']:,} steps"
-        f" on `{adapter_config['train_data']}`, {last['tokens']:,} training tokens, "
+        *(
+            line
+            for i, run in enumerate(earlier_runs)
+            for line in earlier_run(run, out, f"run {i + 1}, from those" if i else "first run")
+        ),
+        f"- adapters{', then from those' if earlier_runs else ''}: {adapter_state['step']:,} "
+        f"steps on {_data(adapter_config)}, {last['tokens']:,} training tokens, "
         f"{adapter_state['elapsed'] / 3600:.2f} h, in stages:",
         "",
         *stage_rows(adapter_rows, adapter_config),

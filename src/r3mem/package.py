@@ -3,13 +3,14 @@
 
     python -m r3mem.package BASE_DIR ADAPTER_DIR OUT_DIR [--card RESULTS_DIR --commands FILE
                                      [--base-run DIR_OR_JSON] [--greedy-target FRACTION]
-                                     [--first-run JSON]]
+                                     [--earlier-run DIR_OR_JSON ...]]
 
 BASE_DIR may be the name of a pretrained base r3mem knows (``smollm2-135m``): then only the
 adapters are packaged. With ``--card``, MODEL_CARD.md is written beside the weights from the
 base run (BASE_DIR, or ``--base-run``: its run directory or JSON record; a named base: its
 name), the adapter run (ADAPTER_DIR's parent) and the bench results in RESULTS_DIR; with
-``--first-run``, the record of the run those adapters started from (``init_adapter``).
+``--earlier-run`` (repeated, in order), the runs those adapters started from (``init_adapter``):
+a run directory, or its JSON record.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--commands", type=Path, help="the script of commands that made it")
     parser.add_argument("--base-run", type=Path, help="base run dir or JSON record (BASE_DIR)")
     parser.add_argument(
-        "--first-run", type=Path, help="JSON record of the run the adapters started from"
+        "--earlier-run",
+        type=Path,
+        action="append",
+        default=[],
+        help="a run the adapters started from: its directory or JSON record (repeat, in order)",
     )
     parser.add_argument(
         "--greedy-target",
@@ -117,7 +122,7 @@ def main() -> None:
                 folder,
                 commands,
                 args.greedy_target,
-                args.first_run,
+                args.earlier_run,
             )
 
     size = package_model(args.base_dir, args.adapter_dir, args.out, card=card)
