@@ -32,17 +32,36 @@ fi
 #    autoencoding at 16, 32 then 64 tokens into 8 memory slots, then the whole objective,
 #    then L_lm distilled from the base reading the raw text, read by the adapted model, then
 #    by the frozen base (lm_reader = "base"), at last weighed 4x on mostly chunked rows.
-sed "s#^base_model = .*#base_model = \"$BASE\"#" configs/r3mem-tiny-books.toml \
-    > "$RUNS/r3mem-tiny-books.toml"
+at_runs() {  # a config whose runs/ paths and base model are this run's
+    sed -e "s#\"runs/#\"$RUNS/#g" -e "s#^base_model = .*#base_model = \"$BASE\"#" "$1" > "$2"
+}
+at_runs configs/r3mem-tiny-books.toml "$RUNS/r3mem-tiny-books.toml"
 r3mem train --config "$RUNS/r3mem-tiny-books.toml" --out "$RUNS/r3mem-tiny-books" --resume
+# 2b. Those adapters learn to reconstruct Wikipedia articles too, the kind of text recall reads
+#     back in bench rag (reconstruction only, WikiText-2's raw test articles, which no bench
+#     reads; configs/r3mem-tiny-books-wikipedia.toml). The shipped run started from step 2's
+#     adapters as packaged then, in float16.
+python -m r3mem.wikitext ../shared/data/wikitext2/wikitext-2-raw-v1.test.raw.gz \
+    "$RUNS/wikitext-2-test"
+at_runs configs/r3mem-tiny-books-wikipedia.toml "$RUNS/r3mem-tiny-books-wikipedia.toml"
+r3mem train --config "$RUNS/r3mem-tiny-books-wikipedia.toml" --resume
+# 2c. Then the LM path again on the books (read-more's terms), the articles drawn beside them
+#     (configs/r3mem-tiny-books-read-again.toml).
+at_runs configs/r3mem-tiny-books-read-again.toml "$RUNS/r3mem-tiny-books-read-again.toml"
+r3mem train --config "$RUNS/r3mem-tiny-books-read-again.toml" --resume
 # 3. Figures, seed 0: perplexity on the first 16,384 tokens of each book (validation, test,
 #    and the unseen book), read in paragraphs and in 64-token chunks; reconstruction of 256
 #    paragraphs of the validation books (and of the unseen book).
-ADAPTER="$RUNS/r3mem-tiny-books/adapter"
+ADAPTER="$RUNS/r3mem-tiny-books-read-again/adapter"
 r3mem bench lm --model "$ADAPTER" --data "$BOOKS/validation,$BOOKS/test${UNSEEN:+,$UNSEEN}" \
     --out "$RESULTS"
 r3mem bench reconstruct --model "$ADAPTER" --data "$BOOKS/validation${UNSEEN:+,$UNSEEN}" \
     --out "$RESULTS"
 # 4. Half-precision package inside the wheel, with its model card written from the above.
+#    The card tells the three runs: step 2's from its run directory if this run kept it, else
+#    from the record of the shipped one (books_run.json, transcribed from its card).
+FIRST=$RUNS/r3mem-tiny-books
+[[ -f $FIRST/checkpoint/state.json ]] || FIRST=$RESULTS/books_run.json
 python -m r3mem.package "$BASE" "$ADAPTER" src/r3mem/assets/r3mem-tiny-books \
-    --card "$RESULTS" --commands scripts/train_default.sh --base-run "$BASE_RUN"
+    --card "$RESULTS" --commands scripts/train_default.sh --base-run "$BASE_RUN" \
+    --earlier-run "$FIRST" --earlier-run "$RUNS/r3mem-tiny-books-wikipedia"

@@ -3,7 +3,8 @@
 WikiText (Merity et al., 2016) keeps Wikipedia articles spaced as tokens ("1 @,@ 000 people ,
 a well @-@ known actor 's role"): :func:`detokenize` undoes the spacing, and :func:`articles`
 cuts the file at its "= Title =" headings, its "= = Section = =" headings becoming paragraph
-breaks. ``configs/r3mem-tiny-books-wikipedia.toml`` (measured, not adopted) trains on them.
+breaks. ``configs/r3mem-tiny-books-wikipedia.toml``, the shipped default's second run, trains
+on them.
 
     python -m r3mem.wikitext wikitext-2-raw-v1.test.raw.gz OUT_DIR
 """
