@@ -68,9 +68,12 @@ SECTIONS = {
     "older-budget": "The older budget, every baseline and ablation (150 steps each)",
     "memorybank": "Conversations: MemoryBank (probing questions carry no references)",
     "recall_dev": "Recall scoring on the seed-1 draw of questions (the keyword weight's choice)",
-    "retrieve_stage": "Recall scoring after an L_ret stage on the shipped default (not adopted)",
+    "retrieve_stage": "Recall scoring after an L_ret stage on the books run (not adopted)",
     "smollm2": "R³Mem on SmolLM2-135M-Instruct (scripts/train_smollm2.sh; its MODEL_CARD.md)",
     "train_speed_bf16": "Training speed in bfloat16 autocast, emulated on this CPU",
+    "wikipedia_stage": "The default's Wikipedia stage alone (its second run, before read-again)",
+    "wikipedia_stage_lm": "The Wikipedia stage with L_lm on the Wikipedia text (not adopted)",
+    "read_again_mix": "Read-again with the Wikipedia articles drawn beside the books (not adopted)",
 }
 
 
