@@ -108,7 +108,13 @@ sentence = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(
-    sentences=st.lists(sentence.map(lambda s: s.rstrip() + "."), min_size=1, max_size=12),
+    # A sentence never opens with a bare numeral: "42. River ..." reads as a numbered list
+    # item, which pysbd (rightly) does not end at the number.
+    sentences=st.lists(
+        sentence.filter(lambda s: not s[0].isdigit()).map(lambda s: s.rstrip() + "."),
+        min_size=1,
+        max_size=12,
+    ),
     max_tokens=st.integers(min_value=6, max_value=30),
 )
 def test_never_cut_mid_sentence_when_sentences_fit(sentences: list[str], max_tokens: int) -> None:
