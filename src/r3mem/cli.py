@@ -58,6 +58,7 @@ def _bench(args: argparse.Namespace) -> None:
         args.questions,
         args.passages,
         args.resume,
+        args.entry_tokens,
     )
     print(markdown(report))
 
@@ -247,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
     bench.add_argument("--passages", type=int, help="rag: the first N passages of each dataset")
+    bench.add_argument(
+        "--entry-tokens", type=int, help="rag: cut passages into N-token units (default: segment)"
+    )
     bench.add_argument(
         "--resume",
         action="store_true",

@@ -245,6 +245,7 @@ def run_bench(
     questions: int | None = None,
     passages: int | None = None,
     resume: bool = False,
+    entry_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``methods``: names or
     ``NAME=DIR`` specs (:mod:`r3mem.bench.baselines`); ``data``: comma-separated paths;
@@ -253,8 +254,10 @@ def run_bench(
     installed, else the memory's own base model; ``"none"``: retrieval alone, em and f1
     null); ``questions`` (rag, conv): a seeded draw of at most that many
     questions per dataset or conversation (None: all); ``passages`` (rag): the first that
-    many passages of each dataset (None: all); ``resume`` (rag, conv): reuse what an
-    interrupted run of the same request left in ``out/TASK.partial.jsonl``."""
+    many passages of each dataset (None: all); ``entry_tokens`` (rag): the passages cut into
+    units of at most that many tokens (None: the model's segment length); ``resume`` (rag,
+    conv): reuse what an interrupted run of the same request left in
+    ``out/TASK.partial.jsonl``."""
     if task not in METHODS:
         raise ValueError(f"unknown bench task {task!r}; choose from {', '.join(METHODS)}")
     parsed = parse_methods(methods, task, METHODS[task])
@@ -262,6 +265,7 @@ def run_bench(
     if task not in ("lm", "reconstruct") and any(method.model for method in parsed):
         raise ValueError(f"bench {task} measures --model only; NAME=DIR is for lm, reconstruct")
     sizes = (("questions", questions, "rag conv"), ("passages", passages, "rag"))
+    sizes += (("entry-tokens", entry_tokens, "rag"),)
     for option, value, tasks in sizes:
         if value is not None and (task not in tasks.split() or value < 1):
             raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
@@ -285,14 +289,15 @@ def run_bench(
         progress = _progress(  # first: a refused --resume loads no model
             task, out, resume, model=model, reader=reader or Reader.default_name(),
             methods=names, data=paths[0], seed=seed, quick=quick, questions=questions,
-            passages=passages,
+            passages=passages, entry_tokens=entry_tokens,
         )  # fmt: skip
         memory = Memory.load(model)
         if reader == "none":
             answerer = None
         else:
             answerer = Reader.default(memory) if reader is None else Reader.load(reader)
-        run = partial(bench_rag, passages=passages) if task == "rag" else bench_conv
+        rag = partial(bench_rag, passages=passages, entry_tokens=entry_tokens)
+        run = rag if task == "rag" else bench_conv
         results = run(memory, paths[0], names, quick, seed, answerer, questions, progress=progress)
         report = write_report(out, task, seed, results, git_rev=progress.revisions())
         progress.finish()
