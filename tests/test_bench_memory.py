@@ -118,6 +118,24 @@ def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_pat
     assert small["passages"] == 2 and 0 < small["questions"] < 4
 
 
+def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
+    """--entry-tokens: the passages cut into shorter units, for R³Mem and BM25 alike; exact
+    recall gives every one of them back."""
+    data = str(FIXTURES / "qa" / "squad_mini.json")
+    args = ("rag", str(adapter_dir), ["r3mem-exact", "bm25"], data, 0)
+    whole = run_bench(*args, out=str(tmp_path / "whole"), reader="none")["results"]
+    short = run_bench(*args, out=str(tmp_path / "short"), reader="none", entry_tokens=4)
+    assert short["results"][0]["stored_bytes"] > whole[0]["stored_bytes"]  # more entries
+    memory = Memory.load(adapter_dir)
+    passage = "Alice lives in Paris with her two cats, who sleep all day long."
+    cut = memory.segments(passage, max_tokens=4)
+    assert all(len(segment.ids) <= 4 for segment in cut) and len(cut) > 1
+    assert "".join(segment.text for segment in cut).replace(" ", "") == passage.replace(" ", "")
+    for bad, error in ((0, ValueError), (10_000, ValueError), (True, TypeError)):
+        with pytest.raises(error, match="max_tokens"):
+            memory.segments(passage, max_tokens=bad)
+
+
 @pytest.mark.parametrize(
     ("task", "option", "count"),
     [
@@ -125,10 +143,11 @@ def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_pat
         ("lm", "questions", 5),
         ("rag", "passages", -1),
         ("conv", "passages", 3),
+        ("conv", "entry_tokens", 32),
     ],
 )
 def test_sample_sizes_are_positive_counts_for_their_tasks(task, option, count, tmp_path):
-    with pytest.raises(ValueError, match=f"--{option} is a positive count"):
+    with pytest.raises(ValueError, match=f"--{option.replace('_', '-')} is a positive count"):
         run_bench(task, out=str(tmp_path / "out"), **{option: count})
     assert not (tmp_path / "out").exists()
 
