@@ -89,7 +89,7 @@ class TrainConfig(RunConfig):
     # terms. The [r3mem] table must describe the same adapters; a stage's fields may differ.
     init_adapter: str | None = None
     # A second source laid beside train_data, drawn as if it were mix_repeat times its size:
-    # a few domain documents (the Wikipedia articles of the default's last stage) among books.
+    # a few domain documents among the books (Wikipedia articles: benchmarks/results/NOTES.md).
     mix_data: str | None = None
     mix_repeat: int = 1
 
