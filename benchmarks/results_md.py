@@ -74,7 +74,7 @@ SECTIONS = {
     "wikipedia_stage": "The default's Wikipedia stage alone (its second run, before read-again)",
     "wikipedia_stage_lm": "The Wikipedia stage with L_lm on the Wikipedia text (not adopted)",
     "read_again_mix": "Read-again with the Wikipedia articles drawn beside the books (not adopted)",
-    "rag_entry32": "RAG with the passages cut into 32-token units for every method (--entry-tokens)",
+    "rag_entry32": "RAG with passages cut into 32-token units for every method (--entry-tokens)",
 }
 
 
