@@ -15,9 +15,11 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
 RESULTS=benchmarks/results/default
 BOOKS=../shared/data/books
+WIKITEXT=../shared/data/wikitext2/wikitext-2-raw-v1.test.raw.gz
 UNSEEN=${UNSEEN:-}
 BASE=${BASE:-}
 BASE_RUN=$RESULTS/base_run.json  # the shipped base's facts (its run directory was not kept)
+mkdir -p "$RUNS"
 # 1. Tokenizer + 5M-parameter Llama on the books train split (seed 0). The shipped base was
 #    planned for 6000 steps and cut to 2600 at step 2000 to fit the CPU time it had: from
 #    there the cosine schedule was recomputed for 2600 steps (its first ~1500 steps drew
@@ -41,12 +43,11 @@ r3mem train --config "$RUNS/r3mem-tiny-books.toml" --out "$RUNS/r3mem-tiny-books
 #     back in bench rag (reconstruction only, WikiText-2's raw test articles, which no bench
 #     reads; configs/r3mem-tiny-books-wikipedia.toml). The shipped run started from step 2's
 #     adapters as packaged then, in float16.
-python -m r3mem.wikitext ../shared/data/wikitext2/wikitext-2-raw-v1.test.raw.gz \
-    "$RUNS/wikitext-2-test"
+python -m r3mem.wikitext "$WIKITEXT" "$RUNS/wikitext-2-test"
 at_runs configs/r3mem-tiny-books-wikipedia.toml "$RUNS/r3mem-tiny-books-wikipedia.toml"
 r3mem train --config "$RUNS/r3mem-tiny-books-wikipedia.toml" --resume
-# 2c. Then the LM path again on the books (read-more's terms), the articles drawn beside them
-#     (configs/r3mem-tiny-books-read-again.toml).
+# 2c. Then the LM path again, on the books alone (read-more's terms;
+#     configs/r3mem-tiny-books-read-again.toml).
 at_runs configs/r3mem-tiny-books-read-again.toml "$RUNS/r3mem-tiny-books-read-again.toml"
 r3mem train --config "$RUNS/r3mem-tiny-books-read-again.toml" --resume
 # 3. Figures, seed 0: perplexity on the first 16,384 tokens of each book (validation, test,

@@ -119,13 +119,15 @@ def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_pat
 
 
 def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
-    """--entry-tokens: the passages cut into shorter units, for R³Mem and BM25 alike; exact
-    recall gives every one of them back."""
+    """--entry-tokens: the passages cut into shorter units (more entries to store), and
+    Memory.segments cuts at that length, refusing one past the model's."""
     data = str(FIXTURES / "qa" / "squad_mini.json")
     args = ("rag", str(adapter_dir), ["r3mem-exact", "bm25"], data, 0)
     whole = run_bench(*args, out=str(tmp_path / "whole"), reader="none")["results"]
     short = run_bench(*args, out=str(tmp_path / "short"), reader="none", entry_tokens=4)
     assert short["results"][0]["stored_bytes"] > whole[0]["stored_bytes"]  # more entries
+    with pytest.raises(ValueError, match="--entry-tokens 999 is over the model's segment"):
+        run_bench(*args, out=str(tmp_path / "long"), reader="none", entry_tokens=999)
     memory = Memory.load(adapter_dir)
     passage = "Alice lives in Paris with her two cats, who sleep all day long."
     cut = memory.segments(passage, max_tokens=4)
@@ -144,6 +146,7 @@ def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
         ("rag", "passages", -1),
         ("conv", "passages", 3),
         ("conv", "entry_tokens", 32),
+        ("rag", "entry_tokens", 0),
     ],
 )
 def test_sample_sizes_are_positive_counts_for_their_tasks(task, option, count, tmp_path):

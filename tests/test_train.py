@@ -113,6 +113,8 @@ def test_mix_data_is_drawn_as_often_as_its_repeats_and_never_across_sources(base
     train(mixed_config)  # and a run trains on it
     with pytest.raises(ValueError, match="mix_repeat"):
         dataclasses.replace(config, mix_data=str(extra), mix_repeat=0)
+    with pytest.raises(ValueError, match="name mix_data too"):
+        dataclasses.replace(config, mix_repeat=3)
 
 
 def test_two_processes_keep_identical_parameters(base_dir, tmp_path):

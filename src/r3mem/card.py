@@ -114,7 +114,11 @@ def _stage_line(row: dict[str, Any], slots: int) -> str:
 
 
 def _data(config: dict[str, Any]) -> str:
-    mix = f" and `{config['mix_data']}` ×{config['mix_repeat']}" if config.get("mix_data") else ""
+    mix = (
+        f" and `{config['mix_data']}` ×{config.get('mix_repeat', 1)}"
+        if config.get("mix_data")
+        else ""
+    )
     return f"`{config['train_data']}`{mix}"
 
 

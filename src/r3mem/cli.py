@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
     bench.add_argument("--passages", type=int, help="rag: the first N passages of each dataset")
     bench.add_argument(
-        "--entry-tokens", type=int, help="rag: cut passages into N-token units (default: segment)"
+        "--entry-tokens",
+        type=int,
+        help="rag: passages cut into units of N tokens (default: the segment length)",
     )
     bench.add_argument(
         "--resume",

@@ -79,7 +79,8 @@ class Corpus:
 
 def mix_corpora(main: Corpus, extra: Corpus, repeat: int) -> Corpus:
     """``main`` followed by ``repeat`` copies of ``extra``: a small corpus drawn as often as one
-    ``repeat`` times its size (random windows are uniform over the tokens)."""
+    ``repeat`` times its size (random windows are uniform over the tokens, and, as between
+    documents, one may run on from one source or copy into the next)."""
     parts, doc_ids, starts = [main], list(main.doc_ids), list(main.starts)
     for copy in range(repeat):
         offset = sum(len(part) for part in parts)

@@ -237,7 +237,9 @@ class Memory:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
                 raise TypeError(f"max_tokens must be an int, got {type(max_tokens).__name__}")
             if not 0 < max_tokens <= limit:
-                raise ValueError(f"max_tokens must be 1 to the segment length {limit}")
+                raise ValueError(
+                    f"max_tokens must be 1 to the segment length {limit}, got {max_tokens}"
+                )
             limit = max_tokens
         stream, _ = segment_stream(content, self.tokens, limit, self.extractor)
         return [segment for segment, _ in stream]

@@ -182,6 +182,11 @@ def bench_rag(
     holds from an interrupted run are reused; each new row is put there as it ends.
     ``entry_tokens`` cuts the passages into units of at most that many tokens (None: the
     model's segment length), the same units for every method."""
+    length = memory.model.config.segment_length
+    if entry_tokens is not None and entry_tokens > length:
+        raise ValueError(
+            f"--entry-tokens {entry_tokens} is over the model's segment length {length}"
+        )
     if quick:
         passages, questions = QUICK_PASSAGES, QUICK_QUESTIONS
     progress = progress or Progress()

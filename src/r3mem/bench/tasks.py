@@ -289,7 +289,7 @@ def run_bench(
         progress = _progress(  # first: a refused --resume loads no model
             task, out, resume, model=model, reader=reader or Reader.default_name(),
             methods=names, data=paths[0], seed=seed, quick=quick, questions=questions,
-            passages=passages, entry_tokens=entry_tokens,
+            passages=passages, **({"entry_tokens": entry_tokens} if entry_tokens else {}),
         )  # fmt: skip
         memory = Memory.load(model)
         if reader == "none":

@@ -111,6 +111,8 @@ class TrainConfig(RunConfig):
         self.steps = sum(stage.steps for stage in self.stages)
         super().__post_init__()
         check_positive(self, "entity_length", "eval_segments", "mix_repeat")
+        if self.mix_repeat != 1 and not self.mix_data:
+            raise ValueError("TrainConfig.mix_repeat repeats mix_data: name mix_data too")
         if self.mixed_precision == "fp16":
             raise ValueError(
                 "mixed_precision = 'fp16' needs loss scaling, which r3mem train does not run "
