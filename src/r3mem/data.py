@@ -81,13 +81,12 @@ def mix_corpora(main: Corpus, extra: Corpus, repeat: int) -> Corpus:
     """``main`` followed by ``repeat`` copies of ``extra``: a small corpus drawn as often as one
     ``repeat`` times its size (random windows are uniform over the tokens, and, as between
     documents, one may run on from one source or copy into the next)."""
-    parts, doc_ids, starts = [main], list(main.doc_ids), list(main.starts)
+    doc_ids, starts = list(main.doc_ids), list(main.starts)
     for copy in range(repeat):
-        offset = sum(len(part) for part in parts)
-        parts.append(extra)
+        offset = len(main) + copy * len(extra)
         doc_ids += [f"{doc}#{copy}" for doc in extra.doc_ids]
         starts += [start + offset for start in extra.starts]
-    tokens = np.concatenate([np.asarray(part.tokens) for part in parts])
+    tokens = np.concatenate([np.asarray(main.tokens), *[np.asarray(extra.tokens)] * repeat])
     return Corpus(tokens=tokens, doc_ids=doc_ids, starts=starts)
 
 

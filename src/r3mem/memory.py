@@ -232,6 +232,14 @@ class Memory:
         session); segments are checked and returned as they are. ``max_tokens`` cuts them
         shorter than the model's segment length: each entry's slots then hold fewer tokens
         (32 of 64: the memory 4x the text instead of 8x), and more of the text comes back."""
+        stream, _ = self._segment_stream(content, max_tokens)
+        return [segment for segment, _ in stream]
+
+    def _segment_stream(
+        self,
+        content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment],
+        max_tokens: int | None = None,
+    ) -> tuple[Iterator[tuple[Segment, int]], int]:
         limit = self.model.config.segment_length
         if max_tokens is not None:
             if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
@@ -241,13 +249,6 @@ class Memory:
                     f"max_tokens must be 1 to the segment length {limit}, got {max_tokens}"
                 )
             limit = max_tokens
-        stream, _ = segment_stream(content, self.tokens, limit, self.extractor)
-        return [segment for segment, _ in stream]
-
-    def _segment_stream(
-        self, content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment]
-    ) -> tuple[Iterator[tuple[Segment, int]], int]:
-        limit = self.model.config.segment_length
         return segment_stream(content, self.tokens, limit, self.extractor)
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
