@@ -95,6 +95,9 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "bptt_segments": 1}], "lambda_doc needs bptt_segments >= 2"),
         ([{"steps": 5, "doc_cue_length": 64}], "lambda_doc needs 0 < doc_cue_length"),
         ([{"steps": 5, "segment_length": 16, "lambda_doc": 0}], "lambda_ent needs whole"),
+        ([{"steps": 5, "min_segment_length": 8, "lambda_doc": 0}], "lambda_ent needs whole"),
+        ([{"steps": 5, "segment_length": 16, "min_segment_length": 32}], "min_segment_length"),
+        ([{"steps": 5, "min_segment_length": 0}], "invalid min_segment_length"),
         ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
         ([{"steps": 5, "lambda_ret": 1.0, "retrieval_cue_length": 64}], "retrieval_cue_length"),
         ([{"steps": 5, "lambda_ret": 1.0, "batch_size": 1}], "lambda_ret needs batch_size"),
@@ -152,6 +155,31 @@ def test_batches_are_cut_to_the_stage_and_mix_running_text(base_dir, tmp_path):
     assert starts
     again = draw_batch(segments, corpus, full, [0, 1, 0, 0])
     assert all(torch.equal(again[k], batch[k]) for k in batch)
+
+
+def test_min_segment_length_cuts_document_rows_shorter_and_draws_the_rest_alike(
+    base_dir, tmp_path
+):
+    config = adapter_config(base_dir, tmp_path / "run", stage=TWO_STAGES, steps=None)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    segments = load_segments(config.train_data, tokenizer, 16, 8, config.cache_dir)
+    corpus = load_corpus(config.train_data, tokenizer, config.cache_dir)
+    full = replace(config.stages[1], batch_size=8)
+    whole = draw_batch(segments, corpus, full, [0, 1, 0, 0])
+    varied = replace(full, min_segment_length=3, lambda_ent=0.0)
+    lengths = []
+    for draw in range(8):
+        short = draw_batch(segments, corpus, varied, [0, draw, 0, 0])
+        plain = draw_batch(segments, corpus, full, [0, draw, 0, 0])
+        # the same rows, text and draws: only the document rows' masks end sooner
+        assert all(torch.equal(short[k], plain[k]) for k in plain if k != "mask")
+        assert torch.equal(short["mask"][4:], plain["mask"][4:])  # running text: whole
+        assert (short["mask"][:4] <= plain["mask"][:4]).all()
+        lengths += short["mask"][:4].sum(-1).flatten().tolist()
+    assert 3 <= min(lengths) < max(lengths) <= 16
+    again = draw_batch(segments, corpus, varied, [0, 1, 0, 0])
+    assert torch.equal(again["mask"], draw_batch(segments, corpus, varied, [0, 1, 0, 0])["mask"])
+    assert not torch.equal(again["mask"], whole["mask"])
 
 
 def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):

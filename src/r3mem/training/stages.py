@@ -58,7 +58,9 @@ class Stage:
     of L_lm is the KL divergence from the frozen base reading the window's text itself
     (context distillation): the memory is taught to stand for the text it replaced.
     ``lm_reader`` says who scores the text on the LM path from this stage on (the adapters
-    keep the last stage's)."""
+    keep the last stage's). ``min_segment_length`` (None: off) cuts each paragraph row to a
+    length drawn evenly from ``min_segment_length`` to ``segment_length``, so the memory learns
+    shorter entries (``Memory.segments(max_tokens=...)``) without forgetting whole ones."""
 
     name: str
     steps: int
@@ -68,6 +70,7 @@ class Stage:
     min_lr_ratio: float
     schedule: str
     segment_length: int
+    min_segment_length: int | None
     bptt_segments: int
     doc_cue_length: int
     retrieval_cue_length: int
@@ -85,6 +88,13 @@ class Stage:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "segment_length", "bptt_segments"):
             _check(self, name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
+        if self.min_segment_length is not None:
+            _check(
+                self,
+                "min_segment_length",
+                isinstance(self.min_segment_length, int)
+                and 1 <= self.min_segment_length <= self.segment_length,
+            )
         _check(self, "warmup", isinstance(self.warmup, int) and self.warmup >= 0)
         _check(self, "doc_cue_length", isinstance(self.doc_cue_length, int))
         _check(self, "lr", _number(self.lr) and self.lr > 0)
@@ -139,6 +149,7 @@ def build_stages(
         "min_lr_ratio": run["min_lr_ratio"],
         "schedule": "cosine",
         "segment_length": model_config.segment_length,
+        "min_segment_length": None,
         "lambda_lm": 1.0,
         "chunk_fraction": 0.0,
         "rec_sampling": 0.0,
@@ -187,10 +198,10 @@ def _check_reads(stage: Stage, width: int) -> None:
         )
     if stage.lambda_ret > 0 and stage.batch_size < 2:
         raise ValueError(f"stage '{stage.name}': lambda_ret needs batch_size >= 2 (negatives)")
-    if stage.lambda_ent > 0 and stage.segment_length < width:
+    if stage.lambda_ent > 0 and (stage.segment_length < width or stage.min_segment_length):
         raise ValueError(
-            f"stage '{stage.name}': lambda_ent needs whole segments (segment_length {width}): "
-            "the entity lists are the whole segments'"
+            f"stage '{stage.name}': lambda_ent needs whole segments (segment_length {width}, "
+            "no min_segment_length): the entity lists are the whole segments'"
         )
 
 

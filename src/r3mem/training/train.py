@@ -238,7 +238,8 @@ def draw_batch(
 
     Most rows are ``bptt_segments`` consecutive segments of one document, each cut to the
     stage's ``segment_length``; ``chunk_fraction`` of them are cut at fixed length from the
-    running text (entity lists empty)."""
+    running text (entity lists empty). With ``min_segment_length``, each segment of the
+    document rows is cut shorter still, to a length drawn evenly up to ``segment_length``."""
     size, span, length = stage.batch_size, stage.bptt_segments, stage.segment_length
     chunks = round(stage.chunk_fraction * size)
     starts = segments.window_starts(span)
@@ -249,6 +250,9 @@ def draw_batch(
     sample_at = torch.from_numpy(rng.random((size, span, length), dtype=np.float32))
     batch = segments.batch(rows)
     batch["ids"], batch["mask"] = batch["ids"][..., :length], batch["mask"][..., :length]
+    if stage.min_segment_length is not None:  # drawn last: runs without it draw as before
+        cut = rng.integers(stage.min_segment_length, length + 1, size=(size - chunks, span, 1))
+        batch["mask"] = batch["mask"] * torch.from_numpy(np.arange(length) < cut)
     if chunks:
         text = corpus.windows(span * length, chunks, draw[0], [*draw[1:], 1])
         empty = torch.zeros(chunks, span, batch["entities"].shape[-1], dtype=torch.long)
