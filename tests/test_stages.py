@@ -157,9 +157,7 @@ def test_batches_are_cut_to_the_stage_and_mix_running_text(base_dir, tmp_path):
     assert all(torch.equal(again[k], batch[k]) for k in batch)
 
 
-def test_min_segment_length_cuts_document_rows_shorter_and_draws_the_rest_alike(
-    base_dir, tmp_path
-):
+def test_min_segment_length_cuts_document_rows_shorter_and_draws_the_rest_alike(base_dir, tmp_path):
     config = adapter_config(base_dir, tmp_path / "run", stage=TWO_STAGES, steps=None)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     segments = load_segments(config.train_data, tokenizer, 16, 8, config.cache_dir)
