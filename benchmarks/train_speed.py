@@ -26,8 +26,9 @@ from r3mem.checkpoint import load_base
 from r3mem.data import load_corpus, load_segments
 from r3mem.model import R3MemModel
 from r3mem.report import write_report
+from r3mem.training.batches import draw_batch
 from r3mem.training.common import load_config, make_optimizer
-from r3mem.training.train import TrainConfig, draw_batch, window_loss
+from r3mem.training.train import TrainConfig, window_loss
 
 
 def time_stage(model, segments, corpus, stage, steps: int, bf16: bool) -> dict[str, float]:

@@ -13,9 +13,10 @@ from transformers import AutoTokenizer
 from r3mem.checkpoint import WEIGHTS_NAME, read_adapter_config
 from r3mem.data import load_corpus, load_segments
 from r3mem.losses import reconstruction_loss
+from r3mem.training.batches import draw_batch
 from r3mem.training.common import load_config
 from r3mem.training.stages import build_stages, objective, stage_at
-from r3mem.training.train import STAGES, TrainConfig, draw_batch, train, window_loss
+from r3mem.training.train import STAGES, TrainConfig, train, window_loss
 
 from .conftest import randomize
 from .test_model import ids, wrapped

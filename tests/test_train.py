@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from r3mem import R3MemModel
-from r3mem.training.train import TrainConfig, train, training_data
+from r3mem.training.batches import training_data
+from r3mem.training.train import TrainConfig, train
 
 from .test_train_base import SAMPLE
 
