@@ -42,7 +42,8 @@ r3mem train --config "$RUNS/r3mem-tiny-books.toml" --out "$RUNS/r3mem-tiny-books
 # 2b. Those adapters learn to reconstruct Wikipedia articles too, the kind of text recall reads
 #     back in bench rag (reconstruction only, WikiText-2's raw test articles, which no bench
 #     reads; configs/r3mem-tiny-books-wikipedia.toml): 800 steps on whole paragraphs, then
-#     400 on paragraphs cut to lengths drawn from 16 to 64 tokens. The shipped run started
+#     400 on paragraphs cut to lengths drawn from 16 to 64 tokens (a quarter of the rows
+#     cut whole from the running text). The shipped run started
 #     from step 2's adapters as packaged then, in float16.
 python -m r3mem.wikitext "$WIKITEXT" "$RUNS/wikitext-2-test"
 at_runs configs/r3mem-tiny-books-wikipedia.toml "$RUNS/r3mem-tiny-books-wikipedia.toml"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from r3mem.card import model_card
+from r3mem.card import model_card, stage_rows
 
 
 def _run(path, state, rows):
@@ -184,3 +184,13 @@ def test_card_of_adapters_on_a_named_base(runs):
     assert 'Memory.load("smollm2-135m")' in text and "base model perplexity" not in text
     assert "- data: `books/train` (train), `books/validation` (validation)" in text
     assert "token accuracy 25.0% (target ≥ 50%: **missed**)" in text
+
+
+def test_a_stage_of_drawn_lengths_shows_its_range():
+    rows = [{"stage": "lengths", "tokens": 1000, "step_tokens_per_s": 100.0, "loss_rec": 1.0}]
+    rows[0]["rec_token_acc"] = 0.5
+    config = {"r3mem": {"segment_length": 64, "num_memory_tokens": 8}}
+    config["stage"] = [{"name": "lengths", "steps": 1, "min_segment_length": 16}]
+    assert "| lengths | 1 | 16–64 → 8 (2–8×) | rec | 1,000 | 0.00 | 100 | 50.0% |" in stage_rows(
+        rows, config
+    )

@@ -3,6 +3,7 @@ follow the stage of each step, --resume continues exactly across a stage boundar
 stage's end is kept as adapters."""
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -97,8 +98,32 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "doc_cue_length": 64}], "lambda_doc needs 0 < doc_cue_length"),
         ([{"steps": 5, "segment_length": 16, "lambda_doc": 0}], "lambda_ent needs whole"),
         ([{"steps": 5, "min_segment_length": 8, "lambda_doc": 0}], "lambda_ent needs whole"),
-        ([{"steps": 5, "segment_length": 16, "min_segment_length": 32}], "min_segment_length"),
+        (
+            [{"steps": 5, "segment_length": 16, "min_segment_length": 32, "lambda_ent": 0.0}],
+            "invalid min_segment_length = 32",
+        ),
         ([{"steps": 5, "min_segment_length": 0}], "invalid min_segment_length"),
+        (
+            [{"steps": 5, "min_segment_length": True, "lambda_ent": 0.0}],
+            "invalid min_segment_length = True",
+        ),
+        ([{"steps": 5, "batch_size": True}], "invalid batch_size = True"),
+        (
+            [{"steps": 5, "min_segment_length": 8, "lambda_ent": 0.0}],
+            "lambda_doc needs doc_cue_length < min_segment_length",
+        ),
+        (
+            [
+                {
+                    "steps": 5,
+                    "min_segment_length": 16,
+                    "lambda_ent": 0.0,
+                    "lambda_ret": 1.0,
+                    "retrieval_cue_length": 16,
+                }
+            ],
+            "lambda_ret needs retrieval_cue_length < min",
+        ),
         ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
         ([{"steps": 5, "lambda_ret": 1.0, "retrieval_cue_length": 64}], "retrieval_cue_length"),
         ([{"steps": 5, "lambda_ret": 1.0, "batch_size": 1}], "lambda_ret needs batch_size"),
@@ -174,11 +199,33 @@ def test_min_segment_length_cuts_document_rows_shorter_and_draws_the_rest_alike(
         assert all(torch.equal(short[k], plain[k]) for k in plain if k != "mask")
         assert torch.equal(short["mask"][4:], plain["mask"][4:])  # running text: whole
         assert (short["mask"][:4] <= plain["mask"][:4]).all()
+        # still real tokens first, then padding: a cut, not holes
+        real = short["mask"].sum(-1, keepdim=True)
+        assert torch.equal(short["mask"], (torch.arange(16) < real).long())
         lengths += short["mask"][:4].sum(-1).flatten().tolist()
     assert 3 <= min(lengths) < max(lengths) <= 16
     again = draw_batch(segments, corpus, varied, [0, 1, 0, 0])
     assert torch.equal(again["mask"], draw_batch(segments, corpus, varied, [0, 1, 0, 0])["mask"])
     assert not torch.equal(again["mask"], whole["mask"])
+
+
+def test_a_stage_of_drawn_lengths_trains_every_term_it_allows(base_dir, tmp_path):
+    """Shortened segments in a window of two, read by the frozen base distilled from the
+    text, with scheduled sampling, the document cue and the retrieval cue: every loss finite."""
+    stage = [
+        {"name": "lengths", "steps": 2, "min_segment_length": 6, "lambda_ent": 0.0,
+         "lambda_ret": 1.0, "rec_sampling": 0.25, "lm_reader": "base", "lm_distill": 1.0,
+         "chunk_fraction": 0.5}
+    ]  # fmt: skip
+    out = tmp_path / "run"
+    config = adapter_config(
+        base_dir, out, {"retrieval_cue_length": 3}, stage=stage, steps=None, eval_every=100
+    )
+    train(config)
+    rows = metrics(out)
+    assert len(rows) == 2
+    for name in ("loss_lm", "loss_rec", "loss_doc", "loss_ret", "loss_cyc"):
+        assert all(math.isfinite(row[name]) and row[name] > 0 for row in rows), name
 
 
 def test_resume_across_a_stage_boundary_continues_exactly(base_dir, tmp_path):

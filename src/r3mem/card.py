@@ -87,6 +87,7 @@ def stage_records(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[di
                 "name": name,
                 "steps": len(done),
                 "segment_length": table.get("segment_length", width),
+                "min_segment_length": table.get("min_segment_length"),
                 "terms": sorted(k[5:] for k in done[-1] if k.startswith("loss_")),
                 "tokens": tokens,
                 "hours": seconds / 3600,
@@ -105,9 +106,13 @@ def stage_rows(rows: list[dict[str, Any]], config: dict[str, Any]) -> list[str]:
 
 def _stage_line(row: dict[str, Any], slots: int) -> str:
     """One stage's row of :data:`STAGE_HEADER`'s table, from a run's log or a record of it."""
-    length, greedy = row["segment_length"], row["greedy"]
+    length, greedy, shortest = row["segment_length"], row["greedy"], row.get("min_segment_length")
+    ratio = f"{length / slots:g}×"
+    if shortest is not None:  # rows cut to lengths drawn from shortest to length
+        ratio = f"{shortest / slots:g}–{ratio}"
+        length = f"{shortest}–{length}"
     return (
-        f"| {row['name']} | {row['steps']:,} | {length} → {slots} ({length / slots:g}×) | "
+        f"| {row['name']} | {row['steps']:,} | {length} → {slots} ({ratio}) | "
         f"{', '.join(row['terms'])} | {row['tokens']:,} | {row['hours']:.2f} | "
         f"{row['tokens_per_s']:,.0f} | " + (f"{greedy:.1%} |" if greedy is not None else "– |")
     )

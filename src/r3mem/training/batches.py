@@ -58,7 +58,8 @@ def draw_batch(
     Most rows are ``bptt_segments`` consecutive segments of one document, each cut to the
     stage's ``segment_length``; ``chunk_fraction`` of them are cut at fixed length from the
     running text (entity lists empty). With ``min_segment_length``, each segment of the
-    document rows is cut shorter still, to a length drawn evenly up to ``segment_length``."""
+    document rows is cut to a length drawn evenly from ``min_segment_length`` to
+    ``segment_length`` (segments already shorter stay as they are)."""
     size, span, length = stage.batch_size, stage.bptt_segments, stage.segment_length
     chunks = round(stage.chunk_fraction * size)
     starts = segments.window_starts(span)

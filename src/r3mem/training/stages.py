@@ -59,8 +59,10 @@ class Stage:
     (context distillation): the memory is taught to stand for the text it replaced.
     ``lm_reader`` says who scores the text on the LM path from this stage on (the adapters
     keep the last stage's). ``min_segment_length`` (None: off) cuts each paragraph row to a
-    length drawn evenly from ``min_segment_length`` to ``segment_length``, so the memory learns
-    shorter entries (``Memory.segments(max_tokens=...)``) without forgetting whole ones."""
+    length drawn evenly from ``min_segment_length`` to ``segment_length`` (shorter rows stay as
+    they are), so the memory learns shorter entries (``Memory.segments(max_tokens=...)``)
+    without forgetting whole ones; in a window the LM path and its teacher then read the same
+    shortened segments."""
 
     name: str
     steps: int
@@ -87,16 +89,16 @@ class Stage:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "segment_length", "bptt_segments"):
-            _check(self, name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1)
+            _check(self, name, _whole(getattr(self, name)) and getattr(self, name) >= 1)
         if self.min_segment_length is not None:
             _check(
                 self,
                 "min_segment_length",
-                isinstance(self.min_segment_length, int)
+                _whole(self.min_segment_length)
                 and 1 <= self.min_segment_length <= self.segment_length,
             )
-        _check(self, "warmup", isinstance(self.warmup, int) and self.warmup >= 0)
-        _check(self, "doc_cue_length", isinstance(self.doc_cue_length, int))
+        _check(self, "warmup", _whole(self.warmup) and self.warmup >= 0)
+        _check(self, "doc_cue_length", _whole(self.doc_cue_length))
         _check(self, "lr", _number(self.lr) and self.lr > 0)
         _check(self, "min_lr_ratio", _number(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1)
         _check(
@@ -198,7 +200,18 @@ def _check_reads(stage: Stage, width: int) -> None:
         )
     if stage.lambda_ret > 0 and stage.batch_size < 2:
         raise ValueError(f"stage '{stage.name}': lambda_ret needs batch_size >= 2 (negatives)")
-    if stage.lambda_ent > 0 and (stage.segment_length < width or stage.min_segment_length):
+    shortest = stage.min_segment_length
+    if shortest is not None and stage.lambda_doc > 0 and stage.doc_cue_length >= shortest:
+        raise ValueError(
+            f"stage '{stage.name}': lambda_doc needs doc_cue_length < min_segment_length "
+            "(a cue must leave text to recall)"
+        )
+    if shortest is not None and stage.lambda_ret > 0 and stage.retrieval_cue_length >= shortest:
+        raise ValueError(
+            f"stage '{stage.name}': lambda_ret needs retrieval_cue_length < min_segment_length "
+            "(a cue must be part of its paragraph, not all of it)"
+        )
+    if stage.lambda_ent > 0 and (stage.segment_length < width or shortest is not None):
         raise ValueError(
             f"stage '{stage.name}': lambda_ent needs whole segments (segment_length {width}, "
             "no min_segment_length): the entity lists are the whole segments'"
@@ -220,6 +233,10 @@ def stage_at(stages: list[Stage], step: int) -> tuple[int, int]:
         step -= stage.steps
     last = len(stages) - 1
     return last, stages[last].steps  # past the end: the last stage's final state
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _number(value: Any) -> bool:
