@@ -110,7 +110,7 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
         ([{"steps": 5, "batch_size": True}], "invalid batch_size = True"),
         (
             [{"steps": 5, "min_segment_length": 8, "lambda_ent": 0.0}],
-            "lambda_doc needs doc_cue_length < min_segment_length",
+            "lambda_doc needs 0 < doc_cue_length < min_segment_length",
         ),
         (
             [
@@ -122,7 +122,7 @@ def test_a_run_without_stages_is_one_stage_of_the_whole_objective():
                     "retrieval_cue_length": 16,
                 }
             ],
-            "lambda_ret needs retrieval_cue_length < min",
+            "lambda_ret needs 0 < retrieval_cue_length < min_segment_length",
         ),
         ([{"steps": 5, **dict.fromkeys(NO_TERMS, 0.0)}], "nothing to train"),
         ([{"steps": 5, "lambda_ret": 1.0, "retrieval_cue_length": 64}], "retrieval_cue_length"),

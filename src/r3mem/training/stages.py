@@ -190,28 +190,20 @@ def _check_reads(stage: Stage, width: int) -> None:
         raise ValueError(f"stage '{stage.name}': lm_distill is a part of L_lm: lambda_lm is 0")
     if stage.lambda_doc > 0 and stage.bptt_segments < 2:
         raise ValueError(f"stage '{stage.name}': lambda_doc needs bptt_segments >= 2")
-    if stage.lambda_doc > 0 and not 0 < stage.doc_cue_length < stage.segment_length:
+    # a cue is part of its row, however short the row is cut
+    shortest, bound = stage.segment_length, "segment_length"
+    if stage.min_segment_length is not None:
+        shortest, bound = stage.min_segment_length, "min_segment_length"
+    if stage.lambda_doc > 0 and not 0 < stage.doc_cue_length < shortest:
+        raise ValueError(f"stage '{stage.name}': lambda_doc needs 0 < doc_cue_length < {bound}")
+    if stage.lambda_ret > 0 and not 0 < stage.retrieval_cue_length < shortest:
         raise ValueError(
-            f"stage '{stage.name}': lambda_doc needs 0 < doc_cue_length < segment_length"
-        )
-    if stage.lambda_ret > 0 and not 0 < stage.retrieval_cue_length < stage.segment_length:
-        raise ValueError(
-            f"stage '{stage.name}': lambda_ret needs 0 < retrieval_cue_length < segment_length"
+            f"stage '{stage.name}': lambda_ret needs 0 < retrieval_cue_length < {bound}"
         )
     if stage.lambda_ret > 0 and stage.batch_size < 2:
         raise ValueError(f"stage '{stage.name}': lambda_ret needs batch_size >= 2 (negatives)")
-    shortest = stage.min_segment_length
-    if shortest is not None and stage.lambda_doc > 0 and stage.doc_cue_length >= shortest:
-        raise ValueError(
-            f"stage '{stage.name}': lambda_doc needs doc_cue_length < min_segment_length "
-            "(a cue must leave text to recall)"
-        )
-    if shortest is not None and stage.lambda_ret > 0 and stage.retrieval_cue_length >= shortest:
-        raise ValueError(
-            f"stage '{stage.name}': lambda_ret needs retrieval_cue_length < min_segment_length "
-            "(a cue must be part of its paragraph, not all of it)"
-        )
-    if stage.lambda_ent > 0 and (stage.segment_length < width or shortest is not None):
+    cut = stage.segment_length < width or stage.min_segment_length is not None
+    if stage.lambda_ent > 0 and cut:
         raise ValueError(
             f"stage '{stage.name}': lambda_ent needs whole segments (segment_length {width}, "
             "no min_segment_length): the entity lists are the whole segments'"
