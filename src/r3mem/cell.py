@@ -23,7 +23,7 @@ from .checkpoint import base_spec, fingerprint
 from .config import LEVELS, R3MemConfig
 from .coupling import CouplingStack, find_decoder_layers
 from .forms import Context, memory_form
-from .generation import CACHE, Sampling, generate
+from .generation import CACHE, Processor, Sampling, generate
 from .lora import DECODER, ENCODER, active_lora, inject_lora, projection_names
 from .losses import IGNORE, lm_loss
 from .state import MemoryState
@@ -387,9 +387,11 @@ class MemoryCell(nn.Module):
         eos_token_id: int | None = None,
         generator: torch.Generator | None = None,
         entities: bool = False,
+        processor: Processor | None = None,
     ) -> torch.Tensor:
         """Backward invocation: generate back the text the memory holds (after ``cue_ids``; with
-        ``entities``, its entity list), batched, with the KV cache.
+        ``entities``, its entity list), batched, with the KV cache; ``processor`` rescores each
+        step (:class:`r3mem.guide.EntityGuide`).
 
         Returns ``[batch, n]`` token ids, ``n <= max_new_tokens``; rows that met ``eos_token_id``
         are padded with it.
@@ -402,6 +404,7 @@ class MemoryCell(nn.Module):
                 past,
                 max_new_tokens,
                 Sampling(do_sample, temperature, top_k, eos_token_id, generator),
+                processor,
             )
 
 

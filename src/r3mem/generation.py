@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +14,10 @@ from transformers import DynamicCache, LlamaModel
 # renamed it (``past_key_values`` is deprecated there, and warns on every call).
 _RENAMED = "cache" in inspect.signature(LlamaModel.forward).parameters
 CACHE = "cache" if _RENAMED else "past_key_values"
+
+# What may change the scores before each pick (Hugging Face's ``LogitsProcessor`` contract):
+# the ids chosen so far ``[B, i]`` and the next token's scores ``[B, vocab]`` in, scores out.
+Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -49,24 +54,27 @@ def generate(
     past: DynamicCache | None,
     max_new_tokens: int,
     sampling: Sampling,
+    processor: Processor | None = None,
 ) -> torch.Tensor:
     """Read ``prefix`` embeddings (after ``past``, if any), then emit up to ``max_new_tokens``
-    ids per row ``[B, n]``; rows that met EOS are padded with it."""
+    ids per row ``[B, n]``; rows that met EOS are padded with it. ``processor`` rescores each
+    step's logits from the ids chosen so far before ``sampling`` picks."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
         raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     eos = sampling.eos_token_id
     done = torch.zeros(prefix.shape[0], dtype=torch.bool, device=prefix.device)
-    tokens: list[torch.Tensor] = []
     out = model(inputs_embeds=prefix, use_cache=True, **{CACHE: past})
+    chosen = torch.zeros(prefix.shape[0], 0, dtype=torch.long, device=prefix.device)
     for _ in range(max_new_tokens):
-        token = sampling.pick(out.logits[:, -1].float())
+        scores = out.logits[:, -1].float()
+        token = sampling.pick(scores if processor is None else processor(chosen, scores))
         if eos is not None:
             token = torch.where(done, torch.full_like(token, eos), token)
             done = done | (token == eos)
-        tokens.append(token)
+        chosen = torch.cat([chosen, token[:, None]], dim=1)
         if bool(done.all()):
             break
         out = model(input_ids=token[:, None], use_cache=True, **{CACHE: getattr(out, CACHE)})
-    return torch.stack(tokens, dim=1)
+    return chosen

@@ -33,6 +33,7 @@ from .bank import (
 from .bankfile import BankFileError, check_target, read_file
 from .checkpoint import adapter_digest, load_base, locate_model, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
+from .guide import EntityGuide
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel, one_row, recur
@@ -288,18 +289,22 @@ class Memory:
 
     # ----------------------------------------------------------------------------- recall
 
-    def recall(self, query: str, k: int = 3, exact: bool = False) -> list[Recalled]:
+    def recall(
+        self, query: str, k: int = 3, exact: bool = False, guided: bool = True
+    ) -> list[Recalled]:
         """The ``k`` entries that best match ``query``, reconstructed from memory, best first.
 
         The query is compressed by the same forward invocation as a paragraph; the score is
         the cosine of the slot-averaged memories plus the entity and keyword bonuses of
-        :meth:`MemoryBank.scores`. ``exact`` applies the stored corrections, so the text
-        comes back exactly as remembered. Fewer than ``k`` come back when fewer are stored.
+        :meth:`MemoryBank.scores`. The hits are decoded greedily, steered by their entities
+        (``guided``, :mod:`r3mem.guide`; False: from the memory alone); ``exact`` applies
+        the stored corrections instead, so the text comes back exactly as remembered. Fewer
+        than ``k`` come back when fewer are stored.
         """
-        return self.recall_batch([query], k, exact)[0]
+        return self.recall_batch([query], k, exact, guided)[0]
 
     def recall_batch(
-        self, queries: Sequence[str], k: int = 3, exact: bool = False
+        self, queries: Sequence[str], k: int = 3, exact: bool = False, guided: bool = True
     ) -> list[list[Recalled]]:
         """:meth:`recall` of each query, at once: the queries compressed in one batch and
         every hit decoded in one batch. A decoding step reads every weight once however many
@@ -325,7 +330,7 @@ class Memory:
             for query, memory in zip(queries, memories, strict=True)
         ]
         entries = [self.bank.entries[entry_id] for hits in chosen for entry_id, _ in hits]
-        texts = iter(self.read(entries, exact))
+        texts = iter(self.read(entries, exact, guided))
         return [
             [
                 Recalled(next(texts), score, i, dict(self.bank.entries[i].meta), exact)
@@ -341,16 +346,18 @@ class Memory:
         return self._write_batch([self.encode(query)[0].tolist() for query in queries]).memory
 
     @torch.no_grad()
-    def read(self, entries: Sequence[Entry], exact: bool = False) -> list[str]:
-        """The texts of ``entries`` decoded from their memories in one batch: greedily, or
-        ``exact``ly with their stored corrections."""
+    def read(self, entries: Sequence[Entry], exact: bool = False, guided: bool = True) -> list[str]:
+        """The texts of ``entries`` decoded from their memories in one batch: greedily (steered
+        by each entry's entities when ``guided``), or ``exact``ly with their corrections."""
         if not entries:
             return []
         if exact:
             tokens = exact_tokens(self.model, entries)
         else:
             longest = max(entry.tokens for entry in entries)
-            out = self.model.reconstruct(entry_states(self.model, entries), max_new_tokens=longest)
+            guide = EntityGuide(self.tokenizer, [e.entities for e in entries]) if guided else None
+            state = entry_states(self.model, entries)
+            out = self.model.reconstruct(state, max_new_tokens=longest, processor=guide)
             tokens = [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
         return [self.tokenizer.decode(ids) for ids in tokens]
 

@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 QUICK_PASSAGES, QUICK_QUESTIONS = 30, 20
 # The methods in the order of their rows: R³Mem's readings, the raw-text indexes, the ceiling.
-METHODS = ("r3mem", "r3mem-exact", "r3mem-slots", "bm25", "dense", "gold")
+METHODS = ("r3mem", "r3mem-greedy", "r3mem-exact", "r3mem-slots", "bm25", "dense", "gold")
 
 
 @dataclass(frozen=True)

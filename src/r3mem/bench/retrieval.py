@@ -1,8 +1,9 @@
 """Retrieval shared by ``bench rag`` and ``bench conv``: the methods, their metrics, and the loop.
 
 Every method retrieves the same units: the segments the memory's hierarchy cuts the text
-into (one per R³Mem paragraph entry). ``r3mem`` gets them back by greedy reconstruction
-from memory, ``r3mem-exact`` (the same ranking) by exact recall; the baselines, explicit
+into (one per R³Mem paragraph entry). ``r3mem`` gets them back as recall reads by default
+(greedy reconstruction from memory, steered by each entry's entities), ``r3mem-greedy`` (the
+same ranking) from the memory alone, ``r3mem-exact`` by exact recall; the baselines, explicit
 memory over raw text, return them as stored:
 
 - ``bm25``:  lexical BM25 (bm25s) over the raw segments.
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 K = 5  # units handed to the reader and judged by answer_contains@5
 SEARCH_BATCH = 8  # questions searched together (R³Mem decodes their hits together)
+R3MEM_METHODS = ("r3mem", "r3mem-greedy", "r3mem-exact", "r3mem-slots")  # one memory, read 4 ways
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,8 @@ class DenseIndex(Index):
 
 class R3MemIndex(Index):
     """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids.
-    ``exact``: the hits' text from exact recall (memory and corrections), else greedy.
+    ``exact``: the hits' text from exact recall (memory and corrections), else greedy,
+    steered by the entries' entities where ``guided``.
     Searches are kept (the memory must not change once searched): two methods that read
     the same hits differently share one index, and decoding the hits is most of a
     question's time with a real model."""
@@ -203,8 +206,9 @@ class R3MemIndex(Index):
         keys: Callable[[dict[str, Any]], list[str]],
         stored_bytes: int,
         exact: bool = False,
+        guided: bool = True,
     ) -> None:
-        self.memory, self.keys, self.exact = memory, keys, exact
+        self.memory, self.keys, self.exact, self.guided = memory, keys, exact, guided
         self.stored_bytes = stored_bytes
         self.found: dict[tuple[str, int], list[Unit]] = {}
 
@@ -213,7 +217,7 @@ class R3MemIndex(Index):
         kept."""
         todo = list(dict.fromkeys(q for q in queries if (q, k) not in self.found))
         if todo:
-            hits = self.memory.recall_batch(todo, k, self.exact)
+            hits = self.memory.recall_batch(todo, k, self.exact, self.guided)
             for query, found in zip(todo, hits, strict=True):
                 self.found[query, k] = [Unit(hit.text, self.keys(hit.meta)) for hit in found]
         return [self.found[query, k] for query in queries]
@@ -235,16 +239,21 @@ def r3mem_indexes(
     write: Callable[[], Memory],
     keys: Callable[[dict[str, Any]], list[str]],
 ) -> dict[str, R3MemIndex]:
-    """``r3mem`` (greedy recall), ``r3mem-exact`` (exact recall) and ``r3mem-slots`` (exact
-    recall, for a reader of their memory) as ``methods`` ask, over one memory ``write()``
-    fills once: the same ranking, ways to read the hits back."""
-    asked = [name for name in ("r3mem", "r3mem-exact", "r3mem-slots") if name in methods]
+    """``r3mem`` (recall as it reads by default: greedy, steered by the hits' entities),
+    ``r3mem-greedy`` (from the memory alone), ``r3mem-exact`` (exact recall) and
+    ``r3mem-slots`` (exact recall, for a reader of their memory) as ``methods`` ask, over one
+    memory ``write()`` fills once: the same ranking, ways to read the hits back."""
+    asked = [name for name in R3MEM_METHODS if name in methods]
     if not asked:
         return {}
     memory = write()
     size = saved_bytes(memory)  # once: every method reads the one memory
-    greedy, exact = R3MemIndex(memory, keys, size), R3MemIndex(memory, keys, size, exact=True)
-    return {name: greedy if name == "r3mem" else exact for name in asked}
+    exact = R3MemIndex(memory, keys, size, exact=True)  # r3mem-exact and r3mem-slots share it
+    readers = {
+        "r3mem": R3MemIndex(memory, keys, size),
+        "r3mem-greedy": R3MemIndex(memory, keys, size, guided=False),
+    }
+    return {name: readers.get(name, exact) for name in asked}
 
 
 def _text_bytes(units: Sequence[Unit]) -> int:
