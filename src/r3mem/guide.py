@@ -40,13 +40,17 @@ def spellings(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -> list[
 
 
 def bonuses(prefix: Sequence[int], names: Sequence[Sequence[int]]) -> dict[int, float]:
-    """The bonus of each token a name's spelling makes likely after ``prefix``."""
+    """The bonus of each token a name's spelling makes likely after ``prefix``: its first
+    token, and the token after the longest part of it that ``prefix`` ends with (a name
+    ``" D m i t r i"`` begun twice over, at its space and at ``" D m i t r i "``, goes on
+    from the longer)."""
     bonus: dict[int, float] = {}
     for ids in names:
         bonus[ids[0]] = max(bonus.get(ids[0], 0.0), START_BONUS)
-        for begun in range(1, min(len(ids), len(prefix) + 1)):
+        for begun in range(min(len(ids) - 1, len(prefix)), 0, -1):
             if list(prefix[len(prefix) - begun :]) == list(ids[:begun]):
                 bonus[ids[begun]] = max(bonus.get(ids[begun], 0.0), CONTINUE_BONUS)
+                break
     return bonus
 
 
