@@ -15,7 +15,7 @@ from r3mem.reader import ANSWER_TOKENS, Reader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # dense runs only where its local model is installed (pip install ".[dense]")
-METHODS = ("r3mem", "r3mem-exact", "bm25") + (("dense",) if find_dense_model()[0] else ())
+METHODS = ("r3mem", "r3mem-greedy", "r3mem-exact", "bm25") + (("dense",) if find_dense_model()[0] else ())
 CONV_KEYS = ("evidence_recall@1", "evidence_recall@5", "answer_contains@5", "f1")
 
 
@@ -41,10 +41,10 @@ def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
         assert row["recall@1"] <= row["recall@5"]
         assert row["stored_bytes"] > 0 and row["text_bytes"] > 0
     assert all(rows[d, "gold"]["recall@5"] == 1.0 for d in ("squad", "hotpotqa", "nq"))
-    # the same ranking, its hits read back greedily or exactly
+    # the same ranking, its hits read back guided, greedily or exactly
     for d in ("squad", "hotpotqa", "nq"):
-        assert rows[d, "r3mem-exact"]["recall@5"] == rows[d, "r3mem"]["recall@5"]
-        assert rows[d, "r3mem-slots"]["recall@5"] == rows[d, "r3mem"]["recall@5"]
+        for method in ("r3mem-greedy", "r3mem-exact", "r3mem-slots"):
+            assert rows[d, method]["recall@5"] == rows[d, "r3mem"]["recall@5"]
         # read as memory, the same hits take a few slots where their text takes every token
         slots, text = (rows[d, m]["context_tokens"] for m in ("r3mem-slots", "r3mem-exact"))
         assert 0 < slots < text
@@ -70,22 +70,26 @@ def test_rag_without_a_reader_judges_retrieval_alone(adapter_dir, tmp_path):
 
 
 def test_exact_and_slots_decode_each_question_once(adapter_dir, tmp_path, monkeypatch):
-    """r3mem-exact and r3mem-slots read the same hits: one exact decode serves both; the
-    questions' hits are decoded together, not one question at a time."""
+    """r3mem-exact and r3mem-slots read the same hits: one exact decode serves both; r3mem
+    reads them guided, r3mem-greedy from the memory alone; the questions' hits are decoded
+    together, not one question at a time."""
     recall_batch, calls, batches = Memory.recall_batch, [], []
 
-    def counted(self, queries, k=3, exact=False):
-        calls.extend([exact] * len(queries))
+    def counted(self, queries, k=3, exact=False, guided=True):
+        calls.extend([(exact, guided)] * len(queries))
         batches.append(len(queries))
-        return recall_batch(self, queries, k, exact)
+        return recall_batch(self, queries, k, exact, guided)
 
     monkeypatch.setattr(Memory, "recall_batch", counted)
     data = str(FIXTURES / "qa" / "nq_oracle_mini.jsonl")
-    methods = ["r3mem", "r3mem-exact", "r3mem-slots"]
+    methods = ["r3mem", "r3mem-greedy", "r3mem-exact", "r3mem-slots"]
     rows = run_bench("rag", str(adapter_dir), methods, data, out=str(tmp_path), reader="none")
     questions = rows["results"][0]["questions"]
-    assert questions > 0 and calls.count(True) == calls.count(False) == questions
-    assert batches == [questions, questions]  # fewer than SEARCH_BATCH: one batch each
+    assert questions > 0
+    assert calls == [(False, True)] * questions + [(False, False)] * questions + [
+        (True, True)
+    ] * questions
+    assert batches == [questions] * 3  # fewer than SEARCH_BATCH: one batch each
 
 
 def test_a_reader_of_memory_slots_reads_the_passages_as_one_memory(adapter_dir):
