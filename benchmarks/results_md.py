@@ -52,8 +52,9 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
   evidence dialog ids covered by the top k retrieved units (the memory's segments, the same
   for every method); `answer_contains@5`: a reference answer, SQuAD-normalised, occurs in
   the top 5 units (reconstructed greedily for `r3mem`, steered by each hit's entities; from
-  the memory alone for `r3mem-greedy`; by exact recall for `r3mem-exact`; the same ranking; raw text for `bm25` and `dense`; `gold`: each question's gold passages,
-  the ceiling); `em` / `f1`: SQuAD exact match and token F1 of the reader's greedy answer
+  the memory alone for `r3mem-greedy`; by exact recall for `r3mem-exact`; the same ranking;
+  raw text for `bm25` and `dense`; `gold`: each question's gold passages, the ceiling);
+  `em` / `f1`: SQuAD exact match and token F1 of the reader's greedy answer
   (null with `--reader none`), `context_tokens` the positions it read (prompt tokens;
   `r3mem-slots`: the same hits written into one memory that the memory's own model reads
   in place of their text, its slots plus the question); `stored_bytes`: what each method

@@ -15,7 +15,9 @@ from r3mem.reader import ANSWER_TOKENS, Reader
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # dense runs only where its local model is installed (pip install ".[dense]")
-METHODS = ("r3mem", "r3mem-greedy", "r3mem-exact", "bm25") + (("dense",) if find_dense_model()[0] else ())
+METHODS = ("r3mem", "r3mem-greedy", "r3mem-exact", "bm25") + (
+    ("dense",) if find_dense_model()[0] else ()
+)
 CONV_KEYS = ("evidence_recall@1", "evidence_recall@5", "answer_contains@5", "f1")
 
 
@@ -86,9 +88,10 @@ def test_exact_and_slots_decode_each_question_once(adapter_dir, tmp_path, monkey
     rows = run_bench("rag", str(adapter_dir), methods, data, out=str(tmp_path), reader="none")
     questions = rows["results"][0]["questions"]
     assert questions > 0
-    assert calls == [(False, True)] * questions + [(False, False)] * questions + [
-        (True, True)
-    ] * questions
+    assert (
+        calls
+        == [(False, True)] * questions + [(False, False)] * questions + [(True, True)] * questions
+    )
     assert batches == [questions] * 3  # fewer than SEARCH_BATCH: one batch each
 
 

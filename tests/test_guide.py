@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
-import r3mem.guide
+import r3mem.memory
 from r3mem.bank import entry_states
 from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, bonuses, spellings
 from r3mem.memory import Memory
@@ -32,6 +34,7 @@ def test_bonuses_begin_a_name_and_go_on_with_it():
     assert bonuses([5], [[5, 5]]) == {5: CONTINUE_BONUS}  # the larger bonus wins
     # begun twice over (at its first token and at its first three): it goes on from the longer
     assert bonuses([0, 1, 0], [[0, 1, 0, 2]]) == {0: START_BONUS, 2: CONTINUE_BONUS}
+    assert bonuses([5], names, start=0.5, go_on=3.0) == {5: 0.5, 6: 3.0, 9: 0.5}
 
 
 def test_spellings_after_a_space_and_at_the_start(memory):
@@ -92,8 +95,7 @@ def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
     )  # nothing to steer towards: the memory alone
     # bonuses that outweigh any logit: the text begins with one of its entry's entities
     # (or is all of its start, where the entry is shorter than the name's spelling)
-    monkeypatch.setattr(r3mem.guide, "START_BONUS", 1e3)
-    monkeypatch.setattr(r3mem.guide, "CONTINUE_BONUS", 2e3)
+    monkeypatch.setattr(r3mem.memory, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
     for found in memory.recall("Lisbon", k=len(memory.bank)):
         text, names = found.text.strip(), memory.bank.entries[found.entry_id].entities
         assert any(text.startswith(n) or n.startswith(text) for n in names), found.text

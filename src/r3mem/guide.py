@@ -39,34 +39,47 @@ def spellings(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -> list[
     return found
 
 
-def bonuses(prefix: Sequence[int], names: Sequence[Sequence[int]]) -> dict[int, float]:
+def bonuses(
+    prefix: Sequence[int],
+    names: Sequence[Sequence[int]],
+    start: float = START_BONUS,
+    go_on: float = CONTINUE_BONUS,
+) -> dict[int, float]:
     """The bonus of each token a name's spelling makes likely after ``prefix``: its first
     token, and the token after the longest part of it that ``prefix`` ends with (a name
     ``" D m i t r i"`` begun twice over, at its space and at ``" D m i t r i "``, goes on
     from the longer)."""
     bonus: dict[int, float] = {}
     for ids in names:
-        bonus[ids[0]] = max(bonus.get(ids[0], 0.0), START_BONUS)
+        bonus[ids[0]] = max(bonus.get(ids[0], 0.0), start)
         for begun in range(min(len(ids) - 1, len(prefix)), 0, -1):
             if list(prefix[len(prefix) - begun :]) == list(ids[:begun]):
-                bonus[ids[begun]] = max(bonus.get(ids[begun], 0.0), CONTINUE_BONUS)
+                bonus[ids[begun]] = max(bonus.get(ids[begun], 0.0), go_on)
                 break
     return bonus
 
 
 class EntityGuide:
     """A processor for :func:`r3mem.generation.generate`: row ``r`` is steered towards the
-    entities ``entities[r]``, as spelled by ``tokenizer``."""
+    entities ``entities[r]``, as spelled by ``tokenizer``, with bonuses ``start`` and
+    ``go_on`` (nats; ``benchmarks/guide_dev.py`` measures others)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, entities: Sequence[Sequence[str]]):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        entities: Sequence[Sequence[str]],
+        start: float = START_BONUS,
+        go_on: float = CONTINUE_BONUS,
+    ):
         self.names = [spellings(tokenizer, row) for row in entities]
+        self.start, self.go_on = start, go_on
 
     def __call__(self, chosen: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if len(self.names) != scores.shape[0]:
             raise ValueError(f"guide holds {len(self.names)} rows, scores {scores.shape[0]}")
         scores = scores.log_softmax(-1)
         for row, (prefix, names) in enumerate(zip(chosen.tolist(), self.names, strict=True)):
-            bonus = bonuses(prefix, names)
+            bonus = bonuses(prefix, names, self.start, self.go_on)
             if bonus:
                 ids = torch.tensor(list(bonus), device=scores.device)
                 scores[row, ids] += torch.tensor(list(bonus.values()), device=scores.device)
