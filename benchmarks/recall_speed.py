@@ -10,8 +10,9 @@
 2. ``recall`` over a bank of ``--entries`` entries: the conversation's entries added again
    (fresh ids) up to that count, so that scoring sees a bank that size while every entry is
    one the model wrote; ms per query over ``--queries`` of the conversation's questions:
-   scoring alone, and ``recall`` (score + reconstruct the top 5) greedy and exact; BM25 over
-   the same number of units beside it.
+   scoring alone, and ``recall`` (score + reconstruct the top 5) guided by the hits'
+   entities (as it reads by default), from the memory alone, and exact; BM25 over the same
+   number of units beside it.
 
 Writes ``recall_speed.{json,md}`` under ``--out``.
 """
@@ -99,7 +100,8 @@ def main() -> None:
         "score only": lambda q: grown.bank.scores(
             grown.query_memories([q])[0], grown.extractor(q), keywords(q)
         ),
-        "recall k=5 (greedy)": lambda q: grown.recall(q, k=5),
+        "recall k=5 (guided)": lambda q: grown.recall(q, k=5),
+        "recall k=5 (greedy)": lambda q: grown.recall(q, k=5, guided=False),
         "recall k=5 (exact)": lambda q: grown.recall(q, k=5, exact=True),
         "bm25 k=5": lambda q: bm25.search(q, 5),
     }
