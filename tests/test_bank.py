@@ -80,8 +80,8 @@ def test_exact_recall_is_lossless(full):
     assert sorted(r.text for r in results) == sorted(paragraphs(full))
     # The model is barely trained: the text comes back only thanks to the corrections.
     assert any(entry.corrections for entry in full.bank.entries.values())
-    greedy = full.recall("bees", k=len(full.bank))
-    assert [r.entry_id for r in greedy] == [r.entry_id for r in results]
+    approximate = full.recall("bees", k=len(full.bank))
+    assert [r.entry_id for r in approximate] == [r.entry_id for r in results]
 
 
 def test_recall_returns_k_best_first(full):

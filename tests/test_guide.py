@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 import r3mem.memory
 from r3mem.bank import entry_states
-from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, bonuses, spellings
+from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, Spelling, bonuses, spellings
 from r3mem.memory import Memory
 
 from .test_bank import TEXT
@@ -24,34 +25,64 @@ def memory(adapter_dir) -> Memory:
     return memory
 
 
+def spelled(*ids: int, glued: bool = False) -> Spelling:
+    return Spelling(tuple(ids), glued)
+
+
+def space(token: int) -> bool:
+    return token == 0  # token 0 stands for a space or a bracket, every other for a letter
+
+
 def test_bonuses_begin_a_name_and_go_on_with_it():
-    names = [[5, 6, 7], [9]]
-    assert bonuses([], names) == {5: START_BONUS, 9: START_BONUS}
-    assert bonuses([1, 5], names) == {5: START_BONUS, 6: CONTINUE_BONUS, 9: START_BONUS}
-    assert bonuses([5, 6], names) == {5: START_BONUS, 7: CONTINUE_BONUS, 9: START_BONUS}
-    assert bonuses([5, 6, 7], names) == {5: START_BONUS, 9: START_BONUS}  # finished
-    assert bonuses([6, 7], names) == {5: START_BONUS, 9: START_BONUS}  # never begun
-    assert bonuses([5], [[5, 5]]) == {5: CONTINUE_BONUS}  # the larger bonus wins
+    names = [spelled(5, 6, 7), spelled(9)]
+    assert bonuses([], names, space) == {5: START_BONUS, 9: START_BONUS}
+    assert bonuses([1, 5], names, space) == {5: START_BONUS, 6: CONTINUE_BONUS, 9: START_BONUS}
+    assert bonuses([5, 6], names, space) == {5: START_BONUS, 7: CONTINUE_BONUS, 9: START_BONUS}
+    assert bonuses([5, 6, 7], names, space) == {5: START_BONUS, 9: START_BONUS}  # finished
+    assert bonuses([6, 7], names, space) == {5: START_BONUS, 9: START_BONUS}  # never begun
+    assert bonuses([5], [spelled(5, 5)], space) == {5: CONTINUE_BONUS}  # the larger wins
     # begun twice over (at its first token and at its first three): it goes on from the longer
-    assert bonuses([0, 1, 0], [[0, 1, 0, 2]]) == {0: START_BONUS, 2: CONTINUE_BONUS}
-    assert bonuses([5], names, start=0.5, go_on=3.0) == {5: 0.5, 6: 3.0, 9: 0.5}
+    assert bonuses([0, 1, 0], [spelled(0, 1, 0, 2)], space) == {0: START_BONUS, 2: CONTINUE_BONUS}
+    assert bonuses([5], names, space, start=0.5, go_on=3.0) == {5: 0.5, 6: 3.0, 9: 0.5}
 
 
-def test_spellings_after_a_space_and_at_the_start(memory):
+def test_a_glued_spelling_begins_only_where_a_word_may():
+    year = [spelled(1, 9, 9, 9, glued=True)]
+    assert bonuses([], year, space) == {1: START_BONUS}  # the text's start
+    assert bonuses([2, 3], year, space) == {}  # inside a word: not even its first token
+    assert bonuses([0], year, space) == {1: START_BONUS}  # after a space or a bracket
+    assert bonuses([2, 3, 1], year, space) == {}  # "201" does not begin "1999"
+    assert bonuses([0, 1], year, space) == {9: CONTINUE_BONUS}
+    assert bonuses([1], year, space) == {9: CONTINUE_BONUS}
+
+
+def test_spellings_after_a_space_and_glued(memory):
     tokenizer = memory.tokenizer
     found = spellings(tokenizer, [NAME, NAME, "Lyon"])
-    assert tokenizer.encode(f" {NAME}", add_special_tokens=False) in found
-    assert tokenizer.encode(NAME, add_special_tokens=False) in found
-    assert len(found) == len({tuple(ids) for ids in found})  # no repeats
+    encode = partial(tokenizer.encode, add_special_tokens=False)
+    assert spelled(*encode(f" {NAME}")) in found
+    assert spelled(*encode(NAME), glued=True) in found
+    assert len(found) == len({s.ids for s in found}) == 4  # no repeats
     assert spellings(tokenizer, []) == []
+
+
+def test_the_guide_reads_word_boundaries_off_the_tokenizer(memory):
+    tokenizer = memory.tokenizer
+    guide = EntityGuide(tokenizer, [["1999"]])
+    (names,) = guide.names
+    nine = tokenizer.encode("1999", add_special_tokens=False)[1]
+    for text, goes_on in (("In 201", False), ("In (1", True), ("In 1", True)):
+        prefix = tokenizer.encode(text, add_special_tokens=False)
+        found = bonuses(prefix, names, guide.boundary)
+        assert (found.get(nine) == CONTINUE_BONUS) is goes_on, text
 
 
 def test_the_guide_tips_close_choices_only(memory):
     tokenizer = memory.tokenizer
     guide = EntityGuide(tokenizer, [[NAME], []])
     names = spellings(tokenizer, [NAME])
-    starts = {ids[0] for ids in names}
-    other = next(t for t in range(len(tokenizer)) if t not in starts)
+    starts = {s.ids[0] for s in names}
+    other = next(t for t in range(len(tokenizer)) if all(t not in s.ids for s in names))
     scores = torch.zeros(2, len(tokenizer))
     nothing = torch.zeros(2, 0, dtype=torch.long)
     scores[:, other] = START_BONUS / 2  # the memory prefers another token, a little
@@ -60,10 +91,12 @@ def test_the_guide_tips_close_choices_only(memory):
     scores[:, other] = START_BONUS * 2  # ... or clearly: the memory decides
     assert guide(nothing, scores.clone()).argmax(-1).tolist() == [other, other]
     # a name begun goes on, against a lead the start bonus alone would not overturn
-    (begun,) = [ids for ids in names if len(ids) > 1][:1]
+    begun = next(s.ids for s in names if not s.glued)
     scores[:, other] = CONTINUE_BONUS / 2
-    chosen = torch.tensor([begun[:1], begun[:1]])
-    assert guide(chosen, scores.clone()).argmax(-1).tolist() == [begun[1], other]
+    chosen = torch.tensor([begun[:2], begun[:2]])
+    assert guide(chosen, scores.clone()).argmax(-1).tolist() == [begun[2], other]
+    unguided = EntityGuide(tokenizer, [[], []])
+    assert torch.equal(unguided(nothing, scores), scores)  # nothing to add: the scores as given
     with pytest.raises(ValueError, match="guide holds 2 rows"):
         guide(nothing[:1], scores[:1])
 
@@ -83,6 +116,21 @@ def test_reconstruct_passes_each_step_the_ids_chosen_so_far(memory):
     assert [s.tolist() for s in seen] == [out[:, :i].tolist() for i in range(4)]
 
 
+def test_rows_that_met_eos_stay_there_whatever_the_processor_adds(memory):
+    entries = list(memory.bank.entries.values())[:2]
+    eos = 7
+
+    def push(chosen: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        forced = torch.full_like(scores, -1e9)
+        forced[0, eos if chosen.shape[1] == 0 else 3] = 0.0  # row 0 ends, then is pushed on
+        forced[1, 3] = 0.0
+        return forced
+
+    state = entry_states(memory.model, entries)
+    out = memory.model.reconstruct(state, 3, eos_token_id=eos, processor=push)
+    assert out.tolist() == [[eos] * 3, [3] * 3]
+
+
 def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
     entries = list(memory.bank.entries.values())
     state = entry_states(memory.model, entries)
@@ -90,7 +138,7 @@ def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
     expected = [memory.tokenizer.decode(alone[r, : e.tokens]) for r, e in enumerate(entries)]
     assert memory.read(entries, guided=False) == expected
     bare = [e for e in entries if e.entities]
-    assert bare and memory.read([replace_entities(e) for e in bare]) == memory.read(
+    assert bare and memory.read([replace(e, entities=[]) for e in bare]) == memory.read(
         bare, guided=False
     )  # nothing to steer towards: the memory alone
     # bonuses that outweigh any logit: the text begins with one of its entry's entities
@@ -101,9 +149,3 @@ def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
         assert any(text.startswith(n) or n.startswith(text) for n in names), found.text
     for found in memory.recall("Lisbon", k=len(memory.bank), guided=False):
         assert found.text == memory.read([memory.bank.entries[found.entry_id]], guided=False)[0]
-
-
-def replace_entities(entry):
-    import dataclasses
-
-    return dataclasses.replace(entry, entities=[])

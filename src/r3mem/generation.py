@@ -15,8 +15,9 @@ from transformers import DynamicCache, LlamaModel
 _RENAMED = "cache" in inspect.signature(LlamaModel.forward).parameters
 CACHE = "cache" if _RENAMED else "past_key_values"
 
-# What may change the scores before each pick (Hugging Face's ``LogitsProcessor`` contract):
-# the ids chosen so far ``[B, i]`` and the next token's scores ``[B, vocab]`` in, scores out.
+# What may change the scores before each pick (as a Hugging Face ``LogitsProcessor``, but
+# given only the ids generated so far ``[B, i]``, not the prefix read before them) and the
+# next token's scores ``[B, vocab]``; it returns the scores to pick from.
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -19,7 +19,8 @@ with 2 and 8.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -28,33 +29,50 @@ START_BONUS = 1.0  # nats added to a token that begins one of the entry's entiti
 CONTINUE_BONUS = 4.0  # nats added to the next token of an entity the text has begun
 
 
-def spellings(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -> list[list[int]]:
-    """Each name's token ids after a space and at the start of a text, without repeats."""
-    found: list[list[int]] = []
+@dataclass(frozen=True)
+class Spelling:
+    """A name's token ids; ``glued``: spelled without the space before it, so it may begin
+    only where a word may (the text's start, or after a token that ends in no letter or
+    digit: ``(Nourmands``, never ``201`` + ``1999``)."""
+
+    ids: tuple[int, ...]
+    glued: bool
+
+
+def spellings(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -> list[Spelling]:
+    """Each name's spelling after a space, and glued, without repeats."""
+    found: dict[tuple[int, ...], Spelling] = {}
     for name in names:
-        for text in (f" {name}", name):
-            ids = tokenizer.encode(text, add_special_tokens=False)
+        for text, glued in ((f" {name}", False), (name, True)):
+            ids = tuple(tokenizer.encode(text, add_special_tokens=False))
             if ids and ids not in found:
-                found.append(ids)
-    return found
+                found[ids] = Spelling(ids, glued)
+    return list(found.values())
 
 
 def bonuses(
     prefix: Sequence[int],
-    names: Sequence[Sequence[int]],
+    names: Sequence[Spelling],
+    boundary: Callable[[int], bool],
     start: float = START_BONUS,
     go_on: float = CONTINUE_BONUS,
 ) -> dict[int, float]:
     """The bonus of each token a name's spelling makes likely after ``prefix``: its first
     token, and the token after the longest part of it that ``prefix`` ends with (a name
     ``" D m i t r i"`` begun twice over, at its space and at ``" D m i t r i "``, goes on
-    from the longer)."""
+    from the longer). ``boundary(token)``: whether a word may begin after ``token``."""
     bonus: dict[int, float] = {}
-    for ids in names:
-        bonus[ids[0]] = max(bonus.get(ids[0], 0.0), start)
-        for begun in range(min(len(ids) - 1, len(prefix)), 0, -1):
-            if list(prefix[len(prefix) - begun :]) == list(ids[:begun]):
-                bonus[ids[begun]] = max(bonus.get(ids[begun], 0.0), go_on)
+    for name in names:
+
+        def opens(at: int, name: Spelling = name) -> bool:
+            return not name.glued or at == 0 or boundary(prefix[at - 1])
+
+        if opens(len(prefix)):
+            bonus[name.ids[0]] = max(bonus.get(name.ids[0], 0.0), start)
+        for begun in range(min(len(name.ids) - 1, len(prefix)), 0, -1):
+            at = len(prefix) - begun
+            if tuple(prefix[at:]) == name.ids[:begun] and opens(at):
+                bonus[name.ids[begun]] = max(bonus.get(name.ids[begun], 0.0), go_on)
                 break
     return bonus
 
@@ -62,7 +80,8 @@ def bonuses(
 class EntityGuide:
     """A processor for :func:`r3mem.generation.generate`: row ``r`` is steered towards the
     entities ``entities[r]``, as spelled by ``tokenizer``, with bonuses ``start`` and
-    ``go_on`` (nats; ``benchmarks/guide_dev.py`` measures others)."""
+    ``go_on`` (nats; ``benchmarks/guide_dev.py`` measures others). A bonus added to a row's
+    logits moves it as it would move the log-probabilities: they differ by a constant."""
 
     def __init__(
         self,
@@ -70,17 +89,34 @@ class EntityGuide:
         entities: Sequence[Sequence[str]],
         start: float = START_BONUS,
         go_on: float = CONTINUE_BONUS,
-    ):
+    ) -> None:
+        self.tokenizer = tokenizer
         self.names = [spellings(tokenizer, row) for row in entities]
         self.start, self.go_on = start, go_on
+        self.ends_word: dict[int, bool] = {}
+
+    def boundary(self, token: int) -> bool:
+        """Whether a word may begin after ``token``: it ends in no letter or digit."""
+        if token not in self.ends_word:
+            text = self.tokenizer.decode([token])
+            self.ends_word[token] = bool(text) and text[-1].isalnum()
+        return not self.ends_word[token]
 
     def __call__(self, chosen: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         if len(self.names) != scores.shape[0]:
             raise ValueError(f"guide holds {len(self.names)} rows, scores {scores.shape[0]}")
-        scores = scores.log_softmax(-1)
+        rows: list[int] = []
+        cols: list[int] = []
+        values: list[float] = []
         for row, (prefix, names) in enumerate(zip(chosen.tolist(), self.names, strict=True)):
-            bonus = bonuses(prefix, names, self.start, self.go_on)
-            if bonus:
-                ids = torch.tensor(list(bonus), device=scores.device)
-                scores[row, ids] += torch.tensor(list(bonus.values()), device=scores.device)
-        return scores
+            bonus = bonuses(prefix, names, self.boundary, self.start, self.go_on)
+            rows += [row] * len(bonus)
+            cols += bonus
+            values += bonus.values()
+        if not rows:
+            return scores
+        index = (torch.tensor(rows), torch.tensor(cols))
+        added = torch.tensor(values, dtype=scores.dtype)
+        return scores.index_put(
+            tuple(i.to(scores.device) for i in index), added.to(scores.device), accumulate=True
+        )

@@ -64,7 +64,7 @@ class Recalled:
     score: float
     entry_id: int
     meta: dict[str, Any]
-    exact: bool  # False: decoded greedily from the memory, which may differ from the text
+    exact: bool  # False: decoded greedily (steered by its entities), may differ from the text
 
     @property
     def label(self) -> str:
