@@ -22,7 +22,7 @@ import torch
 
 from r3mem import Memory
 from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT
-from r3mem.bench.rag import read_qa
+from r3mem.bench.rag import QASet, read_qa
 from r3mem.bench.retrieval import BM25Index, Unit, contains, draw, recall_at
 from r3mem.keywords import keywords
 from r3mem.report import write_report
@@ -32,7 +32,10 @@ KEYWORD_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
 K = 5
 
 
-def judge(units: list[Unit], order: list[int], gold: list[str], answers: list[str]) -> tuple:
+def judge(
+    units: list[Unit], order: list[int], gold: list[str], answers: list[str]
+) -> tuple[float, float]:
+    """recall@5 of ``gold`` and whether an answer is in the text of the top 5 units."""
     top = [units[j] for j in order[:K]]
     return recall_at(top, gold, K), contains([u.text for u in top], answers)
 
@@ -61,7 +64,7 @@ def main() -> None:
     write_report(args.out, "recall_weights", args.seed, rows, notes)
 
 
-def measure(memory: Memory, qa, args: argparse.Namespace) -> list[dict]:
+def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
     """One row per pair of weights, and BM25's, over ``qa``'s passages in the split."""
     span = range(args.first, min(args.last, len(qa.passages)))
     asked = [q for q in qa.questions if all(int(g) in span for g in q.gold)]
