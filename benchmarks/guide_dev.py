@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 from r3mem import Memory
-from r3mem.bank import entry_states
+from r3mem.bank import greedy_tokens
 from r3mem.bench.rag import read_qa
 from r3mem.bench.retrieval import contains, draw
 from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide
@@ -65,14 +65,9 @@ def main() -> None:
                 decoded = []
                 for start in range(0, len(entries), BATCH):
                     batch = entries[start : start + BATCH]
-                    guide = EntityGuide(
-                        memory.tokenizer, [e.entities for e in batch], start_bonus, go_on
-                    )
-                    state = entry_states(memory.model, batch)
-                    out = memory.model.reconstruct(
-                        state, max(e.tokens for e in batch), processor=guide
-                    )
-                    decoded += [out[row, : e.tokens].tolist() for row, e in enumerate(batch)]
+                    names = [e.entities for e in batch]
+                    guide = EntityGuide(memory.tokenizer, names, start_bonus, go_on)
+                    decoded += greedy_tokens(memory.model, batch, guide)
                 pairs = list(zip(decoded, units, answers, strict=True))
                 accuracy = [np.mean(np.equal(d, u.ids)) for d, u, _ in pairs]
                 survived = [contains([memory.tokenizer.decode(d)], a) for d, _, a in pairs]

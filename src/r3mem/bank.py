@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .bankfile import ENTRY_DTYPES, FORMAT, check_meta
+from .generation import Processor
 from .keywords import KeywordIndex
 from .model import R3MemModel
 from .state import MemoryState, pooled
@@ -151,6 +152,17 @@ def find_corrections(
         [(i, int(t)) for i, t in enumerate(target) if predicted[row][i] != int(t)]
         for row, target in enumerate(targets)
     ]
+
+
+@torch.no_grad()
+def greedy_tokens(
+    model: R3MemModel, entries: Sequence[Entry], processor: Processor | None = None
+) -> list[list[int]]:
+    """The token ids of ``entries`` decoded greedily from their memories in one batch, each
+    cut to its length; ``processor`` rescores each step (:class:`r3mem.guide.EntityGuide`)."""
+    longest = max(entry.tokens for entry in entries)
+    out = model.reconstruct(entry_states(model, entries), longest, processor=processor)
+    return [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
 
 
 def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]:

@@ -115,8 +115,7 @@ class EntityGuide:
             values += bonus.values()
         if not rows:
             return scores
-        index = (torch.tensor(rows), torch.tensor(cols))
-        added = torch.tensor(values, dtype=scores.dtype)
-        return scores.index_put(
-            tuple(i.to(scores.device) for i in index), added.to(scores.device), accumulate=True
-        )
+        device = scores.device
+        index = (torch.tensor(rows, device=device), torch.tensor(cols, device=device))
+        added = torch.tensor(values, dtype=scores.dtype, device=device)
+        return scores.index_put(index, added, accumulate=True)

@@ -25,9 +25,9 @@ from .bank import (
     check_budget,
     check_entry_dtype,
     checksum,
-    entry_states,
     exact_tokens,
     find_corrections,
+    greedy_tokens,
     round_state,
 )
 from .bankfile import BankFileError, check_target, read_file
@@ -354,11 +354,8 @@ class Memory:
         if exact:
             tokens = exact_tokens(self.model, entries)
         else:
-            longest = max(entry.tokens for entry in entries)
             guide = EntityGuide(self.tokenizer, [e.entities for e in entries]) if guided else None
-            state = entry_states(self.model, entries)
-            out = self.model.reconstruct(state, max_new_tokens=longest, processor=guide)
-            tokens = [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
+            tokens = greedy_tokens(self.model, entries, guide)
         return [self.tokenizer.decode(ids) for ids in tokens]
 
     def recall_keywords(self, entries: Sequence[Entry]) -> list[dict[str, int]]:
