@@ -3,7 +3,8 @@
 Three levels: one recurrent **document** memory over everything written, one **paragraph**
 entry per segment (its own compressed memory), and an **entity** index from entity names
 to the entries that mention them; beside them, a **keyword** index (BM25 over the words of
-each entry's exact recall, :mod:`r3mem.keywords`).
+each entry's exact recall, :mod:`r3mem.keywords`), and a **source** index: the entries
+one source (one document a user remembered) was cut into, which recall scores together.
 
 No raw text is kept. An entry holds its memory vectors and the few *corrections* that make
 exact recall possible: the paragraph is decoded greedily from its memory, one token at a
@@ -20,6 +21,7 @@ stays exact at any storage dtype.
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +46,12 @@ ENTITY_WEIGHT = 0.5
 # weight 0.5 / 1 / 2 / 4 was 0.88 / 0.88 / 0.88 / 0.88 on SQuAD, 0.65 / 0.68 / 0.71 / 0.71 on
 # HotpotQA, 0.89 / 0.91 / 0.91 / 0.91 on NQ).
 KEYWORD_WEIGHT = 2.0
+# Paragraphs of one source are one document: an entry is lifted by this share of the best
+# score among its source's other entries, above the mean score (so a source of one entry,
+# or a bank of one source, ranks as before). A passage cut into several entries is then
+# found as a whole: the entry that holds the answer rises with the one that names the
+# question's words. Chosen on passages 500-999 (benchmarks/recall_documents.py, seed 1).
+DOCUMENT_WEIGHT = 0.25
 
 
 @dataclass
@@ -211,6 +219,7 @@ class MemoryBank:
         self.entries: dict[int, Entry] = {}
         self.entity_index: dict[str, set[int]] = {}
         self.keyword_index = KeywordIndex()
+        self.source_index: dict[str, set[int]] = {}  # source -> its entries: the documents
         self.next_id = 0
         # ids, [n, width] float32 unit rows: cosine is then one product a query
         self._pooled: tuple[list[int], torch.Tensor] | None = None
@@ -228,6 +237,8 @@ class MemoryBank:
         for entity in entry.entities:
             self.entity_index.setdefault(entity.lower(), set()).add(entry_id)
         self.keyword_index.add(entry_id, entry.keywords)
+        if isinstance(source := entry.meta.get("source"), str):
+            self.source_index.setdefault(source, set()).add(entry_id)
         return entry_id
 
     def remove(self, entry_id: int) -> Entry:
@@ -239,6 +250,10 @@ class MemoryBank:
             if not ids:
                 self.entity_index.pop(entity.lower(), None)
         self.keyword_index.remove(entry_id, entry.keywords)
+        if isinstance(source := entry.meta.get("source"), str):
+            self.source_index[source].discard(entry_id)
+            if not self.source_index[source]:
+                del self.source_index[source]
         return entry
 
     def over_budget(self, extra: int = 0) -> int:
@@ -248,6 +263,23 @@ class MemoryBank:
         return max(0, len(self.entries) + extra - self.budget_entries)
 
     def scores(
+        self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
+    ) -> dict[int, float]:
+        """Each entry's :meth:`own_scores`, plus ``DOCUMENT_WEIGHT`` times how far the best
+        own score among the other entries of its source lies above the mean."""
+        own = self.own_scores(query, entities, words)
+        scores = dict(own)
+        mean = sum(own.values()) / len(own) if own else 0.0
+        for ids in self.source_index.values():
+            if len(ids) < 2:
+                continue
+            first, second = heapq.nlargest(2, ids, key=own.__getitem__)
+            for entry_id in ids:
+                best = own[second if entry_id == first else first]
+                scores[entry_id] += DOCUMENT_WEIGHT * (best - mean)
+        return scores
+
+    def own_scores(
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
     ) -> dict[int, float]:
         """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's, plus

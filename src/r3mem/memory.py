@@ -295,11 +295,12 @@ class Memory:
         """The ``k`` entries that best match ``query``, reconstructed from memory, best first.
 
         The query is compressed by the same forward invocation as a paragraph; the score is
-        the cosine of the slot-averaged memories plus the entity and keyword bonuses of
-        :meth:`MemoryBank.scores`. The hits are decoded greedily, steered by their entities
-        (``guided``, :mod:`r3mem.guide`; False: from the memory alone); ``exact`` applies
-        the stored corrections instead, so the text comes back exactly as remembered. Fewer
-        than ``k`` come back when fewer are stored.
+        the cosine of the slot-averaged memories plus the entity and keyword bonuses, lifted
+        by the best of the entries remembered with the same ``source``
+        (:meth:`MemoryBank.scores`). The hits are decoded greedily, steered by their
+        entities (``guided``, :mod:`r3mem.guide`; False: from the memory alone); ``exact``
+        applies the stored corrections instead, so the text comes back exactly as
+        remembered. Fewer than ``k`` come back when fewer are stored.
         """
         return self.recall_batch([query], k, exact, guided)[0]
 
