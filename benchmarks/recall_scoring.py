@@ -102,8 +102,8 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
         words = keywords(question.text)
         recall = bank.bank.scores(pooled, bank.extractor(question.text), words)
         clock = _tick(seconds, RECALL, clock)
-        cosine = bank.bank.scores(pooled, [])
-        with_entities = bank.bank.scores(pooled, bank.extractor(question.text))
+        cosine = bank.bank.own_scores(pooled, [])
+        with_entities = bank.bank.own_scores(pooled, bank.extractor(question.text))
         found_words = bank.bank.keyword_index.scores(words)
         cosine, with_entities, recall, lexical = (
             torch.tensor([d.get(i, 0.0) for i in ids])

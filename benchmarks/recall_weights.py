@@ -1,16 +1,19 @@
-"""Recall's weights (``r3mem.bank.ENTITY_WEIGHT``, ``KEYWORD_WEIGHT``) on a split no bench
-reports (issue 15).
+"""Recall's weights (``r3mem.bank.ENTITY_WEIGHT``, ``KEYWORD_WEIGHT``, ``DOCUMENT_WEIGHT``) on
+a split no bench reports (issue 15).
 
     python benchmarks/recall_weights.py --data ../shared/data/qa/squad_v2_dev_cs224n \
         [--first 500] [--last 1000] [--questions 100] [--seed 1] [--entry-tokens N] [--model DIR]
 
 Per dataset, passages FIRST..LAST-1 (``bench rag`` reads the first 500) are written into one
 memory as ``bench rag`` writes them, and a seeded draw of the questions whose gold passages
-all lie among them is asked. Every pair of weights ranks the same entries by cosine +
-entity weight x the share of the query's entities an entry names + keyword weight x its
-BM25 relative to the best entry's (``MemoryBank.scores``); BM25 over the same units beside
-them. Judged by recall@5 (gold passages among the top 5 units) and answer@5 (an answer in
-the top 5 units' text: what exact recall reads back). Writes OUT/recall_weights.{json,md}.
+all lie among them is asked. Every pair of entity and keyword weights (at the shipped
+document weight), and every document weight (at the shipped pair), ranks the same entries
+by cosine + entity weight x the share of the query's entities an entry names + keyword
+weight x its BM25 relative to the best entry's, lifted by document weight x the best score
+among the other entries of its passage above the mean (``MemoryBank.scores``); BM25 over
+the same units beside them. Judged by recall@5 (gold passages among the top 5 units) and
+answer@5 (an answer in the top 5 units' text: what exact recall reads back). Writes
+OUT/recall_weights.{json,md}.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import itertools
 import torch
 
 from r3mem import Memory
-from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT
+from r3mem.bank import DOCUMENT_WEIGHT, ENTITY_WEIGHT, KEYWORD_WEIGHT, lifted
 from r3mem.bench.rag import QASet, read_qa
 from r3mem.bench.retrieval import BM25Index, Unit, contains, draw, recall_at
 from r3mem.keywords import keywords
@@ -29,6 +32,11 @@ from r3mem.report import write_report
 
 ENTITY_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 KEYWORD_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
+DOCUMENT_WEIGHTS = (0.0, 0.15, 0.25, 0.35, 0.5)
+WEIGHTS = [
+    *((e, w, DOCUMENT_WEIGHT) for e, w in itertools.product(ENTITY_WEIGHTS, KEYWORD_WEIGHTS)),
+    *((ENTITY_WEIGHT, KEYWORD_WEIGHT, d) for d in DOCUMENT_WEIGHTS if d != DOCUMENT_WEIGHT),
+]
 K = 5
 
 
@@ -59,7 +67,8 @@ def main() -> None:
     notes = (
         f"Passages {args.first}-{args.last - 1} of each set, units of "
         f"{args.entry_tokens or memory.model.config.segment_length} tokens at most; "
-        f"shipped: entity weight {ENTITY_WEIGHT:g}, keyword weight {KEYWORD_WEIGHT:g}."
+        f"shipped: entity weight {ENTITY_WEIGHT:g}, keyword weight {KEYWORD_WEIGHT:g}, "
+        f"document weight {DOCUMENT_WEIGHT:g}."
     )
     write_report(args.out, "recall_weights", args.seed, rows, notes)
 
@@ -84,17 +93,19 @@ def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
         order = [where[id(unit)] for unit in hits]
         found.setdefault(("bm25",), []).append(judge(units, order, question.gold, question.answers))
         pooled = bank.query_memories([question.text])[0]
-        cosine = bank.bank.scores(pooled, [])
-        entities = bank.bank.scores(pooled, bank.extractor(question.text))
+        cosine = bank.bank.own_scores(pooled, [])
+        entities = bank.bank.own_scores(pooled, bank.extractor(question.text))
         lexical = bank.bank.keyword_index.scores(keywords(question.text))
         cos, ent, lex = (
             torch.tensor([d.get(i, 0.0) for i in ids]) for d in (cosine, entities, lexical)
         )
         share = (ent - cos) / ENTITY_WEIGHT  # the share of the query's entities an entry names
         relative = lex / lex.max().clamp(min=1e-9)
-        for e, w in itertools.product(ENTITY_WEIGHTS, KEYWORD_WEIGHTS):
-            order = torch.argsort(-(cos + e * share + w * relative), stable=True).tolist()
-            found.setdefault((e, w), []).append(
+        for e, w, d in WEIGHTS:
+            own = dict(zip(ids, (cos + e * share + w * relative).tolist(), strict=True))
+            scores = lifted(own, bank.bank.source_index.values(), d)
+            order = torch.argsort(-torch.tensor([scores[i] for i in ids]), stable=True).tolist()
+            found.setdefault((e, w, d), []).append(
                 judge(units, order, question.gold, question.answers)
             )
     rows = []
@@ -106,8 +117,8 @@ def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
                 "questions": len(judged),
                 "score": "bm25"
                 if key == ("bm25",)
-                else f"entities {key[0]:g}, keywords {key[1]:g}",
-                "shipped": key == (ENTITY_WEIGHT, KEYWORD_WEIGHT),
+                else f"entities {key[0]:g}, keywords {key[1]:g}, documents {key[2]:g}",
+                "shipped": key == (ENTITY_WEIGHT, KEYWORD_WEIGHT, DOCUMENT_WEIGHT),
                 "recall@5": round(sum(r for r, _ in judged) / len(judged), 3),
                 "answer@5": round(sum(a for _, a in judged) / len(judged), 3),
             }

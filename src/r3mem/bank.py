@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -50,7 +50,7 @@ KEYWORD_WEIGHT = 2.0
 # score among its source's other entries, above the mean score (so a source of one entry,
 # or a bank of one source, ranks as before). A passage cut into several entries is then
 # found as a whole: the entry that holds the answer rises with the one that names the
-# question's words. Chosen on passages 500-999 (benchmarks/recall_documents.py, seed 1).
+# question's words. Chosen on passages 500-999 (benchmarks/recall_weights.py, seed 1).
 DOCUMENT_WEIGHT = 0.25
 
 
@@ -265,19 +265,10 @@ class MemoryBank:
     def scores(
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
     ) -> dict[int, float]:
-        """Each entry's :meth:`own_scores`, plus ``DOCUMENT_WEIGHT`` times how far the best
-        own score among the other entries of its source lies above the mean."""
+        """Each entry's :meth:`own_scores`, lifted by the other entries of its source
+        (:func:`lifted`)."""
         own = self.own_scores(query, entities, words)
-        scores = dict(own)
-        mean = sum(own.values()) / len(own) if own else 0.0
-        for ids in self.source_index.values():
-            if len(ids) < 2:
-                continue
-            first, second = heapq.nlargest(2, ids, key=own.__getitem__)
-            for entry_id in ids:
-                best = own[second if entry_id == first else first]
-                scores[entry_id] += DOCUMENT_WEIGHT * (best - mean)
-        return scores
+        return lifted(own, self.source_index.values(), DOCUMENT_WEIGHT)
 
     def own_scores(
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
@@ -391,6 +382,24 @@ class MemoryBank:
             bank.add(entry)
         bank.next_id = meta["next_id"]
         return bank
+
+
+def lifted(
+    own: dict[int, float], documents: Iterable[Collection[int]], weight: float
+) -> dict[int, float]:
+    """``own`` scores, each entry's plus ``weight`` times how far the best own score among
+    the other entries of its document lies above the mean own score. Within one document
+    the order stays as it was (``weight`` < 1); a document of one entry is not lifted."""
+    scores = dict(own)
+    mean = sum(own.values()) / len(own) if own else 0.0
+    for ids in documents:
+        if len(ids) < 2:
+            continue
+        first, second = heapq.nlargest(2, ids, key=own.__getitem__)
+        for entry_id in ids:
+            best = own[second if entry_id == first else first]
+            scores[entry_id] += weight * (best - mean)
+    return scores
 
 
 def check_budget(budget: int | None) -> int | None:
