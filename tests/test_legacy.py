@@ -40,12 +40,13 @@ def test_adapters_give_the_outputs_they_gave(name):
 
 
 def test_a_memory_file_recalls_what_it_recalled(tmp_path, monkeypatch):
-    """Scored and read as then (no keyword level, no entity guide); its keywords come from
-    its exact recall."""
+    """Scored and read as then (no keyword level, no document lift, no entity guide); its
+    keywords come from its exact recall."""
     memory = Memory.open(LEGACY / "memory.r3mem", make.model_dir(tmp_path / "model"))
     texts = memory.read(list(memory.bank.entries.values()), exact=True)
     assert [e.keywords for e in memory.bank.entries.values()] == [keywords(t) for t in texts]
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
+    monkeypatch.setattr("r3mem.bank.DOCUMENT_WEIGHT", 0.0)
     for exact, hits in MADE["recall"].items():
         got = memory.recall("Dover", 3, exact == "True", guided=False)
         assert [(h.text, h.entry_id) for h in got] == [(text, i) for text, _, i in hits]
