@@ -12,7 +12,8 @@ every entry it costs ~10 s a query and ranked below cosine + entities: recall@5 
 memory adds over the memory-free decoder (``max(0, log p(t | memory) - log p(t | no
 memory))``, summed), so a query's common words weigh nothing. ``keywords`` is the bank's
 BM25 over the words of each entry's exact recall; ``recall`` is what ``Memory.recall`` ranks
-by (cosine + entities + keywords, the weights of ``r3mem.bank``); rows ``... w keywords``
+by (cosine + entities + keywords, moved by the source lift; the weights of ``r3mem.bank``);
+rows ``... w keywords``
 weigh the keyword level otherwise. Writes benchmarks/results/recall_scoring.{json,md}.
 """
 
@@ -24,7 +25,7 @@ import time
 import torch
 
 from r3mem import Memory
-from r3mem.bank import KEYWORD_WEIGHT, entry_states
+from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, entry_states
 from r3mem.bench.rag import QASet, read_qa, take
 from r3mem.bench.retrieval import BM25Index, Unit, recall_at
 from r3mem.keywords import keywords
@@ -33,7 +34,7 @@ from r3mem.report import write_report
 CANDIDATES = 50  # entries the first stage hands to a re-ranker
 RERANK = f"recall, top {CANDIDATES} re-ranked by pmi"  # alone, or added to recall's score:
 PMI_WEIGHTS = (0.1, 0.3, 1.0)  # times its z-score over the candidates
-RECALL = f"recall (cosine + entities + {KEYWORD_WEIGHT:g} keywords)"
+RECALL = f"recall (cosine + entities + {KEYWORD_WEIGHT:g} keywords, source lift {SOURCE_WEIGHT:g})"
 WEIGHTS = (0.5, 1.0, 4.0)  # keyword weights tried beside the bank's
 
 

@@ -1,4 +1,4 @@
-"""Recall's weights (``r3mem.bank.ENTITY_WEIGHT``, ``KEYWORD_WEIGHT``, ``DOCUMENT_WEIGHT``) on
+"""Recall's weights (``r3mem.bank.ENTITY_WEIGHT``, ``KEYWORD_WEIGHT``, ``SOURCE_WEIGHT``) on
 a split no bench reports (issue 15).
 
     python benchmarks/recall_weights.py --data ../shared/data/qa/squad_v2_dev_cs224n \
@@ -7,10 +7,10 @@ a split no bench reports (issue 15).
 Per dataset, passages FIRST..LAST-1 (``bench rag`` reads the first 500) are written into one
 memory as ``bench rag`` writes them, and a seeded draw of the questions whose gold passages
 all lie among them is asked. Every pair of entity and keyword weights (at the shipped
-document weight), and every document weight (at the shipped pair), ranks the same entries
-by cosine + entity weight x the share of the query's entities an entry names + keyword
-weight x its BM25 relative to the best entry's, lifted by document weight x the best score
-among the other entries of its passage above the mean (``MemoryBank.scores``); BM25 over
+source weight), and every source weight (at the shipped pair), ranks the same entries by
+cosine + entity weight x the share of the query's entities an entry names + keyword weight
+x its BM25 relative to the best entry's, moved by source weight x how far the best score
+among the other entries of its passage lies above the mean (``MemoryBank.scores``); BM25 over
 the same units beside them. Judged by recall@5 (gold passages among the top 5 units) and
 answer@5 (an answer in the top 5 units' text: what exact recall reads back). Writes
 OUT/recall_weights.{json,md}.
@@ -24,7 +24,7 @@ import itertools
 import torch
 
 from r3mem import Memory
-from r3mem.bank import DOCUMENT_WEIGHT, ENTITY_WEIGHT, KEYWORD_WEIGHT, lifted
+from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT, SOURCE_WEIGHT, lifted
 from r3mem.bench.rag import QASet, read_qa
 from r3mem.bench.retrieval import BM25Index, Unit, contains, draw, recall_at
 from r3mem.keywords import keywords
@@ -32,10 +32,10 @@ from r3mem.report import write_report
 
 ENTITY_WEIGHTS = (0.0, 0.25, 0.5, 1.0)
 KEYWORD_WEIGHTS = (1.0, 2.0, 4.0, 8.0)
-DOCUMENT_WEIGHTS = (0.0, 0.15, 0.25, 0.35, 0.5)
+SOURCE_WEIGHTS = (0.0, 0.15, 0.25, 0.35, 0.5)
 WEIGHTS = [
-    *((e, w, DOCUMENT_WEIGHT) for e, w in itertools.product(ENTITY_WEIGHTS, KEYWORD_WEIGHTS)),
-    *((ENTITY_WEIGHT, KEYWORD_WEIGHT, d) for d in DOCUMENT_WEIGHTS if d != DOCUMENT_WEIGHT),
+    *((e, w, SOURCE_WEIGHT) for e, w in itertools.product(ENTITY_WEIGHTS, KEYWORD_WEIGHTS)),
+    *((ENTITY_WEIGHT, KEYWORD_WEIGHT, d) for d in SOURCE_WEIGHTS if d != SOURCE_WEIGHT),
 ]
 K = 5
 
@@ -68,13 +68,14 @@ def main() -> None:
         f"Passages {args.first}-{args.last - 1} of each set, units of "
         f"{args.entry_tokens or memory.model.config.segment_length} tokens at most; "
         f"shipped: entity weight {ENTITY_WEIGHT:g}, keyword weight {KEYWORD_WEIGHT:g}, "
-        f"document weight {DOCUMENT_WEIGHT:g}."
+        f"source weight {SOURCE_WEIGHT:g}."
     )
     write_report(args.out, "recall_weights", args.seed, rows, notes)
 
 
 def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
-    """One row per pair of weights, and BM25's, over ``qa``'s passages in the split."""
+    """One row per (entity, keyword, source) weights, and BM25's, over ``qa``'s passages in
+    the split."""
     span = range(args.first, min(args.last, len(qa.passages)))
     asked = [q for q in qa.questions if all(int(g) in span for g in q.gold)]
     questions = draw(asked, args.questions, args.seed)
@@ -117,8 +118,8 @@ def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
                 "questions": len(judged),
                 "score": "bm25"
                 if key == ("bm25",)
-                else f"entities {key[0]:g}, keywords {key[1]:g}, documents {key[2]:g}",
-                "shipped": key == (ENTITY_WEIGHT, KEYWORD_WEIGHT, DOCUMENT_WEIGHT),
+                else f"entities {key[0]:g}, keywords {key[1]:g}, sources {key[2]:g}",
+                "shipped": key == (ENTITY_WEIGHT, KEYWORD_WEIGHT, SOURCE_WEIGHT),
                 "recall@5": round(sum(r for r, _ in judged) / len(judged), 3),
                 "answer@5": round(sum(a for _, a in judged) / len(judged), 3),
             }

@@ -115,7 +115,7 @@ def cosine_misses(memory: Memory, candidates, monkeypatch) -> tuple[str, int, li
     bonuses and the document lift off, as they stay) does not rank first, and that ranking."""
     monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
-    monkeypatch.setattr("r3mem.bank.DOCUMENT_WEIGHT", 0.0)
+    monkeypatch.setattr("r3mem.bank.SOURCE_WEIGHT", 0.0)
     for query, entry_id in candidates:
         plain = memory.recall(query, k=len(memory.bank))
         if plain[0].entry_id != entry_id:

@@ -46,7 +46,7 @@ def test_a_memory_file_recalls_what_it_recalled(tmp_path, monkeypatch):
     texts = memory.read(list(memory.bank.entries.values()), exact=True)
     assert [e.keywords for e in memory.bank.entries.values()] == [keywords(t) for t in texts]
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
-    monkeypatch.setattr("r3mem.bank.DOCUMENT_WEIGHT", 0.0)
+    monkeypatch.setattr("r3mem.bank.SOURCE_WEIGHT", 0.0)
     for exact, hits in MADE["recall"].items():
         got = memory.recall("Dover", 3, exact == "True", guided=False)
         assert [(h.text, h.entry_id) for h in got] == [(text, i) for text, _, i in hits]

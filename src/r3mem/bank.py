@@ -46,12 +46,14 @@ ENTITY_WEIGHT = 0.5
 # weight 0.5 / 1 / 2 / 4 was 0.88 / 0.88 / 0.88 / 0.88 on SQuAD, 0.65 / 0.68 / 0.71 / 0.71 on
 # HotpotQA, 0.89 / 0.91 / 0.91 / 0.91 on NQ).
 KEYWORD_WEIGHT = 2.0
-# Paragraphs of one source are one document: an entry is lifted by this share of the best
-# score among its source's other entries, above the mean score (so a source of one entry,
-# or a bank of one source, ranks as before). A passage cut into several entries is then
-# found as a whole: the entry that holds the answer rises with the one that names the
-# question's words. Chosen on passages 500-999 (benchmarks/recall_weights.py, seed 1).
-DOCUMENT_WEIGHT = 0.25
+# The entries of one source (a document a user remembered) are scored together: an entry
+# moves by this share of how far the best score among its source's other entries lies
+# above the mean score (down where it lies below). A passage cut into several entries is
+# then found as a whole: the entry that holds the answer rises with the one that names the
+# question's words. A source of one entry, and entries without a source, keep their score;
+# within one source the order stays. Chosen on passages 500-999 (benchmarks/
+# recall_weights.py, seed 1); more weight finds more answers and fewer distinct sources.
+SOURCE_WEIGHT = 0.25
 
 
 @dataclass
@@ -205,7 +207,8 @@ def entry_nbytes(memory: torch.Tensor, entry_dtype: str) -> int:
 
 
 class MemoryBank:
-    """The document memory, the paragraph entries (by id, oldest first) and the entity index.
+    """The document memory, the paragraph entries (by id, oldest first), and the entity,
+    keyword and source indexes over them.
 
     Entry ids only grow, so an id keeps naming the same paragraph after evictions.
     ``budget_entries`` (None: unbounded) caps the entries; :meth:`Memory.remember` folds the
@@ -219,7 +222,7 @@ class MemoryBank:
         self.entries: dict[int, Entry] = {}
         self.entity_index: dict[str, set[int]] = {}
         self.keyword_index = KeywordIndex()
-        self.source_index: dict[str, set[int]] = {}  # source -> its entries: the documents
+        self.source_index: dict[str, set[int]] = {}  # source -> the entries cut from it
         self.next_id = 0
         # ids, [n, width] float32 unit rows: cosine is then one product a query
         self._pooled: tuple[list[int], torch.Tensor] | None = None
@@ -251,9 +254,10 @@ class MemoryBank:
                 self.entity_index.pop(entity.lower(), None)
         self.keyword_index.remove(entry_id, entry.keywords)
         if isinstance(source := entry.meta.get("source"), str):
-            self.source_index[source].discard(entry_id)
-            if not self.source_index[source]:
-                del self.source_index[source]
+            ids = self.source_index.get(source, set())
+            ids.discard(entry_id)
+            if not ids:
+                self.source_index.pop(source, None)
         return entry
 
     def over_budget(self, extra: int = 0) -> int:
@@ -265,10 +269,10 @@ class MemoryBank:
     def scores(
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
     ) -> dict[int, float]:
-        """Each entry's :meth:`own_scores`, lifted by the other entries of its source
+        """Each entry's :meth:`own_scores`, moved by the other entries of its source
         (:func:`lifted`)."""
         own = self.own_scores(query, entities, words)
-        return lifted(own, self.source_index.values(), DOCUMENT_WEIGHT)
+        return lifted(own, self.source_index.values(), SOURCE_WEIGHT)
 
     def own_scores(
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
@@ -385,14 +389,15 @@ class MemoryBank:
 
 
 def lifted(
-    own: dict[int, float], documents: Iterable[Collection[int]], weight: float
+    own: dict[int, float], sources: Iterable[Collection[int]], weight: float
 ) -> dict[int, float]:
     """``own`` scores, each entry's plus ``weight`` times how far the best own score among
-    the other entries of its document lies above the mean own score. Within one document
-    the order stays as it was (``weight`` < 1); a document of one entry is not lifted."""
+    the other entries of its source lies above the mean own score (negative below it).
+    Within one source the order stays as it was (``weight`` < 1); an entry alone in its
+    source, or in none of ``sources``, keeps its score."""
     scores = dict(own)
     mean = sum(own.values()) / len(own) if own else 0.0
-    for ids in documents:
+    for ids in sources:
         if len(ids) < 2:
             continue
         first, second = heapq.nlargest(2, ids, key=own.__getitem__)

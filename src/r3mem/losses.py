@@ -136,7 +136,8 @@ def retrieval_loss(
 ) -> torch.Tensor:
     """L_ret: row i's cue (a span cut from paragraph i, written like a query) must find
     paragraph i's memory among the batch's, and the paragraph its cue: InfoNCE both ways over
-    the cosine of slot-averaged memories, the score ``Memory.recall`` ranks with."""
+    the cosine of slot-averaged memories, the first term of the score ``Memory.recall``
+    ranks with."""
     if cue_memory.batch_size != paragraph_memory.batch_size or cue_memory.batch_size < 2:
         raise ValueError(
             "retrieval_loss needs as many cues as paragraphs, at least 2 (in-batch negatives); "

@@ -295,8 +295,8 @@ class Memory:
         """The ``k`` entries that best match ``query``, reconstructed from memory, best first.
 
         The query is compressed by the same forward invocation as a paragraph; the score is
-        the cosine of the slot-averaged memories plus the entity and keyword bonuses, lifted
-        by the best of the entries remembered with the same ``source``
+        the cosine of the slot-averaged memories plus the entity and keyword bonuses, moved
+        by the best of the other entries remembered with the same ``source``
         (:meth:`MemoryBank.scores`). The hits are decoded greedily, steered by their
         entities (``guided``, :mod:`r3mem.guide`; False: from the memory alone); ``exact``
         applies the stored corrections instead, so the text comes back exactly as

@@ -1,10 +1,10 @@
-"""Recall scores the entries of one source together (``r3mem.bank.lifted``, DOCUMENT_WEIGHT)."""
+"""Recall scores the entries of one source together (``r3mem.bank.lifted``, SOURCE_WEIGHT)."""
 
 from __future__ import annotations
 
 import pytest
 
-from r3mem.bank import DOCUMENT_WEIGHT, lifted
+from r3mem.bank import SOURCE_WEIGHT, lifted
 from r3mem.keywords import keywords
 from r3mem.memory import Memory
 
@@ -32,7 +32,7 @@ def test_lift_is_the_best_sibling_above_the_mean():
     assert lifted(own, [{0, 1, 2}], 0.0) == own
     assert lifted(own, [set(own)], 0.5).keys() == own.keys()
     assert lifted({}, [], 0.5) == {}
-    assert 0 < DOCUMENT_WEIGHT < 1  # what keeps the order within a document
+    assert 0 < SOURCE_WEIGHT < 1  # what keeps the order within a document
 
 
 @pytest.fixture
@@ -71,5 +71,5 @@ def test_the_entry_beside_the_words_rises_with_them(memory, monkeypatch):
     assert min(own[i] for i in article) < max(own[i] for i in others)  # a case to lift
     ranked = [r.entry_id for r in memory.recall(query, k=len(memory.bank))]
     assert ranked[0] == holder and set(ranked[: len(article)]) == set(article)
-    monkeypatch.setattr("r3mem.bank.DOCUMENT_WEIGHT", 0.0)
+    monkeypatch.setattr("r3mem.bank.SOURCE_WEIGHT", 0.0)
     assert memory.bank.scores(query_memory, [], words) == own
