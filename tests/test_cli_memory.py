@@ -1,9 +1,11 @@
 """r3mem remember / recall: a memory file that grows across calls and is never left broken."""
 
+import io
 from pathlib import Path
 
 from r3mem.assets import SAMPLE_TEXT, asset_path
 from r3mem.cli import main
+from r3mem.memory import Memory
 
 
 def test_remember_then_recall_exactly(adapter_dir, tmp_path, capsys):
@@ -34,3 +36,14 @@ def test_bad_requests_leave_the_file_unchanged(adapter_dir, tmp_path, capsys):
     assert main(["remember", str(tmp_path / "missing.txt"), "--memory", str(store)]) == 2
     assert "no such file" in capsys.readouterr().err
     assert store.read_bytes() == before
+
+
+def test_each_text_piped_in_is_a_source_of_its_own(adapter_dir, tmp_path, monkeypatch):
+    """Recall scores a source's entries together: notes piped in one at a time stay apart."""
+    store = str(tmp_path / "notes.r3mem")
+    for note in ("Alice keeps bees.\n\nShe sells honey.", "Bob repairs clocks."):
+        stdin = io.TextIOWrapper(io.BytesIO(note.encode()))
+        monkeypatch.setattr("sys.stdin", stdin)
+        assert main(["remember", "-", "--memory", store, "--model", str(adapter_dir)]) == 0
+    sources = {e.meta["source"] for e in Memory.open(store).bank.entries.values()}
+    assert len(sources) == 2 and all(s.startswith("standard input ") for s in sources)

@@ -153,3 +153,23 @@ def test_the_service_reads_back_guided_by_the_entities_it_stored(engines, monkey
     assert any(text.startswith(n) or n.startswith(text) for n in names), text
     hits = engine.submit("search", "acme", "erin", "bees", len(ids), False).result()
     assert next(hit["text"] for hit in hits if hit["id"] == row.id).strip() == text
+
+
+def test_a_metadata_source_groups_a_user_s_entries_through_deletes(engines):
+    """``metadata.source`` names the document recall scores together; a source that is not a
+    string groups nothing; a deleted entry leaves its source's group."""
+    engine = engines[0]
+    grouped = [
+        i
+        for note in NOTES[:2]
+        for i in engine.submit("add", "acme", note, "gus", {"source": "a.txt"}).result()
+    ]
+    odd = engine.submit("add", "acme", NOTES[2], "gus", {"source": ["a.txt"]}).result()
+    engine.submit("add", "acme", NOTES[3], "gus", {"source": 7}).result()
+    hits = engine.submit("search", "acme", "gus", "bees", 9, False).result()
+    assert {hit["id"] for hit in hits} >= set(grouped) | set(odd)
+    assert engine._user_bank("acme", "gus").bank.source_index == {"a.txt": set(grouped)}
+    engine.store.delete_entry("acme", grouped[0])
+    hits = engine.submit("search", "acme", "gus", "bees", 9, False).result()
+    assert grouped[0] not in {hit["id"] for hit in hits}
+    assert engine._user_bank("acme", "gus").bank.source_index == {"a.txt": set(grouped[1:])}

@@ -20,19 +20,27 @@ Carla Diaz plays chess on Sunday."""
 
 
 def test_lift_is_the_best_sibling_above_the_mean():
-    own = {0: 3.0, 1: 1.0, 2: 0.0, 3: 2.0, 4: -2.0}
-    scores = lifted(own, [{0, 1, 2}, {3}, {4}], 0.5)
-    mean = sum(own.values()) / 5  # 0.8
+    own = {0: 3.0, 1: 1.0, 2: 0.0, 3: 2.0, 4: -2.0, 5: -1.0}
+    scores = lifted(own, [{0, 1, 2}, {3}, {4, 5}], 0.5)
+    mean = sum(own.values()) / 6  # 0.5
     assert scores[0] == pytest.approx(3.0 + 0.5 * (1.0 - mean))  # its best sibling is 1
     assert scores[1] == pytest.approx(1.0 + 0.5 * (3.0 - mean))
     assert scores[2] == pytest.approx(0.0 + 0.5 * (3.0 - mean))
-    assert scores[3] == 2.0 and scores[4] == -2.0  # alone in their documents
+    assert scores[3] == 2.0  # alone in its source
+    assert scores[4] == pytest.approx(-2.0 + 0.5 * (-1.0 - mean))  # a poor source: down
+    assert scores[5] == pytest.approx(-1.0 + 0.5 * (-2.0 - mean))
     assert scores[1] > scores[3]  # lifted by entry 0 past an entry of its own score higher
-    assert scores[0] > scores[1] > scores[2]  # within a document, the order stays
+    assert scores[0] > scores[1] > scores[2] and scores[5] > scores[4]  # order within a source
     assert lifted(own, [{0, 1, 2}], 0.0) == own
-    assert lifted(own, [set(own)], 0.5).keys() == own.keys()
     assert lifted({}, [], 0.5) == {}
-    assert 0 < SOURCE_WEIGHT < 1  # what keeps the order within a document
+    assert 0 < SOURCE_WEIGHT < 1  # what keeps the order within a source
+
+
+def test_one_source_keeps_its_order_and_ties_stay_tied():
+    own = {0: 0.9, 1: 0.9, 2: 0.4, 3: -0.3}
+    scores = lifted(own, [set(own)], SOURCE_WEIGHT)
+    assert scores[0] == scores[1]  # each lifted by the other
+    assert sorted(own, key=own.__getitem__) == sorted(scores, key=scores.__getitem__)
 
 
 @pytest.fixture
@@ -59,12 +67,12 @@ def test_sources_index_their_entries_through_eviction_and_reopening(memory, tmp_
 
 def test_the_entry_beside_the_words_rises_with_them(memory, monkeypatch):
     """Words only one of the article's entries holds lift the article's other entries over
-    entries of other sources that score higher on their own."""
+    entries of another source, or of none, that score higher on their own."""
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 10.0)
     article = sorted(memory.bank.source_index["bees.txt"])
     query, words = "Who keeps bees?", keywords("Who keeps bees?")
-    query_memory = memory.query_memories([query])[0]
-    own = memory.bank.own_scores(query_memory, [], words)
+    query_memory, entities = memory.query_memories([query])[0], memory.extractor(query)
+    own = memory.bank.own_scores(query_memory, entities, words)
     holder = max(own, key=own.__getitem__)
     assert holder in article
     others = [i for i in memory.bank.entries if i not in article]
@@ -72,4 +80,4 @@ def test_the_entry_beside_the_words_rises_with_them(memory, monkeypatch):
     ranked = [r.entry_id for r in memory.recall(query, k=len(memory.bank))]
     assert ranked[0] == holder and set(ranked[: len(article)]) == set(article)
     monkeypatch.setattr("r3mem.bank.SOURCE_WEIGHT", 0.0)
-    assert memory.bank.scores(query_memory, [], words) == own
+    assert memory.bank.scores(query_memory, entities, words) == own

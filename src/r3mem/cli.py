@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import sys
+from datetime import datetime, timezone
 
 from .files import LOCK_TIMEOUT
 
@@ -67,8 +68,9 @@ def _remember(args: argparse.Namespace) -> None:
     from .memory import Memory
     from .sources import decode_text, read_texts, text_files
 
-    if args.text == "-":
-        texts = iter([("-", decode_text(sys.stdin.buffer.read(), "standard input"))])
+    if args.text == "-":  # each call its own source: notes piped in over time are not one text
+        source = f"standard input {datetime.now(timezone.utc).isoformat(timespec='microseconds')}"
+        texts = iter([(source, decode_text(sys.stdin.buffer.read(), "standard input"))])
     else:  # each text's source: the file it came from; checked now, read when reached
         texts = ((str(file), next(read_texts(file))[1]) for file in text_files(args.text))
     with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
