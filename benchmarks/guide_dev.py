@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from dev_split import add_arguments, questions_in
 
 from r3mem import Memory
 from r3mem.bank import greedy_tokens
 from r3mem.bench.rag import read_qa
-from r3mem.bench.retrieval import contains, draw
+from r3mem.bench.retrieval import contains
 from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide
 from r3mem.report import write_report
 
@@ -31,24 +32,15 @@ BATCH = 32
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", required=True, help="QA files or folders (rag's)")
-    parser.add_argument("--first", type=int, default=500, help="first passage of the split")
-    parser.add_argument("--last", type=int, default=1500, help="passage after the split")
-    parser.add_argument("--questions", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--entry-tokens", type=int, help="units of at most N tokens")
-    parser.add_argument("--model", help="r3mem model directory (default: the shipped one)")
+    add_arguments(parser, last=1500, questions=60)
     parser.add_argument("--out", default="benchmarks/results/guide_dev")
     args = parser.parse_args()
     memory = Memory.load(args.model)
     rows = []
     for data in args.data:
         for qa in read_qa(data):
-            asked = [
-                q for q in qa.questions if all(args.first <= int(g) < args.last for g in q.gold)
-            ]
             units, answers = [], []
-            for question in draw(asked, args.questions, args.seed):
+            for question in questions_in(qa, args):
                 cut = [
                     s
                     for g in question.gold

@@ -22,11 +22,12 @@ import argparse
 import itertools
 
 import torch
+from dev_split import add_arguments, questions_in
 
 from r3mem import Memory
 from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT, SOURCE_WEIGHT, lifted
 from r3mem.bench.rag import QASet, read_qa
-from r3mem.bench.retrieval import BM25Index, Unit, contains, draw, recall_at
+from r3mem.bench.retrieval import BM25Index, Unit, contains, recall_at
 from r3mem.keywords import keywords
 from r3mem.report import write_report
 
@@ -50,13 +51,7 @@ def judge(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", nargs="+", required=True, help="QA files or folders (rag's)")
-    parser.add_argument("--first", type=int, default=500, help="first passage written")
-    parser.add_argument("--last", type=int, default=1000, help="passage after the last written")
-    parser.add_argument("--questions", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--entry-tokens", type=int, help="units of at most N tokens")
-    parser.add_argument("--model", help="r3mem model directory (default: the shipped one)")
+    add_arguments(parser, last=1000, questions=100)
     parser.add_argument("--out", default="benchmarks/results/recall_weights")
     args = parser.parse_args()
     memory = Memory.load(args.model)
@@ -77,8 +72,7 @@ def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
     """One row per (entity, keyword, source) weights, and BM25's, over ``qa``'s passages in
     the split."""
     span = range(args.first, min(args.last, len(qa.passages)))
-    asked = [q for q in qa.questions if all(int(g) in span for g in q.gold)]
-    questions = draw(asked, args.questions, args.seed)
+    questions = questions_in(qa, args)
     bank = memory.fresh()
     units = []
     for pid in span:
