@@ -13,8 +13,8 @@ memory adds over the memory-free decoder (``max(0, log p(t | memory) - log p(t |
 memory))``, summed), so a query's common words weigh nothing. ``keywords`` is the bank's
 BM25 over the words of each entry's exact recall; ``recall`` is what ``Memory.recall`` ranks
 by (cosine + entities + keywords, moved by the source lift; the weights of ``r3mem.bank``);
-rows ``... w keywords``
-weigh the keyword level otherwise. Writes benchmarks/results/recall_scoring.{json,md}.
+rows ``... w keywords`` weigh the keyword level otherwise. Writes
+benchmarks/results/recall_scoring.{json,md}.
 """
 
 from __future__ import annotations

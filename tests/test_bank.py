@@ -112,7 +112,7 @@ def test_recall_batch_is_recall_of_each_query(full, exact):
 
 def cosine_misses(memory: Memory, candidates, monkeypatch) -> tuple[str, int, list[Recalled]]:
     """The first ``(query, entry_id)`` of ``candidates`` whose entry cosine alone (both
-    bonuses and the document lift off, as they stay) does not rank first, and that ranking."""
+    bonuses and the source lift off, as they stay) does not rank first, and that ranking."""
     monkeypatch.setattr("r3mem.bank.ENTITY_WEIGHT", 0.0)
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)
     monkeypatch.setattr("r3mem.bank.SOURCE_WEIGHT", 0.0)

@@ -40,7 +40,7 @@ def test_adapters_give_the_outputs_they_gave(name):
 
 
 def test_a_memory_file_recalls_what_it_recalled(tmp_path, monkeypatch):
-    """Scored and read as then (no keyword level, no document lift, no entity guide); its
+    """Scored and read as then (no keyword level, no source lift, no entity guide); its
     keywords come from its exact recall."""
     memory = Memory.open(LEGACY / "memory.r3mem", make.model_dir(tmp_path / "model"))
     texts = memory.read(list(memory.bank.entries.values()), exact=True)
