@@ -82,6 +82,8 @@ def check_meta(
     else:
         _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
     length, vocab = model.config.segment_length, model.spec["vocab_size"]
+    cut = meta.get("entry_tokens", length)  # files before it was kept: the segment length
+    _expect(_is_int(cut, 1, length + 1), "entry_tokens", f"{cut!r}, not 1..{length}")
     previous = -1
     keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}  # keywords: optional
     for index, record in enumerate(records):

@@ -37,7 +37,7 @@ from .guide import EntityGuide
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel, one_row, recur
-from .segment import Segment, Tokens, batched, pad_rows, segment_stream
+from .segment import Segment, Tokens, batched, check_length, pad_rows, segment_stream
 from .sources import Conversation, check_text
 from .state import MemoryState
 from .tensorfile import write_tensors
@@ -45,6 +45,12 @@ from .tensorfile import write_tensors
 # Segments written, compressed and corrected at once by ``remember``: what its working memory
 # holds beside the entries it keeps, whatever the length of the text.
 WRITE_BATCH = 64
+
+# The most tokens a paragraph entry holds unless the memory is told otherwise (at most the
+# model's segment length): 4 a slot on 8 slots. The shipped model gives back 99% of a 32-token
+# paragraph greedily against 96% of a 64-token one, and its recall beats BM25 there (NOTES.md,
+# *Entry length*); the price is twice the entries for a text.
+ENTRY_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,7 @@ class Memory:
         model_dir: str | Path | None = None,
         budget_entries: int | None = None,
         entry_dtype: str = "float16",
+        entry_tokens: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -94,6 +101,9 @@ class Memory:
         with torch.no_grad():
             document = model.init_memory(1, "document").detach()
         self.bank = MemoryBank(document, budget_entries, entry_dtype)
+        limit = model.config.segment_length
+        self.entry_tokens = min(ENTRY_TOKENS, limit) if entry_tokens is None else entry_tokens
+        check_length(self.entry_tokens, limit, "entry_tokens")
         self._extractor: EntityExtractor | None = None
 
     @classmethod
@@ -103,24 +113,32 @@ class Memory:
         *,
         budget_entries: int | None = None,
         entry_dtype: str = "float16",
+        entry_tokens: int | None = None,
     ) -> Memory:
         """Open a model: a folder holding ``base/`` and ``adapter/`` (the shipped default when
         ``path`` is None), an adapter folder whose config names its base, or the name of a base
         whose adapters ship in the package (``smollm2-135m``): :func:`.checkpoint.locate_model`.
         Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph entries
-        are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``)."""
+        are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``);
+        ``entry_tokens`` the most tokens ``remember`` puts in one (None: ``ENTRY_TOKENS``, at
+        most the model's segment length); a saved memory keeps both."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
         root, adapter_dir, base_dir = locate_model(path)
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
-        return cls(model, tokenizer, root, budget_entries, entry_dtype)
+        return cls(model, tokenizer, root, budget_entries, entry_dtype, entry_tokens)
 
     def fresh(self) -> Memory:
         """An empty memory on the same model, tokenizer and entity extractor: one per
         document set or conversation in a benchmark."""
         memory = Memory(
-            self.model, self.tokenizer, self.model_dir, self.budget_entries, self.bank.entry_dtype
+            self.model,
+            self.tokenizer,
+            self.model_dir,
+            self.budget_entries,
+            self.bank.entry_dtype,
+            self.entry_tokens,
         )
         memory._extractor = self._extractor
         return memory
@@ -230,9 +248,11 @@ class Memory:
     ) -> list[Segment]:
         """``content`` cut into the segments ``remember`` writes (:func:`r3mem.segment.cut`),
         with token ids, entities and meta: a text, a conversation, or chat messages (one
-        session); segments are checked and returned as they are. ``max_tokens`` cuts them
-        shorter than the model's segment length: each entry's slots then hold fewer tokens
-        (32 of 64: the memory 4x the text instead of 8x), and more of the text comes back."""
+        session); segments are checked and returned as they are. ``max_tokens`` (None: the
+        memory's ``entry_tokens``) is the most a segment holds, up to the model's segment
+        length: fewer tokens a slot give back more of the text, at more entries."""
+        if max_tokens is not None:
+            check_length(max_tokens, self.model.config.segment_length, "max_tokens")
         stream, _ = self._segment_stream(content, max_tokens)
         return [segment for segment, _ in stream]
 
@@ -241,16 +261,11 @@ class Memory:
         content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment],
         max_tokens: int | None = None,
     ) -> tuple[Iterator[tuple[Segment, int]], int]:
-        limit = self.model.config.segment_length
-        if max_tokens is not None:
-            if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-                raise TypeError(f"max_tokens must be an int, got {type(max_tokens).__name__}")
-            if not 0 < max_tokens <= limit:
-                raise ValueError(
-                    f"max_tokens must be 1 to the segment length {limit}, got {max_tokens}"
-                )
-            limit = max_tokens
-        return segment_stream(content, self.tokens, limit, self.extractor)
+        """Segments of at most ``max_tokens`` (None: ``entry_tokens``); segments already cut
+        may hold up to the model's segment length."""
+        length = self.entry_tokens if max_tokens is None else max_tokens
+        longest = self.model.config.segment_length
+        return segment_stream(content, self.tokens, length, self.extractor, longest)
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
         """Each row compressed alone from the initial paragraph memory, right-padded."""
@@ -379,6 +394,7 @@ class Memory:
         tensors, meta = self.bank.to_file_parts()
         meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
         meta["adapter_digest"] = adapter_digest(self.model.trainable_parameters())
+        meta["entry_tokens"] = self.entry_tokens
         with locked(path, timeout):
             remove_stale_temps(path)
             with atomic_path(path) as tmp:
@@ -432,4 +448,5 @@ class Memory:
             self.bank = MemoryBank.from_file_parts(tensors, meta, self.model, self.recall_keywords)
         except BankFileError as err:
             raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
+        self.entry_tokens = meta.get("entry_tokens", self.model.config.segment_length)
         return self

@@ -81,16 +81,28 @@ def cut(
     return [Segment(p.text, tokens.ids(p.text), p.entities, p.meta) for p in document.paragraphs]
 
 
+def check_length(value: Any, limit: int, name: str) -> None:
+    """``value`` must be a token count from 1 to ``limit`` (a model's segment length)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 < value <= limit:
+        raise ValueError(f"{name} must be 1 to the segment length {limit}, got {value}")
+
+
 def segment_stream(
     content: str | Conversation | Sequence[Any],
     tokens: Tokens,
     length: int,
     extractor: EntityExtractor | None,
+    longest: int | None = None,
 ) -> tuple[Iterator[tuple[Segment, int]], int]:
     """What ``Memory.remember`` writes of ``content`` (a text, a conversation, chat messages
     ``{speaker, text[, time]}`` or segments already cut): its segments, each with how far
     into ``content`` it reaches, and the whole length (characters of a text, else
-    segments). The content is checked now; a text is cut as it is read (:func:`cut_stream`)."""
+    segments). What is cut here holds at most ``length`` tokens a segment; segments already
+    cut at most ``longest`` (None: ``length``). The content is checked now; a text is cut as
+    it is read (:func:`cut_stream`)."""
+    longest = length if longest is None else longest
     if isinstance(content, str):
         if not content or content.isspace():
             raise ValueError("empty text: nothing to remember")
@@ -107,8 +119,8 @@ def segment_stream(
         raise ValueError("no messages: nothing to remember")
     elif all(isinstance(item, Segment) for item in content):
         for item in content:
-            if not 0 < len(item.ids) <= length:
-                raise ValueError(f"a segment must hold 1 to {length} tokens, got {len(item.ids)}")
+            if not 0 < len(item.ids) <= longest:
+                raise ValueError(f"a segment must hold 1 to {longest} tokens, got {len(item.ids)}")
         segments = list(content)
     else:
         segments = cut(messages_conversation(content), tokens, length, extractor)
