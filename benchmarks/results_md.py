@@ -77,7 +77,7 @@ SECTIONS = {
     "wikipedia_stage": "The default's Wikipedia stage alone (its second run, before read-again)",
     "wikipedia_stage_lm": "The Wikipedia stage with L_lm on the Wikipedia text (not adopted)",
     "read_again_mix": "Read-again with the Wikipedia articles drawn beside the books (not adopted)",
-    "rag_entry32": "RAG with passages cut into 32-token units for every method (--entry-tokens)",
+    "entry64": "The former default's 64-token entries, every method's units (--entry-tokens 64)",
     "guide_dev": "Entity-guided recall's bonuses, on questions at passages 500-1,499",
     "recall_weights": "Recall's weights on passages 500-999, their questions (64-token units)",
     "recall_weights_32": "Recall's weights on passages 500-999, their questions (32-token units)",

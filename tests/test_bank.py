@@ -48,7 +48,7 @@ def full(adapter_dir) -> Memory:
 
 
 def paragraphs(memory: Memory) -> list[str]:
-    return split_paragraphs(TEXT, memory.model.config.segment_length, memory.count_tokens)
+    return split_paragraphs(TEXT, memory.entry_tokens, memory.count_tokens)
 
 
 def snapshot(memory: Memory) -> tuple:
@@ -408,6 +408,9 @@ def _entry(index: int, **changes):
         (_entry(0, keywords={"bees": 0}), r"entries\[0\]\.keywords"),
         (lambda meta, tensors: meta["entries"][0].pop("tokens"), r"entries\[0\]: keys"),
         (lambda meta, tensors: meta.update(budget_entries=0), "budget_entries"),
+        (lambda meta, tensors: meta.update(entry_tokens=0), "entry_tokens"),
+        (lambda meta, tensors: meta.update(entry_tokens=10**6), "entry_tokens"),
+        (lambda meta, tensors: meta.update(entry_tokens="32"), "entry_tokens"),
         (
             lambda meta, tensors: tensors.update(entries=tensors["entries"][:, :-1].clone()),
             "entries: shape",

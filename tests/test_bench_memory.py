@@ -30,9 +30,8 @@ def _saved(out: Path, task: str) -> dict:
 
 
 def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
-    report = run_bench(
-        "rag", model=str(wide_adapter_dir), data=str(FIXTURES / "qa"), quick=True, out=str(tmp_path)
-    )
+    model, data, out = str(wide_adapter_dir), str(FIXTURES / "qa"), str(tmp_path)
+    report = run_bench("rag", model=model, data=data, quick=True, out=out, entry_tokens=64)
     assert _saved(tmp_path, "rag") == report
     rows = {(row["dataset"], row["method"]): row for row in report["results"]}
     methods = (*METHODS, "r3mem-slots", "gold")
@@ -52,7 +51,7 @@ def test_rag_rows_per_dataset_and_method(wide_adapter_dir, tmp_path):
         assert 0 < slots < text
     # the toy questions share words with their gold passage only: BM25 finds every one
     assert all(rows[d, "bm25"]["recall@5"] == 1.0 for d in ("squad", "nq"))
-    assert rows["squad", "bm25"]["answer_contains@5"] == 1.0  # 64-token units: whole passages
+    assert rows["squad", "bm25"]["answer_contains@5"] == 1.0  # whole passages in 64 tokens
     assert rows["squad", "r3mem"]["questions"] == 4 and rows["hotpotqa", "r3mem"]["passages"] == 5
 
 
@@ -126,14 +125,14 @@ def test_questions_draws_a_seeded_subset_over_every_passage(adapter_dir, tmp_pat
 
 
 def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
-    """--entry-tokens: the passages cut into shorter units (more entries to store), and
-    Memory.segments cuts at that length, refusing one past the model's."""
+    """--entry-tokens: the passages cut into shorter units (more entries to store), as
+    Memory.segments cuts them at that length, refusing one past the model's."""
     data = str(FIXTURES / "qa" / "squad_mini.json")
     args = ("rag", str(adapter_dir), ["r3mem-exact", "bm25"], data, 0)
     whole = run_bench(*args, out=str(tmp_path / "whole"), reader="none")["results"]
     short = run_bench(*args, out=str(tmp_path / "short"), reader="none", entry_tokens=4)
     assert short["results"][0]["stored_bytes"] > whole[0]["stored_bytes"]  # more entries
-    with pytest.raises(ValueError, match="--entry-tokens 999 is over the model's segment"):
+    with pytest.raises(ValueError, match="entry_tokens must be 1 to the segment length 16"):
         run_bench(*args, out=str(tmp_path / "long"), reader="none", entry_tokens=999)
     memory = Memory.load(adapter_dir)
     passage = "Alice lives in Paris with her two cats, who sleep all day long."
@@ -152,7 +151,7 @@ def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
         ("lm", "questions", 5),
         ("rag", "passages", -1),
         ("conv", "passages", 3),
-        ("conv", "entry_tokens", 32),
+        ("lm", "entry_tokens", 32),
         ("rag", "entry_tokens", 0),
     ],
 )
@@ -203,3 +202,18 @@ def test_malformed_locomo_is_one_clear_error(wide_adapter_dir, tmp_path, capsys)
     assert line.startswith("r3mem bench: error: ")
     assert line.endswith("broken.json: sample 0: field 'conversation' missing or not an object")
     assert not (tmp_path / "out").exists()
+
+
+def test_conv_entries_are_cut_at_entry_tokens(wide_adapter_dir, tmp_path):
+    """conv's windows are the memory's entries: 64 tokens hold more turns than 32."""
+    data, model = str(FIXTURES / "conv" / "locomo_tiny.json"), str(wide_adapter_dir)
+    args = ("conv", model, ["r3mem", "bm25"], data)
+    short = run_bench(*args, out=str(tmp_path / "short"), reader="none", entry_tokens=32)
+    whole = run_bench(*args, out=str(tmp_path / "whole"), reader="none", entry_tokens=64)
+    stored = {
+        (name, row["method"]): row["stored_bytes"]
+        for name, report in (("short", short), ("whole", whole))
+        for row in report["results"]
+        if row["category"] == "overall"
+    }
+    assert stored["short", "r3mem"] > stored["whole", "r3mem"]  # more entries

@@ -43,6 +43,7 @@ def test_a_memory_file_recalls_what_it_recalled(tmp_path, monkeypatch):
     """Scored and read as then (no keyword level, no source lift, no entity guide); its
     keywords come from its exact recall."""
     memory = Memory.open(LEGACY / "memory.r3mem", make.model_dir(tmp_path / "model"))
+    assert memory.entry_tokens == memory.model.config.segment_length  # as its entries were cut
     texts = memory.read(list(memory.bank.entries.values()), exact=True)
     assert [e.keywords for e in memory.bank.entries.values()] == [keywords(t) for t in texts]
     monkeypatch.setattr("r3mem.bank.KEYWORD_WEIGHT", 0.0)

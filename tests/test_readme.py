@@ -47,9 +47,10 @@ def test_readme_memory_example_runs_on_the_shipped_model(tmp_path, monkeypatch, 
     exec(compile(example, "README.md", "exec"), {})
     score, text = capsys.readouterr().out.split(" ", 1)
     remembered = re.search(r'remember\(.*?\n\s*(".*?")\n\s*(".*?")\n', example, flags=re.S)
-    assert text.strip() == eval(remembered[1]) + eval(remembered[2])  # exact: as stored
+    # two paragraphs over one entry's 32 tokens: two entries, the Dover one found, as stored
+    assert text.strip() == eval(remembered[1]).strip()
     assert float(score) > 0
-    assert len(Memory.open(tmp_path / "notes.r3mem").bank) == 1
+    assert len(Memory.open(tmp_path / "notes.r3mem").bank) == 2
 
 
 def test_readme_shell_commands_parse():

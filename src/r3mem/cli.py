@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--entry-tokens",
         type=int,
-        help="rag: passages cut into units of N tokens (default: the segment length)",
+        help="rag, conv: the memory's entries (every method's units) of at most N tokens "
+        "(default: 32, at most the model's segment length)",
     )
     bench.add_argument(
         "--resume",

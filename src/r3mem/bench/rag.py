@@ -174,19 +174,13 @@ def bench_rag(
     questions: int | None = None,
     passages: int | None = None,
     progress: Progress | None = None,
-    entry_tokens: int | None = None,
 ) -> list[dict]:
     """One row per dataset and method (dense absent when its model is not installed).
     Per dataset, the first ``passages`` passages (None: all) and a seeded draw of at most
     ``questions`` of the questions whose gold passages lie among them. Rows ``progress``
-    holds from an interrupted run are reused; each new row is put there as it ends.
-    ``entry_tokens`` cuts the passages into units of at most that many tokens (None: the
-    model's segment length), the same units for every method."""
-    length = memory.model.config.segment_length
-    if entry_tokens is not None and entry_tokens > length:
-        raise ValueError(
-            f"--entry-tokens {entry_tokens} is over the model's segment length {length}"
-        )
+    holds from an interrupted run are reused; each new row is put there as it ends. The
+    passages are cut as ``memory`` remembers (its ``entry_tokens``), the same units for every
+    method."""
     if quick:
         passages, questions = QUICK_PASSAGES, QUICK_QUESTIONS
     progress = progress or Progress()
@@ -195,7 +189,7 @@ def bench_rag(
         qa = take(qa, passages, questions, seed)
         key = f"{number} {qa.name}"  # two files may hold sets of one name
         todo = [method for method in methods if progress.get(key, method) is None]
-        cut = [memory.segments(text, entry_tokens) for text in qa.passages]  # for every method
+        cut = [memory.segments(text) for text in qa.passages]  # for every method
         units = [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
         indexes = baselines(todo, units)
         write = partial(written, memory, cut, qa.name)

@@ -1,0 +1,73 @@
+"""How long a paragraph entry is: ``Memory(entry_tokens=...)``, kept by a saved memory.
+
+The wide test model's segment length is 64, so the default (``ENTRY_TOKENS``, 32) cuts shorter
+entries than a whole segment; segments already cut may still hold a whole one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from r3mem.memory import ENTRY_TOKENS, Memory
+
+TEXT = "\n\n".join(
+    f"Paragraph {n}: Alice Moreau keeps {n} hives of bees in Lyon, and Bob Tanaka sails "
+    f"to Lisbon every spring with {n} barrels of wine for the harbour master."
+    for n in range(6)
+)
+
+
+@pytest.fixture(scope="module")
+def memory(wide_adapter_dir) -> Memory:
+    return Memory.load(wide_adapter_dir)
+
+
+def lengths(memory: Memory, content=TEXT, **kwargs) -> list[int]:
+    return [len(segment.ids) for segment in memory.segments(content, **kwargs)]
+
+
+def test_the_default_entry_is_entry_tokens_long_at_most(memory):
+    assert memory.model.config.segment_length == 64 > ENTRY_TOKENS
+    assert memory.entry_tokens == ENTRY_TOKENS
+    short, whole = lengths(memory), lengths(memory, max_tokens=64)
+    assert max(short) <= ENTRY_TOKENS < max(whole)  # the text's paragraphs are over 32 tokens
+    assert sum(short) >= sum(whole) and len(short) > len(whole)
+    done = memory.fresh().remember(TEXT)
+    assert done.entries_added == len(short)
+
+
+def test_the_default_is_at_most_the_segment_length(wide_adapter_dir, monkeypatch):
+    monkeypatch.setattr("r3mem.memory.ENTRY_TOKENS", 1000)
+    assert Memory.load(wide_adapter_dir).entry_tokens == 64
+
+
+def test_a_memory_cuts_at_its_own_length_and_keeps_it(wide_adapter_dir, tmp_path):
+    long = Memory.load(wide_adapter_dir, entry_tokens=64)
+    assert lengths(long) == lengths(long, max_tokens=64)
+    assert long.fresh().entry_tokens == 64
+    long.remember(TEXT)
+    long.save(tmp_path / "long.r3mem")
+    opened = Memory.open(tmp_path / "long.r3mem")
+    assert opened.entry_tokens == 64 and opened.reopen(tmp_path / "long.r3mem").entry_tokens == 64
+    assert Memory.load(wide_adapter_dir).reopen(tmp_path / "long.r3mem").entry_tokens == 64
+
+
+def test_segments_cut_to_a_whole_segment_are_written_by_a_shorter_memory(memory):
+    whole = memory.segments(TEXT, max_tokens=64)
+    bank = memory.fresh()
+    assert bank.remember(whole).entries_added == len(whole)
+    assert [e.tokens for e in bank.bank.entries.values()] == [len(s.ids) for s in whole]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (0, ValueError, "entry_tokens must be 1 to the segment length 64, got 0"),
+        (65, ValueError, "entry_tokens must be 1 to the segment length 64, got 65"),
+        ("32", TypeError, "entry_tokens must be an int, got str"),
+        (True, TypeError, "entry_tokens must be an int, got bool"),
+    ],
+)
+def test_a_bad_entry_length_is_refused(wide_adapter_dir, value, error, message):
+    with pytest.raises(error, match=message):
+        Memory.load(wide_adapter_dir, entry_tokens=value)
