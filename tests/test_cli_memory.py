@@ -47,3 +47,25 @@ def test_each_text_piped_in_is_a_source_of_its_own(adapter_dir, tmp_path, monkey
         assert main(["remember", "-", "--memory", store, "--model", str(adapter_dir)]) == 0
     sources = {e.meta["source"] for e in Memory.open(store).bank.entries.values()}
     assert len(sources) == 2 and all(s.startswith("standard input ") for s in sources)
+
+
+def test_entry_tokens_are_a_new_file_s_and_kept(wide_adapter_dir, tmp_path, capsys):
+    store, model = tmp_path / "notes.r3mem", str(wide_adapter_dir)
+    sample = str(asset_path(SAMPLE_TEXT))
+    remember = ["remember", sample, "--memory", str(store), "--model", model]
+    assert main([*remember, "--entry-tokens", "64"]) == 0
+    assert Memory.open(store).entry_tokens == 64
+    assert max(e.tokens for e in Memory.open(store).bank.entries.values()) > 32
+    before = store.read_bytes()
+    assert main([*remember, "--entry-tokens", "32"]) == 2
+    assert "keeps entries of at most 64 tokens" in capsys.readouterr().err
+    assert store.read_bytes() == before
+    assert main(remember) == 0  # the file's own length
+    assert Memory.open(store).entry_tokens == 64
+    fresh = tmp_path / "fresh.r3mem"
+    assert main(["remember", sample, "--memory", str(fresh), "--model", model]) == 0
+    assert Memory.open(fresh).entry_tokens == 32
+    bad = tmp_path / "bad.r3mem"
+    assert main([*remember[:3], str(bad), *remember[4:], "--entry-tokens", "0"]) == 2
+    assert "entry_tokens must be 1 to the segment length 64, got 0" in capsys.readouterr().err
+    assert not bad.exists()

@@ -73,7 +73,9 @@ def _remember(args: argparse.Namespace) -> None:
         texts = iter([(source, decode_text(sys.stdin.buffer.read(), "standard input"))])
     else:  # each text's source: the file it came from; checked now, read when reached
         texts = ((str(file), next(read_texts(file))[1]) for file in text_files(args.text))
-    with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
+    with Memory.editing(
+        args.memory, args.model, timeout=args.wait, entry_tokens=args.entry_tokens
+    ) as memory:
         before = len(memory.bank)
         added = tokens = evicted = files = 0
         for source, text in texts:
@@ -118,7 +120,9 @@ def _chat(args: argparse.Namespace) -> None:
         finally:
             client.close()
         return
-    with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
+    with Memory.editing(
+        args.memory, args.model, timeout=args.wait, entry_tokens=args.entry_tokens
+    ) as memory:
         reader = Reader.default(memory) if args.reader is None else Reader.load(args.reader)
         chat(FileNotes(memory, args.memory), reader, input, print, exact=args.exact)
 
@@ -203,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     remember.add_argument("text", help="a .txt or .txt.gz file, or - for standard input")
     remember.add_argument("--memory", required=True, help="memory file (created if absent)")
     remember.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
+    remember.add_argument(
+        "--entry-tokens",
+        type=int,
+        help="a new memory file's entries hold at most N tokens (default: 32, at most the "
+        "model's segment length); a file keeps its own",
+    )
     _add_wait(remember)
     remember.set_defaults(run=_remember)
     recall = add("recall", help="passages of a memory file that match a query")

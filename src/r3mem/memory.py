@@ -403,15 +403,29 @@ class Memory:
     @classmethod
     @contextmanager
     def editing(
-        cls, path: str | Path, model_dir: str | Path | None = None, *, timeout: float = LOCK_TIMEOUT
+        cls,
+        path: str | Path,
+        model_dir: str | Path | None = None,
+        *,
+        timeout: float = LOCK_TIMEOUT,
+        entry_tokens: int | None = None,
     ) -> Iterator[Memory]:
-        """The memory file at ``path`` (a new memory on ``model_dir`` when there is none yet),
-        read, changed by the block and saved when it ends normally, all under the file's
-        lock: a second writer waits (up to ``timeout`` seconds) and then changes what the
-        first saved, so no writer's entries are lost."""
+        """The memory file at ``path`` (a new memory on ``model_dir`` when there is none yet,
+        of ``entry_tokens``-token entries), read, changed by the block and saved when it ends
+        normally, all under the file's lock: a second writer waits (up to ``timeout``
+        seconds) and then changes what the first saved, so no writer's entries are lost. A
+        file that keeps another entry length than ``entry_tokens`` is refused."""
         path = check_target(path)
         with locked(path, timeout):
-            memory = cls.open(path, model_dir) if path.exists() else cls.load(model_dir)
+            if not path.exists():
+                memory = cls.load(model_dir, entry_tokens=entry_tokens)
+            else:
+                memory = cls.open(path, model_dir)
+                if entry_tokens not in (None, memory.entry_tokens):
+                    raise ValueError(
+                        f"{path} keeps entries of at most {memory.entry_tokens} tokens; "
+                        f"entry_tokens={entry_tokens} is for a new memory file"
+                    )
             yield memory
             memory.save(path, timeout=timeout)
 
