@@ -120,9 +120,7 @@ def _chat(args: argparse.Namespace) -> None:
         finally:
             client.close()
         return
-    with Memory.editing(
-        args.memory, args.model, timeout=args.wait, entry_tokens=args.entry_tokens
-    ) as memory:
+    with Memory.editing(args.memory, args.model, timeout=args.wait) as memory:
         reader = Reader.default(memory) if args.reader is None else Reader.load(args.reader)
         chat(FileNotes(memory, args.memory), reader, input, print, exact=args.exact)
 

@@ -48,8 +48,9 @@ WRITE_BATCH = 64
 
 # The most tokens a paragraph entry holds unless the memory is told otherwise (at most the
 # model's segment length): 4 a slot on 8 slots. The shipped model gives back 99% of a 32-token
-# paragraph greedily against 96% of a 64-token one, and its recall beats BM25 there (NOTES.md,
-# *Entry length*); the price is twice the entries for a text.
+# paragraph greedily against 96% of a 64-token one, and its recall finds the evidence at least
+# as often as BM25 there (benchmarks/results/NOTES.md, *Entries of 32 tokens by default*); the
+# price is twice the entries for a text.
 ENTRY_TOKENS = 32
 
 
