@@ -29,9 +29,9 @@ L_ent), `-nocycle`, `-m4` / `-m16` (memory tokens; m = 8 otherwise), `-kv` (memo
 Retrieval (`rag`) and conversations (`conv`) are measured with the shipped default.
 
 - **lm**: perplexity of the books of each split, read two ways (`reading`): in the segments
-  the hierarchy cuts (`paragraphs` of at most 64 tokens, as `remember` writes them and
-  training reads them) and in fixed 64-token `chunks` that start wherever the last one
-  stopped (as a user streams text), with each method's memory carried across the book
+  the hierarchy cuts (`paragraphs` of at most 64 tokens, as training reads them) and in
+  fixed 64-token `chunks` that start wherever the last one stopped (as a user streams text),
+  with each method's memory carried across the book
   (the first 16,384 tokens of each book unless `--book-tokens 0`); every method scores the
   same tokens (`tokens_scored`: all but the first of each segment); `base` is the frozen
   base model they all share, alone (adapters off); `base-text` is that base reading the

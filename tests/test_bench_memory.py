@@ -151,7 +151,7 @@ def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
         ("lm", "questions", 5),
         ("rag", "passages", -1),
         ("conv", "passages", 3),
-        ("lm", "entry_tokens", 32),
+        ("conv", "entry_tokens", 32),
         ("rag", "entry_tokens", 0),
     ],
 )
@@ -202,18 +202,3 @@ def test_malformed_locomo_is_one_clear_error(wide_adapter_dir, tmp_path, capsys)
     assert line.startswith("r3mem bench: error: ")
     assert line.endswith("broken.json: sample 0: field 'conversation' missing or not an object")
     assert not (tmp_path / "out").exists()
-
-
-def test_conv_entries_are_cut_at_entry_tokens(wide_adapter_dir, tmp_path):
-    """conv's windows are the memory's entries: 64 tokens hold more turns than 32."""
-    data, model = str(FIXTURES / "conv" / "locomo_tiny.json"), str(wide_adapter_dir)
-    args = ("conv", model, ["r3mem", "bm25"], data)
-    short = run_bench(*args, out=str(tmp_path / "short"), reader="none", entry_tokens=32)
-    whole = run_bench(*args, out=str(tmp_path / "whole"), reader="none", entry_tokens=64)
-    stored = {
-        (name, row["method"]): row["stored_bytes"]
-        for name, report in (("short", short), ("whole", whole))
-        for row in report["results"]
-        if row["category"] == "overall"
-    }
-    assert stored["short", "r3mem"] > stored["whole", "r3mem"]  # more entries

@@ -27,6 +27,9 @@ def test_units_come_back_only_for_the_same_run(tmp_path):
     assert resumed.get("1 nq", "bm25") is None
     with pytest.raises(ValueError, match=r"made by another run \(it differs in seed\)"):
         Progress(path, dict(RUN, seed=1), resume=True)
+    # a field one run lacks is a difference, even when the other holds None there
+    with pytest.raises(ValueError, match=r"\(it differs in entry_tokens\)"):
+        Progress(path, dict(RUN, entry_tokens=None), resume=True)
     progress = Progress(path, RUN, revision="abc1234")  # without --resume: anew
     assert progress.get("0 squad", "bm25") is None
     assert len(path.read_text().splitlines()) == 3  # the old units stay until a unit ends
@@ -130,6 +133,10 @@ def test_an_interrupted_bench_resumes_where_it_stopped(
     assert len(kept) == 2
     with pytest.raises(ValueError, match="differs in questions"):
         run_bench(task, out=str(out), questions=1, resume=True, **args)
+    if task == "rag":  # the entry length it cut at is part of the request
+        with pytest.raises(ValueError, match="differs in entry_tokens"):
+            run_bench(task, out=str(out), entry_tokens=8, resume=True, **args)
+        args["entry_tokens"] = 16  # the length it ran at by default (segment length 16)
     ran, wrote = _interrupted(monkeypatch, module, after=units)
     monkeypatch.setattr(tasks, "git_revision", lambda out: "later")  # resumed after a commit
     resumed = run_bench(task, out=str(out), resume=True, **args)

@@ -1,13 +1,15 @@
 """How long a paragraph entry is: ``Memory(entry_tokens=...)``, kept by a saved memory.
 
-The wide test model's segment length is 64, so the default (``ENTRY_TOKENS``, 32) cuts shorter
-entries than a whole segment; segments already cut may still hold a whole one.
+The wide test model's segment length is 64, so the default (``ENTRY_TOKENS``, 32) cuts a text
+into shorter entries than a whole segment; a conversation's turn windows, which repeat their
+header, and segments already cut may still fill a whole one.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from r3mem.cli import build_parser
 from r3mem.memory import ENTRY_TOKENS, Memory
 
 TEXT = "\n\n".join(
@@ -71,3 +73,45 @@ def test_segments_cut_to_a_whole_segment_are_written_by_a_shorter_memory(memory)
 def test_a_bad_entry_length_is_refused(wide_adapter_dir, value, error, message):
     with pytest.raises(error, match=message):
         Memory.load(wide_adapter_dir, entry_tokens=value)
+
+
+def test_turn_windows_fill_whole_segments(memory):
+    """Each window repeats its time and speaker: a header over 32 tokens still fits."""
+    time = "2024-05-08T13:56:00.123456+00:00"
+    messages = [
+        {"speaker": "assistant", "text": f"note {n} about the bees in Lyon", "time": time}
+        for n in range(4)
+    ]
+    windows = lengths(memory, messages)
+    assert ENTRY_TOKENS < max(windows) <= 64
+    assert memory.fresh().remember(messages).entries_added == len(windows)
+    with pytest.raises(ValueError, match="no room after the turn header"):
+        memory.segments(messages, max_tokens=ENTRY_TOKENS)  # asked for: cut as asked
+
+
+def test_editing_an_existing_file_checks_the_length_asked_for(wide_adapter_dir, tmp_path):
+    path = tmp_path / "notes.r3mem"
+    with Memory.editing(path, wide_adapter_dir) as memory:
+        memory.remember(TEXT)
+    before = path.read_bytes()
+    refused = [
+        (0, ValueError, "1 to the segment length 64, got 0"),
+        ("32", TypeError, "an int, got str"),
+        (64, ValueError, "keeps entries of at most 32 tokens; entry_tokens=64 is for a new"),
+    ]
+    for bad, error, message in refused:
+        with pytest.raises(error, match=message), Memory.editing(path, entry_tokens=bad):
+            pass
+        assert path.read_bytes() == before
+    with Memory.editing(path, entry_tokens=ENTRY_TOKENS) as memory:  # the file's own: fine
+        assert memory.entry_tokens == ENTRY_TOKENS and len(memory.bank) > 1
+
+
+def test_the_command_line_names_the_default():
+    helps = [
+        action.help
+        for sub in build_parser()._subparsers._group_actions[0].choices.values()
+        for action in sub._actions
+        if "--entry-tokens" in action.option_strings
+    ]
+    assert len(helps) == 2 and all(f"default: {ENTRY_TOKENS}," in h for h in helps)

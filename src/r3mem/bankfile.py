@@ -55,6 +55,11 @@ def _check_tensor(tensors: dict[str, torch.Tensor], name: str, shape: tuple, dty
         _expect(all_finite(tensor), name, "holds values that are not finite")
 
 
+def stored_entry_tokens(meta: dict[str, Any], segment_length: int) -> Any:
+    """The entry length a memory file keeps (files saved before it was kept: whole segments)."""
+    return meta.get("entry_tokens", segment_length)
+
+
 def check_meta(
     meta: Any, tensors: dict[str, torch.Tensor], shape: tuple, model: R3MemModel
 ) -> list[dict[str, Any]]:
@@ -82,8 +87,9 @@ def check_meta(
     else:
         _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
     length, vocab = model.config.segment_length, model.spec["vocab_size"]
-    cut = meta.get("entry_tokens", length)  # files before it was kept: the segment length
-    _expect(_is_int(cut, 1, length + 1), "entry_tokens", f"{cut!r}, not 1..{length}")
+    entry_tokens = stored_entry_tokens(meta, length)
+    ok = _is_int(entry_tokens, 1, length + 1)
+    _expect(ok, "entry_tokens", f"{entry_tokens!r}, not 1..{length}")
     previous = -1
     keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}  # keywords: optional
     for index, record in enumerate(records):

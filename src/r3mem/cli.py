@@ -208,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     remember.add_argument(
         "--entry-tokens",
         type=int,
-        help="a new memory file's entries hold at most N tokens (default: 32, at most the "
-        "model's segment length); a file keeps its own",
+        help="a new memory file's entries of a text hold at most N tokens (default: 32, at "
+        "most the model's segment length); a file keeps its own and refuses another N",
     )
     _add_wait(remember)
     remember.set_defaults(run=_remember)
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--entry-tokens",
         type=int,
-        help="rag, conv: the memory's entries (every method's units) of at most N tokens "
+        help="rag: the memory's entries (every method's units) of at most N tokens "
         "(default: 32, at most the model's segment length)",
     )
     bench.add_argument(

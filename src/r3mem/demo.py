@@ -38,7 +38,7 @@ def run_demo(
     tokenizer, r3 = memory.tokenizer, memory.model
     source = Path(text) if text is not None else asset_path(SAMPLE_TEXT)
     (_, document), *_ = read_texts(source)
-    segments = book_segments(memory, document)  # the paragraphs remember() would write
+    segments = book_segments(memory, document)  # paragraphs of whole segments, as trained
     m, length = r3.config.num_memory_tokens, r3.config.segment_length
     tokens = sum(map(len, segments))
     show(f"text: {source.name}, {len(document.encode()):,} bytes of UTF-8, {tokens:,} tokens")

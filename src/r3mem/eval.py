@@ -2,7 +2,7 @@
 of paragraphs from their memories, and the perplexity of books streamed through the memory.
 
 A book is read two ways (``READINGS``): in the segments the hierarchy cuts (paragraphs of at
-most ``segment_length`` tokens, as ``Memory.remember`` writes them), and in fixed chunks of
+most ``segment_length`` tokens, as training reads them), and in fixed chunks of
 ``segment_length`` tokens that start wherever the last one stopped, mid-sentence, as a user
 streams text as it comes.
 """
@@ -102,8 +102,9 @@ def book_chunks(memory: Memory, text: str, tokens: int | None = None) -> list[to
 
 
 def book_segments(memory: Memory, text: str, tokens: int | None = None) -> list[torch.Tensor]:
-    """The first ``tokens`` tokens of ``text`` (None: all) as the segments ``remember`` writes,
-    the last one cut to make the count exact.
+    """The first ``tokens`` tokens of ``text`` (None: all) in the hierarchy's paragraphs of at
+    most ``segment_length`` tokens (as training reads them), the last one cut to make the
+    count exact.
 
     Only a prefix is segmented (sentence splitting a whole book takes a minute): the hierarchy
     packs blank-line paragraphs greedily from the start, so a prefix cut at a blank line gives

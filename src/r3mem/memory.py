@@ -30,7 +30,7 @@ from .bank import (
     greedy_tokens,
     round_state,
 )
-from .bankfile import BankFileError, check_target, read_file
+from .bankfile import BankFileError, check_target, read_file, stored_entry_tokens
 from .checkpoint import adapter_digest, load_base, locate_model, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .guide import EntityGuide
@@ -46,12 +46,21 @@ from .tensorfile import write_tensors
 # holds beside the entries it keeps, whatever the length of the text.
 WRITE_BATCH = 64
 
-# The most tokens a paragraph entry holds unless the memory is told otherwise (at most the
+# The most tokens an entry of a text holds unless the memory is told otherwise (at most the
 # model's segment length): 4 a slot on 8 slots. The shipped model gives back 99% of a 32-token
 # paragraph greedily against 96% of a 64-token one, and its recall finds the evidence at least
 # as often as BM25 there (benchmarks/results/NOTES.md, *Entries of 32 tokens by default*); the
-# price is twice the entries for a text.
+# price is twice the entries for a text. A conversation's turn windows fill whole segments:
+# each repeats its time and speaker (23 tokens on LoCoMo), which would crowd a short entry.
 ENTRY_TOKENS = 32
+
+
+def entry_length(entry_tokens: int | None, segment_length: int) -> int:
+    """The most tokens an entry of a text holds on a model of ``segment_length``:
+    ``entry_tokens`` once checked, or ``ENTRY_TOKENS`` at most the segment length."""
+    length = min(ENTRY_TOKENS, segment_length) if entry_tokens is None else entry_tokens
+    check_length(length, segment_length, "entry_tokens")
+    return length
 
 
 @dataclass(frozen=True)
@@ -102,9 +111,7 @@ class Memory:
         with torch.no_grad():
             document = model.init_memory(1, "document").detach()
         self.bank = MemoryBank(document, budget_entries, entry_dtype)
-        limit = model.config.segment_length
-        self.entry_tokens = min(ENTRY_TOKENS, limit) if entry_tokens is None else entry_tokens
-        check_length(self.entry_tokens, limit, "entry_tokens")
+        self.entry_tokens = entry_length(entry_tokens, model.config.segment_length)
         self._extractor: EntityExtractor | None = None
 
     @classmethod
@@ -121,8 +128,8 @@ class Memory:
         whose adapters ship in the package (``smollm2-135m``): :func:`.checkpoint.locate_model`.
         Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph entries
         are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``);
-        ``entry_tokens`` the most tokens ``remember`` puts in one (None: ``ENTRY_TOKENS``, at
-        most the model's segment length); a saved memory keeps both."""
+        ``entry_tokens`` the most tokens ``remember`` puts in an entry of a text
+        (:func:`entry_length`); a saved memory keeps both."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
         root, adapter_dir, base_dir = locate_model(path)
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
@@ -249,9 +256,10 @@ class Memory:
     ) -> list[Segment]:
         """``content`` cut into the segments ``remember`` writes (:func:`r3mem.segment.cut`),
         with token ids, entities and meta: a text, a conversation, or chat messages (one
-        session); segments are checked and returned as they are. ``max_tokens`` (None: the
-        memory's ``entry_tokens``) is the most a segment holds, up to the model's segment
-        length: fewer tokens a slot give back more of the text, at more entries."""
+        session); segments are checked and returned as they are. ``max_tokens`` is the most
+        a segment holds, up to the model's segment length (None: ``entry_tokens`` for a text,
+        the segment length for a conversation's turn windows): fewer tokens a slot give back
+        more of the text, at more entries."""
         if max_tokens is not None:
             check_length(max_tokens, self.model.config.segment_length, "max_tokens")
         stream, _ = self._segment_stream(content, max_tokens)
@@ -262,11 +270,12 @@ class Memory:
         content: str | Conversation | Sequence[dict[str, Any]] | Sequence[Segment],
         max_tokens: int | None = None,
     ) -> tuple[Iterator[tuple[Segment, int]], int]:
-        """Segments of at most ``max_tokens`` (None: ``entry_tokens``); segments already cut
-        may hold up to the model's segment length."""
-        length = self.entry_tokens if max_tokens is None else max_tokens
+        """Segments of at most ``max_tokens`` (None: ``entry_tokens`` for a text, else the
+        segment length); segments already cut may hold up to the segment length."""
         longest = self.model.config.segment_length
-        return segment_stream(content, self.tokens, length, self.extractor, longest)
+        if max_tokens is None:
+            max_tokens = self.entry_tokens if isinstance(content, str) else longest
+        return segment_stream(content, self.tokens, max_tokens, self.extractor, longest)
 
     def _write_batch(self, ids: list[list[int]]) -> MemoryState:
         """Each row compressed alone from the initial paragraph memory, right-padded."""
@@ -422,10 +431,13 @@ class Memory:
                 memory = cls.load(model_dir, entry_tokens=entry_tokens)
             else:
                 memory = cls.open(path, model_dir)
-                if entry_tokens not in (None, memory.entry_tokens):
+                kept = memory.entry_tokens
+                if entry_tokens is not None:
+                    entry_length(entry_tokens, memory.model.config.segment_length)
+                if entry_tokens not in (None, kept):
                     raise ValueError(
-                        f"{path} keeps entries of at most {memory.entry_tokens} tokens; "
-                        f"entry_tokens={entry_tokens} is for a new memory file"
+                        f"{path} keeps entries of at most {kept} tokens; "
+                        f"entry_tokens={entry_tokens!r} is for a new memory file"
                     )
             yield memory
             memory.save(path, timeout=timeout)
@@ -463,5 +475,5 @@ class Memory:
             self.bank = MemoryBank.from_file_parts(tensors, meta, self.model, self.recall_keywords)
         except BankFileError as err:
             raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
-        self.entry_tokens = meta.get("entry_tokens", self.model.config.segment_length)
+        self.entry_tokens = stored_entry_tokens(meta, self.model.config.segment_length)
         return self

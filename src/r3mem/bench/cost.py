@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from ..bank import entry_nbytes
 from ..generation import CACHE
+from ..memory import entry_length
 from ..model import R3MemModel
 
 # Full attention stops being measured once its KV cache would pass this size.
@@ -53,15 +54,16 @@ def throughput(model: R3MemModel, tokens: int, seed: int) -> dict[str, float]:
 
 @torch.no_grad()
 def memory_bytes_per_1k(model: R3MemModel, history: int, entry_dtype: str) -> dict[str, float]:
-    """Document memory is constant; the paragraph bank holds one entry per segment (in
-    ``entry_dtype``); full attention keeps every past token's keys and values."""
+    """Document memory is constant; the paragraph bank holds one entry per entry of a text
+    (``entry_length``, in ``entry_dtype``); full attention keeps every past token's keys and
+    values."""
     memory = model.init_memory(1)  # the document memory, in the model's dtype
     size, entry = memory.nbytes(), entry_nbytes(memory.memory, entry_dtype)
     with model.bare():
         cache = _cache_bytes_per_token(model.base, model.device)
     return {
         "document_bytes_per_1k_tokens": size / (history / 1000),
-        "bank_bytes_per_1k_tokens": entry * 1000 / model.config.segment_length,
+        "bank_bytes_per_1k_tokens": entry * 1000 / entry_length(None, model.config.segment_length),
         "full_attention_bytes_per_1k_tokens": cache * 1000,
     }
 

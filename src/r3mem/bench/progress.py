@@ -57,7 +57,11 @@ class Progress:
             self.path.unlink()
         elif made_by != self.run:
             keys = {**made_by, **self.run}
-            changed = sorted(k for k in keys if made_by.get(k) != self.run.get(k))
+            changed = sorted(
+                k
+                for k in keys
+                if k not in made_by or k not in self.run or made_by[k] != self.run[k]
+            )
             raise ValueError(
                 f"{self.path}: made by another run (it differs in {', '.join(changed)}); "
                 "run without --resume to start over"

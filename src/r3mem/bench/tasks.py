@@ -26,7 +26,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import adapter_digest, locate_model, read_adapter_weights
+from ..checkpoint import (
+    adapter_digest,
+    locate_model,
+    read_adapter_config,
+    read_adapter_weights,
+)
 from ..data import ENTITY_LENGTH, load_segments
 from ..eval import (
     READINGS,
@@ -35,7 +40,7 @@ from ..eval import (
     reconstruction_scores,
     stream_perplexity,
 )
-from ..memory import Memory
+from ..memory import Memory, entry_length
 from ..plots import history_curve, position_curve, ratio_curve
 from ..reader import Reader
 from ..report import git_revision, write_report
@@ -224,6 +229,9 @@ def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     request, the adapter weights (a training run may replace them) and whether dense can
     run; each unit keeps the code revision that made it."""
     adapter_dir = locate_model(asked.pop("model"))[1].resolve()
+    if "entry_tokens" in asked:  # the length itself: a later default is another request
+        length = read_adapter_config(adapter_dir)["r3mem_config"]["segment_length"]
+        asked["entry_tokens"] = entry_length(asked["entry_tokens"], length)
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
     weights = adapter_digest(read_adapter_weights(adapter_dir))
     run |= {"adapter": str(adapter_dir), "weights": weights}
@@ -254,8 +262,8 @@ def run_bench(
     installed, else the memory's own base model; ``"none"``: retrieval alone, em and f1
     null); ``questions`` (rag, conv): a seeded draw of at most that many
     questions per dataset or conversation (None: all); ``passages`` (rag): the first that
-    many passages of each dataset (None: all); ``entry_tokens`` (rag, conv): the memory's
-    entry length (None: ``Memory``'s default), the units of every method; ``resume`` (rag,
+    many passages of each dataset (None: all); ``entry_tokens`` (rag): the memory's entry
+    length (None: ``Memory``'s default), every method's units; ``resume`` (rag,
     conv): reuse what an interrupted run of the same request left in
     ``out/TASK.partial.jsonl``."""
     if task not in METHODS:
@@ -265,7 +273,7 @@ def run_bench(
     if task not in ("lm", "reconstruct") and any(method.model for method in parsed):
         raise ValueError(f"bench {task} measures --model only; NAME=DIR is for lm, reconstruct")
     sizes = (("questions", questions, "rag conv"), ("passages", passages, "rag"))
-    sizes += (("entry-tokens", entry_tokens, "rag conv"),)
+    sizes += (("entry-tokens", entry_tokens, "rag"),)
     for option, value, tasks in sizes:
         if value is not None and (task not in tasks.split() or value < 1):
             raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
@@ -289,7 +297,7 @@ def run_bench(
         progress = _progress(  # first: a refused --resume loads no model
             task, out, resume, model=model, reader=reader or Reader.default_name(),
             methods=names, data=paths[0], seed=seed, quick=quick, questions=questions,
-            passages=passages, entry_tokens=entry_tokens,
+            passages=passages, **({"entry_tokens": entry_tokens} if task == "rag" else {}),
         )  # fmt: skip
         memory = Memory.load(model, entry_tokens=entry_tokens)
         if reader == "none":
