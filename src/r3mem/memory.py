@@ -431,10 +431,8 @@ class Memory:
                 memory = cls.load(model_dir, entry_tokens=entry_tokens)
             else:
                 memory = cls.open(path, model_dir)
-                kept = memory.entry_tokens
-                if entry_tokens is not None:
-                    entry_length(entry_tokens, memory.model.config.segment_length)
-                if entry_tokens not in (None, kept):
+                kept, length = memory.entry_tokens, memory.model.config.segment_length
+                if entry_tokens is not None and entry_length(entry_tokens, length) != kept:
                     raise ValueError(
                         f"{path} keeps entries of at most {kept} tokens; "
                         f"entry_tokens={entry_tokens!r} is for a new memory file"

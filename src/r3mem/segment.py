@@ -94,15 +94,14 @@ def segment_stream(
     tokens: Tokens,
     length: int,
     extractor: EntityExtractor | None,
-    longest: int | None = None,
+    longest: int,
 ) -> tuple[Iterator[tuple[Segment, int]], int]:
     """What ``Memory.remember`` writes of ``content`` (a text, a conversation, chat messages
     ``{speaker, text[, time]}`` or segments already cut): its segments, each with how far
     into ``content`` it reaches, and the whole length (characters of a text, else
     segments). What is cut here holds at most ``length`` tokens a segment; segments already
-    cut at most ``longest`` (None: ``length``). The content is checked now; a text is cut as
+    cut at most ``longest``. The content is checked now; a text is cut as
     it is read (:func:`cut_stream`)."""
-    longest = length if longest is None else longest
     if isinstance(content, str):
         if not content or content.isspace():
             raise ValueError("empty text: nothing to remember")
