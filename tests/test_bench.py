@@ -291,8 +291,8 @@ def test_reports_written_beside_a_run_do_not_make_it_dirty(tmp_path, monkeypatch
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
 
     git("init", "-q")
-    for name in ("code.py", "results/lm.json"):
-        (tmp_path / name).parent.mkdir(exist_ok=True)
+    for name in ("code.py", "results/lm.json", "benchmarks/results/NOTES.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("0")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
@@ -302,5 +302,8 @@ def test_reports_written_beside_a_run_do_not_make_it_dirty(tmp_path, monkeypatch
     (tmp_path / "results" / "lm.json").write_text("1")  # another bench job's report
     assert git_revision("results") == clean
     assert git_revision() == clean + "+dirty"
+    (tmp_path / "results" / "lm.json").write_text("0")
+    (tmp_path / "benchmarks" / "results" / "NOTES.md").write_text("1")  # notes, not code
+    assert git_revision() == clean
     (tmp_path / "code.py").write_text("1")
     assert git_revision("results") == clean + "+dirty"

@@ -17,8 +17,8 @@ import torch
 
 def git_revision(results: str | Path | None = None) -> str:
     """The checkout's short revision, with ``+dirty`` when a tracked file has uncommitted
-    changes; files under ``results`` do not count (reports that bench jobs beside this one
-    have just written there change no code)."""
+    changes; files under ``results`` and the checkout's ``benchmarks/results`` do not count
+    (reports and notes written beside a run change no code)."""
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -35,10 +35,10 @@ def git_revision(results: str | Path | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     changed = [Path(top, line[3:].split(" -> ")[-1]).resolve() for line in status]
-    if results is not None:
-        results = Path(results).resolve()
-        changed = [path for path in changed if not path.is_relative_to(results)]
-    return rev + ("+dirty" if changed else "")
+    reports = [Path(top, "benchmarks", "results").resolve()]
+    reports += [] if results is None else [Path(results).resolve()]
+    code = [path for path in changed if not any(path.is_relative_to(r) for r in reports)]
+    return rev + ("+dirty" if code else "")
 
 
 def hardware() -> str:
