@@ -236,13 +236,13 @@ def test_memory_that_overflows_its_entry_dtype_is_refused(adapter_dir, monkeypat
     memory = Memory.load(adapter_dir, entry_dtype=dtype)
     memory.remember("A first paragraph.")
     before = snapshot(memory)
-    write = memory._write_batch
+    write = memory.model.write_alone
 
     def huge(ids):
         state = write(ids)
         return dataclasses.replace(state, memory=state.memory * scale)
 
-    monkeypatch.setattr(memory, "_write_batch", huge)
+    monkeypatch.setattr(memory.model, "write_alone", huge)
     with pytest.raises(ValueError, match=f"overflow {dtype} entries; use entry_dtype='float32'"):
         memory.remember(TEXT)
     assert_same(memory, before)
@@ -468,7 +468,7 @@ def test_a_budgeted_long_text_drops_as_it_goes_and_folds_what_it_dropped(adapter
     new = [segment.ids for segment in memory.segments(text)]
     done = memory.remember(text)
     assert (done.entries_added, done.evicted) == (len(new), len(new))
-    expected = memory._write_document(document, [*new, *old, *new[:-2]])
+    expected = memory.model.write_in_order(document, [*new, *old, *new[:-2]])
     torch.testing.assert_close(memory.bank.document.memory, expected.memory)
     kept = list(memory.bank.entries.values())
     assert [entry.checksum for entry in kept] == [checksum(ids) for ids in new[-2:]]

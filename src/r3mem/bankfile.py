@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from .checkpoint import adapter_digest
 from .tensorfile import all_finite
 
 if TYPE_CHECKING:
@@ -146,6 +147,31 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     except (SafetensorError, KeyError, TypeError, ValueError, OSError, RecursionError) as err:
         raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
     return tensors, meta
+
+
+def model_meta(model: R3MemModel, model_dir: Path | None, entry_tokens: int) -> dict[str, Any]:
+    """What a memory file records of the model that wrote it, beside the bank's fields:
+    where to find it again, its adapters' digest and the entry length it cut texts at."""
+    return {
+        "model_dir": None if model_dir is None else str(model_dir),
+        "adapter_digest": adapter_digest(model.trainable_parameters()),
+        "entry_tokens": entry_tokens,
+    }
+
+
+def check_written_by(path: str | Path, meta: dict[str, Any], model: R3MemModel) -> None:
+    """Refuse a file :func:`read_file` read unless ``model`` wrote it: the same base model
+    and config (fingerprint) and the same adapter weights (digest)."""
+    if meta["fingerprint"] != model.fingerprint:
+        raise ValueError(
+            f"{path}: this memory was written by another base model or config "
+            f"(fingerprint {str(meta['fingerprint'])[:12]} != {model.fingerprint[:12]})"
+        )
+    if meta["adapter_digest"] != adapter_digest(model.trainable_parameters()):
+        raise ValueError(
+            f"{path}: this memory was written through other adapter weights than the model "
+            "opening it; open it with the model that wrote it"
+        )
 
 
 def check_target(path: str | Path) -> Path:

@@ -30,15 +30,22 @@ from .bank import (
     greedy_tokens,
     round_state,
 )
-from .bankfile import BankFileError, check_target, read_file, stored_entry_tokens
-from .checkpoint import adapter_digest, load_base, locate_model, model_source
+from .bankfile import (
+    BankFileError,
+    check_target,
+    check_written_by,
+    model_meta,
+    read_file,
+    stored_entry_tokens,
+)
+from .checkpoint import load_base, locate_model, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .guide import EntityGuide
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
-from .model import R3MemModel, one_row, recur
-from .segment import Segment, Tokens, batched, check_length, pad_rows, segment_stream
-from .sources import Conversation, check_text
+from .model import R3MemModel
+from .segment import Segment, Tokens, batched, check_length, segment_stream
+from .sources import Conversation, check_queries
 from .state import MemoryState
 from .tensorfile import write_tensors
 
@@ -216,7 +223,7 @@ class Memory:
             for batch, done in batched(stream, WRITE_BATCH):
                 ids = [segment.ids for segment in batch]
                 with torch.no_grad():
-                    document = self._write_document(document, ids)
+                    document = self.model.write_in_order(document, ids)
                     entries = self.entries(batch, source)
                 tokens += sum(map(len, ids))
                 pending += zip(entries, ids if budget else [None] * len(ids), strict=True)
@@ -232,7 +239,7 @@ class Memory:
         """One entry per segment: compressed alone, rounded as kept, with its corrections
         (what ``remember`` adds to the bank, for a store of its own: ``r3mem serve``)."""
         ids = [segment.ids for segment in segments]
-        states = round_state(self._write_batch(ids), self.bank.entry_dtype)
+        states = round_state(self.model.write_alone(ids), self.bank.entry_dtype)
         corrections = find_corrections(self.model, states, ids)
         kept = states.memory.to(ENTRY_DTYPES[self.bank.entry_dtype])  # one block a batch
         extra = {"source": source} if source is not None else {}
@@ -277,21 +284,6 @@ class Memory:
             max_tokens = self.entry_tokens if isinstance(content, str) else longest
         return segment_stream(content, self.tokens, max_tokens, self.extractor, longest)
 
-    def _write_batch(self, ids: list[list[int]]) -> MemoryState:
-        """Each row compressed alone from the initial paragraph memory, right-padded."""
-        input_ids, mask = pad_rows(ids)
-        state = self.model.init_memory(len(ids), "paragraph")
-        device = self.model.device
-        return self.model.write(state, input_ids.to(device), attention_mask=mask.to(device))
-
-    def _write_document(
-        self, document: MemoryState, rows: Sequence[list[int] | torch.Tensor]
-    ) -> MemoryState:
-        """The document memory after reading ``rows`` (segments' token ids) in order."""
-        for step in recur(self.model, document, one_row(rows, self.model.device)):
-            document = step.memory
-        return document
-
     def _commit(
         self, document: MemoryState, new: list[Entry], dropped: Sequence[torch.Tensor] = ()
     ) -> int:
@@ -303,7 +295,7 @@ class Memory:
         old = list(self.bank.entries)[: count - len(dropped)]
         with torch.no_grad():
             folded = exact_tokens(self.model, [self.bank.entries[i] for i in old]) if old else []
-            document = self._write_document(document, [*folded, *dropped])
+            document = self.model.write_in_order(document, [*folded, *dropped])
         self.bank.document = document
         for entry_id in old:
             self.bank.remove(entry_id)
@@ -336,18 +328,7 @@ class Memory:
         every hit decoded in one batch. A decoding step reads every weight once however many
         rows it decodes, so on a CPU several queries cost a fraction of their cost one by
         one."""
-        if isinstance(queries, str):
-            raise TypeError("queries must be a list of str, got one str (recall takes one)")
-        for query in queries:
-            if not isinstance(query, str):
-                raise TypeError(f"query must be a str, got {type(query).__name__}")
-            if not query.strip():
-                raise ValueError("empty query: nothing to recall")
-            check_text(query, "the query")
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if k < 1:
-            raise ValueError(f"k must be a positive integer, got {k}")
+        check_queries(queries, k)
         if not self.bank.entries or not queries:
             return [[] for _ in queries]
         memories = self.query_memories(queries)
@@ -369,7 +350,7 @@ class Memory:
     def query_memories(self, queries: Sequence[str]) -> torch.Tensor:
         """``[len(queries), m, width]``: each query compressed by the same forward invocation
         as a paragraph, all in one batch."""
-        return self._write_batch([self.encode(query)[0].tolist() for query in queries]).memory
+        return self.model.write_alone([self.encode(query)[0].tolist() for query in queries]).memory
 
     @torch.no_grad()
     def read(self, entries: Sequence[Entry], exact: bool = False, guided: bool = True) -> list[str]:
@@ -402,9 +383,7 @@ class Memory:
         killed mid-save left beside it are removed."""
         path = check_target(path)
         tensors, meta = self.bank.to_file_parts()
-        meta["model_dir"] = None if self.model_dir is None else str(self.model_dir)
-        meta["adapter_digest"] = adapter_digest(self.model.trainable_parameters())
-        meta["entry_tokens"] = self.entry_tokens
+        meta.update(model_meta(self.model, self.model_dir, self.entry_tokens))
         with locked(path, timeout):
             remove_stale_temps(path)
             with atomic_path(path) as tmp:
@@ -459,16 +438,7 @@ class Memory:
     def _with_file(self, path: str | Path, tensors: dict, meta: dict) -> Memory:
         """This memory holding the bank of the file ``read_file`` read, once the file is
         found written by this base model, config and adapter."""
-        if meta["fingerprint"] != self.model.fingerprint:
-            raise ValueError(
-                f"{path}: this memory was written by another base model or config "
-                f"(fingerprint {str(meta['fingerprint'])[:12]} != {self.model.fingerprint[:12]})"
-            )
-        if meta["adapter_digest"] != adapter_digest(self.model.trainable_parameters()):
-            raise ValueError(
-                f"{path}: this memory was written through other adapter weights than "
-                f"{self.model_dir}'s; open it with the model that wrote it"
-            )
+        check_written_by(path, meta, self.model)
         try:
             self.bank = MemoryBank.from_file_parts(tensors, meta, self.model, self.recall_keywords)
         except BankFileError as err:

@@ -18,7 +18,7 @@ Public surface (DESIGN 3): ``from_base``, ``init_memory``, ``write``, ``reconstr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from .checkpoint import (
 from .config import R3MemConfig
 from .generation import Sampling, generate
 from .losses import IGNORE
+from .segment import pad_rows
 from .state import MemoryState
 
 Chunk = tuple[torch.Tensor, torch.Tensor]  # a segment's token ids [B, T] and mask [B, T]
@@ -146,6 +147,22 @@ class R3MemModel(MemoryCell):
             for start in range(0, input_ids.shape[1], width)
         ]
         return last(recur(self, state, chunks)).memory
+
+    def write_alone(self, rows: Sequence[list[int]]) -> MemoryState:
+        """Each row of token ids compressed alone from the initial paragraph memory, in one
+        right-padded batch: a paragraph entry, or a query scored against entries."""
+        input_ids, mask = pad_rows(list(rows))
+        state = self.init_memory(len(rows), "paragraph")
+        return self.write(state, input_ids.to(self.device), attention_mask=mask.to(self.device))
+
+    def write_in_order(
+        self, state: MemoryState, rows: Sequence[list[int] | torch.Tensor]
+    ) -> MemoryState:
+        """``state`` (one row) after reading ``rows`` (segments' token ids) in order, one
+        recurrent step each: the document memory; no rows leave it as it is."""
+        for step in recur(self, state, one_row(rows, self.device)):
+            state = step.memory
+        return state
 
     @torch.no_grad()
     def generate(

@@ -78,6 +78,21 @@ def check_text(text: str, what: str) -> str:
     return text
 
 
+def check_queries(queries: Any, k: Any) -> None:
+    """What recall is asked: a list of non-empty UTF-8 strings and a positive integer ``k``
+    (one clear error for the first thing wrong, before any model work)."""
+    if isinstance(queries, str):
+        raise TypeError("queries must be a list of str, got one str (recall takes one)")
+    for query in queries:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, got {type(query).__name__}")
+        if not query.strip():
+            raise ValueError("empty query: nothing to recall")
+        check_text(query, "the query")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
 def decode_text(data: bytes, name: str) -> str:
     """``data`` as text: UTF-8 (a byte-order mark dropped), not empty, no NUL bytes (binary
     data that happens to be valid UTF-8); ``name`` says where it came from in errors."""
