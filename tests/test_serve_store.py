@@ -197,3 +197,26 @@ def test_cli_serve_and_chat_refuse_bad_options_in_one_line(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 3 and "no folder" in lines[0]
     assert all("give one of --memory FILE or --server URL" in line for line in lines[1:])
+
+
+def test_cli_serve_cuts_texts_at_the_entry_length_asked(adapter_dir, tmp_path, monkeypatch, capsys):
+    import uvicorn
+
+    from r3mem.cli import main
+    from r3mem.serve import app
+
+    made = []
+
+    class Recorded(app.Engine):
+        def __init__(self, memory, *args, **kwargs):
+            made.append(memory)
+            super().__init__(memory, *args, **kwargs)
+
+    monkeypatch.setattr(app, "Engine", Recorded)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # answers nothing
+    db = str(tmp_path / "memories.db")
+    assert main(["serve", "--db", db, "--model", str(adapter_dir), "--entry-tokens", "8"]) == 0
+    assert made[0].entry_tokens == 8
+    assert max(len(s.ids) for s in made[0].segments("one two three " * 20)) <= 8
+    assert main(["serve", "--db", db, "--model", str(adapter_dir), "--entry-tokens", "0"]) == 2
+    assert "entry_tokens" in capsys.readouterr().err and len(made) == 1

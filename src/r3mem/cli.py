@@ -139,7 +139,13 @@ def _serve_module(name: str):
 
 def _serve(args: argparse.Namespace) -> None:
     _serve_module("app").serve(
-        args.db, args.host, args.port, args.model, args.max_batch, args.max_request_bytes
+        args.db,
+        args.host,
+        args.port,
+        args.model,
+        args.max_batch,
+        args.max_request_bytes,
+        args.entry_tokens,
     )
 
 
@@ -239,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--model", help="model directory (default: the shipped one)")
     server.add_argument("--max-batch", type=int, default=16, help="requests run as one batch")
     server.add_argument("--max-request-bytes", type=int, default=1_000_000)
+    server.add_argument(
+        "--entry-tokens",
+        type=int,
+        help="entries of a text added hold at most N tokens (default: 32, at most the model's "
+        "segment length); entries stored before keep theirs",
+    )
     server.set_defaults(run=_serve)
     keys = add("keys", help="API keys of the memory service")
     keys.add_argument("action", choices=("add", "list", "revoke"))

@@ -282,15 +282,17 @@ def serve(
     model: str | None = None,
     max_batch: int = 16,
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    entry_tokens: int | None = None,
 ) -> None:
     """Open the store and the model, then answer until interrupted; queued jobs finish
-    before the process ends."""
+    before the process ends. ``entry_tokens``: the most tokens an entry of a text added from
+    now on holds (:func:`r3mem.memory.entry_length`; entries stored before keep theirs)."""
     import uvicorn
 
     from ..memory import Memory
 
     store = Store(db)
-    engine = Engine(Memory.load(model), store, max_batch=max_batch)
+    engine = Engine(Memory.load(model, entry_tokens=entry_tokens), store, max_batch=max_batch)
     try:
         log.warning("r3mem serve: %r, model %s, docs at /docs", store, engine.fingerprint[:12])
         uvicorn.run(create_app(engine, store, max_request_bytes), host=host, port=port)
