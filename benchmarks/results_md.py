@@ -73,6 +73,7 @@ SECTIONS = {
     "recall_dev": "Recall scoring on the seed-1 draw of questions (the keyword weight's choice)",
     "retrieve_stage": "Recall scoring after an L_ret stage on the books run (not adopted)",
     "smollm2": "R³Mem on SmolLM2-135M-Instruct (scripts/train_smollm2.sh; its MODEL_CARD.md)",
+    "smollm2_recall": "R³Mem on SmolLM2-135M-Instruct: recall at the default's 32-token entries",
     "train_speed_bf16": "Training speed in bfloat16 autocast, emulated on this CPU",
     "wikipedia_stage": "The default's Wikipedia stage alone (its second run, before read-again)",
     "wikipedia_stage_lm": "The Wikipedia stage with L_lm on the Wikipedia text (not adopted)",
