@@ -12,7 +12,8 @@ demo alike. It owns the rules they share:
   over the whole run, as a training window does.
 
 Public surface (DESIGN 3): ``from_base``, ``init_memory``, ``write``, ``reconstruct``,
-``forward``, ``generate``, ``save_pretrained``, ``from_pretrained``.
+``forward``, ``generate``, ``save_pretrained``, ``from_pretrained``; ``write_alone`` and
+``write_in_order`` are the two ways ``Memory`` writes segments (entries; the document).
 """
 
 from __future__ import annotations
