@@ -114,6 +114,5 @@ def test_the_command_line_names_the_default():
         for action in sub._actions
         if "--entry-tokens" in action.option_strings
     ]
-    assert len(helps) == 3 and all(
-        f"default: {ENTRY_TOKENS}," in h for h in helps
-    )  # remember, serve, bench
+    # remember, serve and bench
+    assert len(helps) == 3 and all(f"default: {ENTRY_TOKENS}," in h for h in helps)

@@ -159,9 +159,11 @@ def model_meta(model: R3MemModel, model_dir: Path | None, entry_tokens: int) -> 
     }
 
 
-def check_written_by(path: str | Path, meta: dict[str, Any], model: R3MemModel) -> None:
-    """Refuse a file :func:`read_file` read unless ``model`` wrote it: the same base model
-    and config (fingerprint) and the same adapter weights (digest)."""
+def check_written_by(
+    path: str | Path, meta: dict[str, Any], model: R3MemModel, model_dir: Path | None
+) -> None:
+    """Refuse a file :func:`read_file` read unless ``model`` (loaded from ``model_dir``)
+    wrote it: the same base model and config (fingerprint) and the same adapter weights."""
     if meta["fingerprint"] != model.fingerprint:
         raise ValueError(
             f"{path}: this memory was written by another base model or config "
@@ -169,8 +171,8 @@ def check_written_by(path: str | Path, meta: dict[str, Any], model: R3MemModel) 
         )
     if meta["adapter_digest"] != adapter_digest(model.trainable_parameters()):
         raise ValueError(
-            f"{path}: this memory was written through other adapter weights than the model "
-            "opening it; open it with the model that wrote it"
+            f"{path}: this memory was written through other adapter weights than "
+            f"{model_dir}'s; open it with the model that wrote it"
         )
 
 

@@ -438,7 +438,7 @@ class Memory:
     def _with_file(self, path: str | Path, tensors: dict, meta: dict) -> Memory:
         """This memory holding the bank of the file ``read_file`` read, once the file is
         found written by this base model, config and adapter."""
-        check_written_by(path, meta, self.model)
+        check_written_by(path, meta, self.model, self.model_dir)
         try:
             self.bank = MemoryBank.from_file_parts(tensors, meta, self.model, self.recall_keywords)
         except BankFileError as err:
