@@ -1,15 +1,17 @@
 """Entity-guided recall's bonuses, measured on questions no bench reports (issue 15).
 
     python benchmarks/guide_dev.py --data ../shared/data/qa/squad_v2_dev_cs224n \
-        [--first 500] [--last 1500] [--questions 60] [--seed 1] [--entry-tokens 64] [--model DIR]
+        [--first 500] [--last 1500] [--questions 60] [--seed 1] [--entry-tokens 64] [--model DIR] \
+        [--keywords]
 
 Per dataset: a seeded draw of the questions whose gold passages all lie at passages
 FIRST..LAST-1 (``bench rag`` reads the first 500); for each, the first unit of its gold
 passages (cut as ``bench rag`` cuts them) that holds an answer, written as one entry. Every
 setting decodes the same entries greedily, steered by the entry's entities with bonuses
 ``start`` / ``go_on`` (:class:`r3mem.guide.EntityGuide`; 0 / 0 is the memory alone), and
-is judged by its token accuracy against the unit and by how often an answer survives in it
-(retrieval taken as perfect). Writes OUT/guide_dev.{json,md}.
+with ``--keywords`` by its keywords too (the words the bank's keyword level keeps, as
+written and capitalised); each is judged by its token accuracy against the unit and by how
+often an answer survives in it (retrieval taken as perfect). Writes OUT/guide_dev.{json,md}.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from dev_split import add_arguments, questions_in
 
 from r3mem import Memory
-from r3mem.bank import greedy_tokens
+from r3mem.bank import Entry, greedy_tokens
 from r3mem.bench.rag import read_qa
 from r3mem.bench.retrieval import contains
 from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide
@@ -34,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser, last=1500, questions=60)
     parser.add_argument("--out", default="benchmarks/results/guide_dev")
+    parser.add_argument("--keywords", action="store_true", help="guide by keywords too")
     args = parser.parse_args()
     memory = Memory.load(args.model)
     rows = []
@@ -57,7 +60,7 @@ def main() -> None:
                 decoded = []
                 for start in range(0, len(entries), BATCH):
                     batch = entries[start : start + BATCH]
-                    names = [e.entities for e in batch]
+                    names = [guide_names(e, args.keywords) for e in batch]
                     guide = EntityGuide(memory.tokenizer, names, start_bonus, go_on)
                     decoded += greedy_tokens(memory.model, batch, guide)
                 pairs = list(zip(decoded, units, answers, strict=True))
@@ -82,6 +85,12 @@ def main() -> None:
         "memory alone). shipped: r3mem.guide's bonuses."
     )
     write_report(args.out, "guide_dev", args.seed, rows, notes)
+
+
+def guide_names(entry: Entry, with_keywords: bool) -> list[str]:
+    """The names an entry's decoding is steered towards: its entities, then its keywords."""
+    words = [f(w) for w in entry.keywords for f in (str, str.capitalize)] if with_keywords else []
+    return [*entry.entities, *words]
 
 
 if __name__ == "__main__":
