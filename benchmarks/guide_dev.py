@@ -22,10 +22,10 @@ import numpy as np
 from dev_split import add_arguments, questions_in
 
 from r3mem import Memory
-from r3mem.bank import Entry, greedy_tokens
+from r3mem.bank import greedy_tokens
 from r3mem.bench.rag import read_qa
 from r3mem.bench.retrieval import contains
-from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide
+from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, guide_names
 from r3mem.report import write_report
 
 SETTINGS = ((0.0, 0.0), (0.5, 2.0), (1.0, 2.0), (1.0, 4.0), (2.0, 4.0), (2.0, 8.0))
@@ -60,7 +60,9 @@ def main() -> None:
                 decoded = []
                 for start in range(0, len(entries), BATCH):
                     batch = entries[start : start + BATCH]
-                    names = [guide_names(e, args.keywords) for e in batch]
+                    names = [
+                        guide_names(e.entities, e.keywords if args.keywords else ()) for e in batch
+                    ]
                     guide = EntityGuide(memory.tokenizer, names, start_bonus, go_on)
                     decoded += greedy_tokens(memory.model, batch, guide)
                 pairs = list(zip(decoded, units, answers, strict=True))
@@ -85,12 +87,6 @@ def main() -> None:
         "memory alone). shipped: r3mem.guide's bonuses."
     )
     write_report(args.out, "guide_dev", args.seed, rows, notes)
-
-
-def guide_names(entry: Entry, with_keywords: bool) -> list[str]:
-    """The names an entry's decoding is steered towards: its entities, then its keywords."""
-    words = [f(w) for w in entry.keywords for f in (str, str.capitalize)] if with_keywords else []
-    return [*entry.entities, *words]
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Entity-guided recall (r3mem.guide): the entity level steers greedy reconstruction."""
+"""Guided recall (r3mem.guide): the entity and keyword levels steer greedy reconstruction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import torch
 
 import r3mem.memory
 from r3mem.bank import entry_states
-from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, Spelling, bonuses, spellings
+from r3mem.guide import (
+    CONTINUE_BONUS,
+    START_BONUS,
+    EntityGuide,
+    Spelling,
+    bonuses,
+    guide_names,
+    spellings,
+)
 from r3mem.memory import Memory
 
 from .test_bank import TEXT
@@ -64,6 +72,18 @@ def test_spellings_after_a_space_and_glued(memory):
     assert spelled(*encode(NAME), glued=True) in found
     assert len(found) == len({s.ids for s in found}) == 4  # no repeats
     assert spellings(tokenizer, []) == []
+
+
+def test_an_entry_is_steered_by_its_entities_then_its_keywords_as_a_sentence_may_begin_them():
+    assert guide_names(["Lisbon", "1999"], {"harbour": 2, "wine": 1}) == [
+        "Lisbon",
+        "1999",
+        "harbour",
+        "Harbour",
+        "wine",
+        "Wine",
+    ]
+    assert guide_names([], {}) == []
 
 
 def test_the_guide_reads_word_boundaries_off_the_tokenizer(memory):
@@ -137,15 +157,19 @@ def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
     alone = memory.model.reconstruct(state, max(e.tokens for e in entries))
     expected = [memory.tokenizer.decode(alone[r, : e.tokens]) for r, e in enumerate(entries)]
     assert memory.read(entries, guided=False) == expected
-    bare = [e for e in entries if e.entities]
-    assert bare and memory.read([replace(e, entities=[]) for e in bare]) == memory.read(
-        bare, guided=False
-    )  # nothing to steer towards: the memory alone
-    # bonuses that outweigh any logit: the text begins with one of its entry's entities
-    # (or is all of its start, where the entry is shorter than the name's spelling)
+    bare = [replace(e, entities=[], keywords={}) for e in entries]
+    assert memory.read(bare) == expected  # nothing to steer towards: the memory alone
+    # bonuses that outweigh any logit: the text begins with one of its entry's names
+    # (or is all of its start, where the entry is shorter than the name's spelling) ...
     monkeypatch.setattr(r3mem.memory, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
     for found in memory.recall("Lisbon", k=len(memory.bank)):
-        text, names = found.text.strip(), memory.bank.entries[found.entry_id].entities
+        entry = memory.bank.entries[found.entry_id]
+        names, text = guide_names(entry.entities, entry.keywords), found.text.strip()
         assert any(text.startswith(n) or n.startswith(text) for n in names), found.text
+    # ... a keyword as well as an entity: without entities, the text begins with a keyword
+    words = [replace(e, entities=[]) for e in entries if e.keywords]
+    for entry, text in zip(words, memory.read(words), strict=True):
+        names = guide_names([], entry.keywords)
+        assert any(text.strip().startswith(n) or n.startswith(text.strip()) for n in names), text
     for found in memory.recall("Lisbon", k=len(memory.bank), guided=False):
         assert found.text == memory.read([memory.bank.entries[found.entry_id]], guided=False)[0]

@@ -40,7 +40,7 @@ from .bankfile import (
 )
 from .checkpoint import load_base, locate_model, model_source
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
-from .guide import EntityGuide
+from .guide import EntityGuide, guide_names
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel
@@ -355,13 +355,15 @@ class Memory:
     @torch.no_grad()
     def read(self, entries: Sequence[Entry], exact: bool = False, guided: bool = True) -> list[str]:
         """The texts of ``entries`` decoded from their memories in one batch: greedily (steered
-        by each entry's entities when ``guided``), or ``exact``ly with their corrections."""
+        by each entry's entities and keywords when ``guided``), or ``exact``ly with their
+        corrections."""
         if not entries:
             return []
         if exact:
             tokens = exact_tokens(self.model, entries)
         else:
-            guide = EntityGuide(self.tokenizer, [e.entities for e in entries]) if guided else None
+            names = [guide_names(e.entities, e.keywords) for e in entries]
+            guide = EntityGuide(self.tokenizer, names) if guided else None
             tokens = greedy_tokens(self.model, entries, guide)
         return [self.tokenizer.decode(ids) for ids in tokens]
 
