@@ -87,7 +87,7 @@ class Recalled:
     score: float
     entry_id: int
     meta: dict[str, Any]
-    exact: bool  # False: decoded greedily (steered by its entities), may differ from the text
+    exact: bool  # False: decoded greedily (steered by its entities and keywords), may differ
 
     @property
     def label(self) -> str:
@@ -315,9 +315,9 @@ class Memory:
         the cosine of the slot-averaged memories plus the entity and keyword bonuses, moved
         by the best of the other entries remembered with the same ``source``
         (:meth:`MemoryBank.scores`). The hits are decoded greedily, steered by their
-        entities (``guided``, :mod:`r3mem.guide`; False: from the memory alone); ``exact``
-        applies the stored corrections instead, so the text comes back exactly as
-        remembered. Fewer than ``k`` come back when fewer are stored.
+        entities and keywords (``guided``, :mod:`r3mem.guide`; False: from the memory
+        alone); ``exact`` applies the stored corrections instead, so the text comes back
+        exactly as remembered. Fewer than ``k`` come back when fewer are stored.
         """
         return self.recall_batch([query], k, exact, guided)[0]
 

@@ -2,9 +2,9 @@
 
 Every method retrieves the same units: the segments the memory's hierarchy cuts the text
 into (one per R³Mem paragraph entry). ``r3mem`` gets them back as recall reads by default
-(greedy reconstruction from memory, steered by each entry's entities), ``r3mem-greedy`` (the
-same ranking) from the memory alone, ``r3mem-exact`` by exact recall; the baselines, explicit
-memory over raw text, return them as stored:
+(greedy reconstruction from memory, steered by each entry's entities and keywords),
+``r3mem-greedy`` (the same ranking) from the memory alone, ``r3mem-exact`` by exact recall;
+the baselines, explicit memory over raw text, return them as stored:
 
 - ``bm25``:  lexical BM25 (bm25s) over the raw segments.
 - ``dense``: cosine of sentence embeddings (all-MiniLM-L6-v2 from the locally installed
@@ -195,7 +195,7 @@ class DenseIndex(Index):
 class R3MemIndex(Index):
     """Recall from a Memory already written; ``keys`` maps an entry's meta to gold ids.
     ``exact``: the hits' text from exact recall (memory and corrections), else greedy,
-    steered by the entries' entities where ``guided``.
+    steered by the entries' entities and keywords where ``guided``.
     Searches are kept (the memory must not change once searched): two methods that read
     the same hits differently share one index, and decoding the hits is most of a
     question's time with a real model."""
@@ -239,8 +239,8 @@ def r3mem_indexes(
     write: Callable[[], Memory],
     keys: Callable[[dict[str, Any]], list[str]],
 ) -> dict[str, R3MemIndex]:
-    """``r3mem`` (recall as it reads by default: greedy, steered by the hits' entities),
-    ``r3mem-greedy`` (from the memory alone), ``r3mem-exact`` (exact recall) and
+    """``r3mem`` (recall as it reads by default: greedy, steered by the hits' entities and
+    keywords), ``r3mem-greedy`` (from the memory alone), ``r3mem-exact`` (exact recall) and
     ``r3mem-slots`` (exact recall, for a reader of their memory) as ``methods`` ask, over one
     memory ``write()`` fills once: the same ranking, ways to read the hits back."""
     asked = [name for name in R3MEM_METHODS if name in methods]

@@ -87,7 +87,7 @@ class Hit(BaseModel):
     text: str
     score: float
     level: str
-    exact: bool  # False: decoded greedily (steered by its entities), may differ from the text
+    exact: bool  # False: decoded greedily (steered by its entities and keywords), may differ
     metadata: dict[str, Any]
 
 
