@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 
 import r3mem.memory
-from r3mem.guide import EntityGuide
+from r3mem.guide import EntityGuide, guide_names
 from r3mem.keywords import keywords
 from r3mem.memory import Memory
 from r3mem.serve.engine import Engine, NotFound
@@ -139,9 +139,10 @@ def test_the_engine_refuses_a_batch_size_that_would_run_nothing(adapter_dir, tmp
             Engine(memory, Store(tmp_path / "db.sqlite"), max_batch=bad)
 
 
-def test_the_service_reads_back_guided_by_the_entities_it_stored(engines, monkeypatch):
-    """The entities go through the store with each row, and non-exact search and reconstruct
-    read with them: bonuses that outweigh any logit make the text begin with one."""
+def test_the_service_reads_back_guided_by_the_entities_and_keywords_it_stored(engines, monkeypatch):
+    """The entities and keywords go through the store with each row, and non-exact search
+    and reconstruct read with them: bonuses that outweigh any logit make the text begin with
+    one."""
     monkeypatch.setattr(r3mem.memory, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
     engine = engines[0]
     ids = engine.submit("add", "acme", NOTES[0], "erin", {}).result()
@@ -149,7 +150,7 @@ def test_the_service_reads_back_guided_by_the_entities_it_stored(engines, monkey
     assert {"Alice", "Lisbon"} <= {name for row in stored for name in row.record["entities"]}
     row = next(row for row in stored if row.record["entities"])
     text = engine.submit("reconstruct", "acme", row.id, False).result().strip()
-    names = row.record["entities"]
+    names = guide_names(row.record["entities"], row.record["keywords"])
     assert any(text.startswith(n) or n.startswith(text) for n in names), text
     hits = engine.submit("search", "acme", "erin", "bees", len(ids), False).result()
     assert next(hit["text"] for hit in hits if hit["id"] == row.id).strip() == text
