@@ -80,6 +80,8 @@ SECTIONS = {
     "read_again_mix": "Read-again with the Wikipedia articles drawn beside the books (not adopted)",
     "entry64": "The former default's 64-token entries, every method's units (--entry-tokens 64)",
     "guide_dev": "Entity-guided recall's bonuses, on questions at passages 500-1,499",
+    "guide_keywords": "Recall guided by entities and keywords, on the same questions (64 tokens)",
+    "smollm2_guide_keywords": "SmolLM2's recall guided by entities and keywords (64 tokens)",
     "recall_weights": "Recall's weights on passages 500-999, their questions (64-token units)",
     "recall_weights_32": "Recall's weights on passages 500-999, their questions (32-token units)",
 }
