@@ -82,6 +82,7 @@ SECTIONS = {
     "guide_dev": "Entity-guided recall's bonuses, on questions at passages 500-1,499",
     "guide_keywords": "Recall guided by entities and keywords, on the same questions (64 tokens)",
     "smollm2_guide_keywords": "SmolLM2's recall guided by entities and keywords (64 tokens)",
+    "speed_keywords": "Recall's speed with the keyword guide (a slower hour of this host)",
     "recall_weights": "Recall's weights on passages 500-999, their questions (64-token units)",
     "recall_weights_32": "Recall's weights on passages 500-999, their questions (32-token units)",
 }
