@@ -1,4 +1,4 @@
-"""Entity-guided recall's bonuses, measured on questions no bench reports (issue 15).
+"""Guided recall's bonuses and names, measured on questions no bench reports (issue 15).
 
     python benchmarks/guide_dev.py --data ../shared/data/qa/squad_v2_dev_cs224n \
         [--first 500] [--last 1500] [--questions 60] [--seed 1] [--entry-tokens 64] [--model DIR] \
@@ -68,13 +68,14 @@ def main() -> None:
                 pairs = list(zip(decoded, units, answers, strict=True))
                 accuracy = [np.mean(np.equal(d, u.ids)) for d, u, _ in pairs]
                 survived = [contains([memory.tokenizer.decode(d)], a) for d, _, a in pairs]
-                shipped = (start_bonus, go_on) == (START_BONUS, CONTINUE_BONUS)
+                shipped = (start_bonus, go_on) == (START_BONUS, CONTINUE_BONUS) and args.keywords
                 rows.append(
                     {
                         "dataset": qa.name,
                         "units": len(units),
                         "start": start_bonus,
                         "go_on": go_on,
+                        "keywords": args.keywords,
                         "shipped": shipped,
                         "token_accuracy": round(float(np.mean(accuracy)), 4),
                         "answer_survives": round(float(np.mean(survived)), 4),
@@ -84,7 +85,8 @@ def main() -> None:
     notes = (
         f"Questions whose gold passages lie at passages {args.first}-{args.last - 1}; one "
         "answer-bearing unit each, decoded greedily from its entry (start / go_on 0 / 0: the "
-        "memory alone). shipped: r3mem.guide's bonuses."
+        "memory alone); keywords: steered by the entry's keywords as well as its entities. "
+        "shipped: r3mem.guide's bonuses and names (keywords too)."
     )
     write_report(args.out, "guide_dev", args.seed, rows, notes)
 

@@ -13,8 +13,8 @@
    (fresh ids) up to that count, so that scoring sees a bank that size while every entry is
    one the model wrote; ms per query over ``--queries`` of the conversation's questions:
    scoring alone, and ``recall`` (score + reconstruct the top 5) guided by the hits'
-   entities (as it reads by default), from the memory alone, and exact; BM25 over the same
-   number of units beside it.
+   entities and keywords (as it reads by default), from the memory alone, and exact; BM25
+   over the same number of units beside it.
 
 Writes ``recall_speed.{json,md}`` under ``--out``.
 """

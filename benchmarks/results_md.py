@@ -51,10 +51,10 @@ Retrieval (`rag`) and conversations (`conv`) are measured with the shipped defau
 - **rag** / **conv**: `recall@k` / `evidence_recall@k` are the fraction of gold passages /
   evidence dialog ids covered by the top k retrieved units (the memory's segments, the same
   for every method); `answer_contains@5`: a reference answer, SQuAD-normalised, occurs in
-  the top 5 units (reconstructed greedily for `r3mem`, steered by each hit's entities; from
-  the memory alone for `r3mem-greedy`; by exact recall for `r3mem-exact`; the same ranking;
-  a table without an `r3mem-greedy` row predates the entity guide, rev c046a74, and its
-  `r3mem` row is the memory alone;
+  the top 5 units (reconstructed greedily for `r3mem`, steered by each hit's entities and
+  keywords, rev b8436e0 on; from the memory alone for `r3mem-greedy`; by exact recall for
+  `r3mem-exact`; the same ranking; a table without an `r3mem-greedy` row predates the
+  entity guide, rev c046a74, and its `r3mem` row is the memory alone;
   raw text for `bm25` and `dense`; `gold`: each question's gold passages, the ceiling);
   `em` / `f1`: SQuAD exact match and token F1 of the reader's greedy answer
   (null with `--reader none`), `context_tokens` the positions it read (prompt tokens;

@@ -4,7 +4,6 @@ batched work equal to the same work one job at a time, and a cache that follows 
 from __future__ import annotations
 
 import json
-from functools import partial
 
 import pytest
 
@@ -143,7 +142,13 @@ def test_the_service_reads_back_guided_by_the_entities_and_keywords_it_stored(en
     """The entities and keywords go through the store with each row, and non-exact search
     and reconstruct read with them: bonuses that outweigh any logit make the text begin with
     one."""
-    monkeypatch.setattr(r3mem.memory, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
+    steered = []
+
+    def guide(tokenizer, names):
+        steered.extend(names)
+        return EntityGuide(tokenizer, names, start=1e3, go_on=2e3)
+
+    monkeypatch.setattr(r3mem.memory, "EntityGuide", guide)
     engine = engines[0]
     ids = engine.submit("add", "acme", NOTES[0], "erin", {}).result()
     stored = engine.store.entries("acme", "erin")
@@ -151,6 +156,9 @@ def test_the_service_reads_back_guided_by_the_entities_and_keywords_it_stored(en
     row = next(row for row in stored if row.record["entities"])
     text = engine.submit("reconstruct", "acme", row.id, False).result().strip()
     names = guide_names(row.record["entities"], row.record["keywords"])
+    (given,) = steered  # the stored keywords reach the guide, after the entities
+    entities = row.record["entities"]
+    assert given[: len(entities)] == entities and set(row.record["keywords"]) <= set(given)
     assert any(text.startswith(n) or n.startswith(text) for n in names), text
     hits = engine.submit("search", "acme", "erin", "bees", len(ids), False).result()
     assert next(hit["text"] for hit in hits if hit["id"] == row.id).strip() == text

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-START_BONUS = 1.0  # nats added to a token that begins one of the entry's entities
-CONTINUE_BONUS = 4.0  # nats added to the next token of an entity the text has begun
+START_BONUS = 1.0  # nats added to a token that begins one of the entry's names
+CONTINUE_BONUS = 4.0  # nats added to the next token of a name the text has begun
 
 
 def guide_names(entities: Sequence[str], keywords: Iterable[str]) -> list[str]:

@@ -362,8 +362,10 @@ class Memory:
         if exact:
             tokens = exact_tokens(self.model, entries)
         else:
-            names = [guide_names(e.entities, e.keywords) for e in entries]
-            guide = EntityGuide(self.tokenizer, names) if guided else None
+            guide = None
+            if guided:
+                names = [guide_names(e.entities, e.keywords) for e in entries]
+                guide = EntityGuide(self.tokenizer, names)
             tokens = greedy_tokens(self.model, entries, guide)
         return [self.tokenizer.decode(ids) for ids in tokens]
 
