@@ -64,7 +64,8 @@ class Entry:
                  the bank's entry dtype.
     tokens:      how many tokens the paragraph had: the length to reconstruct.
     entities:    what the entity extractor found in the paragraph.
-    corrections: ``(position, token)`` where correction-fed greedy decoding missed the original.
+    corrections: ``(position, token)`` where greedy decoding fed the corrections missed the
+                 original (:func:`guided_decode`).
     checksum:    CRC-32 of the original token ids, so a replay that diverges (another
                  device or dtype decodes differently) is reported instead of returned.
     keywords:    how often each indexed word occurs in the paragraph (its exact recall).
@@ -147,9 +148,10 @@ def guided_decode(
 def find_corrections(
     model: R3MemModel, state: MemoryState, targets: Sequence[Sequence[int]]
 ) -> list[list[tuple[int, int]]]:
-    """For each row, where correction-fed greedy decoding of its memory misses ``targets[row]``.
+    """For each row, where greedy decoding of its memory, fed the corrections, misses
+    ``targets[row]``.
 
-    Guided decoding feeds the original token wherever it corrects one, so its prefix is
+    That decoding feeds the original token wherever it corrects one, so its prefix is
     always the original's: every step of it is one position of a single teacher-forced pass
     over the targets, the same computation :func:`guided_decode` replays step by step.
     """

@@ -91,7 +91,7 @@ def bonuses(
 
 class EntityGuide:
     """A processor for :func:`r3mem.generation.generate`: row ``r`` is steered towards the
-    names ``entities[r]`` (:func:`guide_names`), as spelled by ``tokenizer``, with bonuses
+    names ``names[r]`` (:func:`guide_names`), as spelled by ``tokenizer``, with bonuses
     ``start`` and ``go_on`` (nats; ``benchmarks/guide_dev.py`` measures others). A bonus added
     to a row's logits moves it as it would move the log-probabilities: they differ by a
     constant."""
@@ -99,12 +99,12 @@ class EntityGuide:
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
-        entities: Sequence[Sequence[str]],
+        names: Sequence[Sequence[str]],
         start: float = START_BONUS,
         go_on: float = CONTINUE_BONUS,
     ) -> None:
         self.tokenizer = tokenizer
-        self.names = [spellings(tokenizer, row) for row in entities]
+        self.names = [spellings(tokenizer, row) for row in names]
         self.start, self.go_on = start, go_on
         self.ends_word: dict[int, bool] = {}
 
