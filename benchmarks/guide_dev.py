@@ -22,10 +22,10 @@ import numpy as np
 from dev_split import add_arguments, questions_in
 
 from r3mem import Memory
-from r3mem.bank import greedy_tokens
 from r3mem.bench.rag import read_qa
 from r3mem.bench.retrieval import contains
 from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, guide_names
+from r3mem.readback import greedy_tokens
 from r3mem.report import write_report
 
 SETTINGS = ((0.0, 0.0), (0.5, 2.0), (1.0, 2.0), (1.0, 4.0), (2.0, 4.0), (2.0, 8.0))

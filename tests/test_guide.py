@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import r3mem.memory
-from r3mem.bank import entry_states
 from r3mem.guide import (
     CONTINUE_BONUS,
     START_BONUS,
@@ -20,6 +19,7 @@ from r3mem.guide import (
     spellings,
 )
 from r3mem.memory import Memory
+from r3mem.readback import entry_states
 
 from .test_bank import TEXT
 

@@ -7,12 +7,7 @@ each entry's exact recall, :mod:`r3mem.keywords`), and a **source** index: the e
 one source (one document a user remembered) was cut into, which recall scores together.
 
 No raw text is kept. An entry holds its memory vectors and the few *corrections* that make
-exact recall possible: the paragraph is decoded greedily from its memory, one token at a
-time, and wherever the model's choice differs from the original token the correction
-``(position, token)`` is fed instead (:func:`guided_decode`). Remembering finds the
-corrections in one teacher-forced pass (the corrected prefix is always the original);
-exact recall solves the same decode as a fixed point at the same width. The number of
-corrections is an honest measure of what the memory lost.
+exact recall possible; :mod:`r3mem.readback` reads entries back to tokens with them.
 
 Entries are kept in ``float16`` by default, half the bytes of ``float32`` (``float8``, e4m3,
 halves them again); the corrections are found from the rounded memory, so exact recall
@@ -30,7 +25,6 @@ from typing import Any
 import torch
 
 from .bankfile import ENTRY_DTYPES, FORMAT, check_meta
-from .generation import Processor
 from .keywords import KeywordIndex
 from .model import R3MemModel
 from .state import MemoryState, pooled
@@ -65,7 +59,7 @@ class Entry:
     tokens:      how many tokens the paragraph had: the length to reconstruct.
     entities:    what the entity extractor found in the paragraph.
     corrections: ``(position, token)`` where greedy decoding fed the corrections missed the
-                 original (:func:`guided_decode`).
+                 original (:func:`r3mem.readback.guided_decode`).
     checksum:    CRC-32 of the original token ids, so a replay that diverges (another
                  device or dtype decodes differently) is reported instead of returned.
     keywords:    how often each indexed word occurs in the paragraph (its exact recall).
@@ -83,114 +77,6 @@ class Entry:
 
 def checksum(ids: Sequence[int]) -> int:
     return zlib.crc32(b"".join(int(i).to_bytes(8, "little", signed=True) for i in ids))
-
-
-def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
-    """The entries' memories as one paragraph-level batch ``[len(entries), m, width]``."""
-    dtype = model.write_embeddings.dtype
-    memory = torch.stack([entry.memory for entry in entries]).to(model.device, dtype)
-    seen = torch.tensor([entry.tokens for entry in entries], device=model.device)
-    return MemoryState(memory, "paragraph", seen, model.fingerprint)
-
-
-def _greedy_after(model: R3MemModel, state: MemoryState, prefixes: torch.Tensor) -> torch.Tensor:
-    """``[rows, width]``: the greedy token after each prefix ``prefixes[:, :i]``, all read in
-    one teacher-forced pass at the fixed width of the rows."""
-    return model.decode_logits(state, prefixes).argmax(-1)
-
-
-def _width(model: R3MemModel, lengths: Sequence[int]) -> int:
-    """Every decode of an entry runs at this width, so a position's logits come from the
-    same computation at remembering and at recall (later positions are masked, not absent)."""
-    return max([model.config.segment_length, *lengths])
-
-
-@torch.no_grad()
-def guided_decode(
-    model: R3MemModel,
-    state: MemoryState,
-    lengths: Sequence[int],
-    choose: Callable[[int, int, int], int],
-) -> list[list[int]]:
-    """Decode each row of ``state`` for ``lengths[row]`` tokens: token ``i`` is
-    ``choose(row, i, g)`` where ``g`` is the greedy token after tokens ``0..i-1``.
-
-    Solved as a fixed point (Jacobi decoding) rather than one token per pass: every pass
-    reads each row's current guess at the fixed width and re-chooses all its tokens at once;
-    a row is done when a pass changes none of them. Token ``i`` depends only on the tokens
-    before it, so a pass fixes at least one more token and the fixed point is exactly what
-    step-by-step decoding gives (each position's logits come from the same prefix at the
-    same width, later positions masked), in far fewer passes when the memory, not the
-    prefix, decides most tokens. ``choose`` must be a function of its arguments.
-    """
-    width = _width(model, lengths)
-    ids = torch.zeros(len(lengths), width, dtype=torch.long, device=model.device)
-    open_rows = [row for row, length in enumerate(lengths) if length > 0]
-    for _ in range(max(lengths, default=0)):
-        if not open_rows:
-            break
-        index = torch.tensor(open_rows, device=state.memory.device)
-        sub = MemoryState(
-            state.memory[index], state.level, state.tokens_seen[index], state.fingerprint
-        )
-        predicted = _greedy_after(model, sub, ids[index]).tolist()
-        still_open = []
-        for row, guess in zip(open_rows, predicted, strict=True):
-            chosen = [choose(row, i, guess[i]) for i in range(lengths[row])]
-            if chosen != ids[row, : lengths[row]].tolist():
-                ids[row, : lengths[row]] = torch.tensor(chosen, device=ids.device)
-                still_open.append(row)
-        open_rows = still_open
-    return [ids[row, :length].tolist() for row, length in enumerate(lengths)]
-
-
-@torch.no_grad()
-def find_corrections(
-    model: R3MemModel, state: MemoryState, targets: Sequence[Sequence[int]]
-) -> list[list[tuple[int, int]]]:
-    """For each row, where greedy decoding of its memory, fed the corrections, misses
-    ``targets[row]``.
-
-    That decoding feeds the original token wherever it corrects one, so its prefix is
-    always the original's: every step of it is one position of a single teacher-forced pass
-    over the targets, the same computation :func:`guided_decode` replays step by step.
-    """
-    width = _width(model, [len(t) for t in targets])
-    ids = torch.zeros(len(targets), width, dtype=torch.long, device=model.device)
-    for row, target in enumerate(targets):
-        ids[row, : len(target)] = torch.tensor(list(target), dtype=torch.long)
-    predicted = _greedy_after(model, state, ids).tolist()
-    return [
-        [(i, int(t)) for i, t in enumerate(target) if predicted[row][i] != int(t)]
-        for row, target in enumerate(targets)
-    ]
-
-
-@torch.no_grad()
-def greedy_tokens(
-    model: R3MemModel, entries: Sequence[Entry], processor: Processor | None = None
-) -> list[list[int]]:
-    """The token ids of ``entries`` decoded greedily from their memories in one batch, each
-    cut to its length; ``processor`` rescores each step (:class:`r3mem.guide.EntityGuide`)."""
-    longest = max(entry.tokens for entry in entries)
-    out = model.reconstruct(entry_states(model, entries), longest, processor=processor)
-    return [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
-
-
-def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]:
-    """The original token ids of ``entries``, replayed from memory plus corrections."""
-    fixes = [dict(entry.corrections) for entry in entries]
-    state = entry_states(model, entries)
-    tokens = guided_decode(
-        model, state, [e.tokens for e in entries], lambda row, i, p: fixes[row].get(i, p)
-    )
-    for entry, ids in zip(entries, tokens, strict=True):
-        if checksum(ids) != entry.checksum:
-            raise ValueError(
-                "exact recall diverged from the remembered text (checksum mismatch): the file "
-                "was changed, or this device or dtype decodes differently from the writer's"
-            )
-    return tokens
 
 
 def round_state(state: MemoryState, entry_dtype: str) -> MemoryState:

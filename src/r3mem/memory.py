@@ -25,9 +25,6 @@ from .bank import (
     check_budget,
     check_entry_dtype,
     checksum,
-    exact_tokens,
-    find_corrections,
-    greedy_tokens,
     round_state,
 )
 from .bankfile import (
@@ -44,6 +41,7 @@ from .guide import EntityGuide, guide_names
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel
+from .readback import exact_tokens, find_corrections, greedy_tokens
 from .segment import Segment, Tokens, batched, check_length, segment_stream
 from .sources import Conversation, check_queries
 from .state import MemoryState

@@ -9,10 +9,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..bank import entry_nbytes, find_corrections, round_state
+from ..bank import entry_nbytes, round_state
 from ..data import Segments
 from ..eval import batch_starts, reconstruction_scores
 from ..model import R3MemModel
+from ..readback import find_corrections
 
 
 @torch.no_grad()
