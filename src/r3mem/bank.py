@@ -54,8 +54,9 @@ SOURCE_WEIGHT = 0.25
 class Entry:
     """One paragraph-level memory entry.
 
-    memory:      ``[m, width]`` the paragraph compressed alone (forward invocation), in
-                 the bank's entry dtype.
+    memory:      ``[parts * m, width]`` the paragraph compressed alone (forward invocation)
+                 in ``parts`` parts, each into its own ``m`` slots, in order; in the bank's
+                 entry dtype.
     tokens:      how many tokens the paragraph had: the length to reconstruct.
     entities:    what the entity extractor found in the paragraph.
     corrections: ``(position, token)`` where greedy decoding fed the corrections missed the
@@ -64,6 +65,10 @@ class Entry:
                  device or dtype decodes differently) is reported instead of returned.
     keywords:    how often each indexed word occurs in the paragraph (its exact recall).
     meta:        where the paragraph came from (source, session id, turn ids, ...).
+    parts:       how many parts it was compressed in: a paragraph longer than the memory's
+                 entry length (a conversation's turn window) is cut into parts as even as
+                 can be (:func:`r3mem.readback.part_lengths`); corrections count positions
+                 in the whole paragraph.
     """
 
     memory: torch.Tensor
@@ -73,6 +78,7 @@ class Entry:
     checksum: int
     keywords: dict[str, int]
     meta: dict[str, Any] = field(default_factory=dict)
+    parts: int = 1
 
 
 def checksum(ids: Sequence[int]) -> int:
@@ -198,14 +204,17 @@ class MemoryBank:
 
     def to_file_parts(self) -> tuple[dict[str, list[torch.Tensor]], dict[str, Any]]:
         """Tensors for one safetensors file, each as the pieces stacked along its first
-        dimension (``entries``: one ``[m, width]`` piece per entry, never stacked in memory),
-        and JSON-able metadata."""
+        dimension (``entries``: one ``[m, width]`` piece per part of each entry, never
+        stacked in memory), and JSON-able metadata."""
         tensors = {
             "document": list(self.document.memory),
             "document_tokens_seen": list(self.document.tokens_seen),
         }
         if self.entries:
-            tensors["entries"] = [entry.memory for entry in self.entries.values()]
+            slots = self.document.memory.shape[1]
+            tensors["entries"] = [
+                part for entry in self.entries.values() for part in entry.memory.split(slots)
+            ]
         meta = {
             "format": FORMAT,
             "fingerprint": self.document.fingerprint,
@@ -216,6 +225,7 @@ class MemoryBank:
                 {
                     "id": entry_id,
                     "tokens": e.tokens,
+                    "parts": e.parts,
                     "entities": e.entities,
                     "corrections": [list(c) for c in e.corrections],
                     "checksum": e.checksum,
@@ -249,18 +259,20 @@ class MemoryBank:
             meta["fingerprint"],
         )
         bank = cls(document, meta["budget_entries"], meta["entry_dtype"])
-        stacked = tensors.get("entries", torch.empty(0, *shape[1:]))
+        stacked = tensors.get("entries", torch.empty(0, *shape[1:])).to(model.device)
+        parts = [record.get("parts", 1) for record in records]  # files before parts: one
         entries = [
             Entry(
-                memory=memory,
+                memory=memory.flatten(0, 1),
                 tokens=record["tokens"],
                 entities=list(record["entities"]),
                 corrections=[(p, t) for p, t in record["corrections"]],
                 checksum=record["checksum"],
                 keywords=dict(record.get("keywords", {})),
                 meta=dict(record["meta"]),
+                parts=record.get("parts", 1),
             )
-            for record, memory in zip(records, stacked.to(model.device), strict=True)
+            for record, memory in zip(records, stacked.split(parts), strict=True)
         ]
         older = [
             entry

@@ -82,8 +82,10 @@ def check_meta(
     unknown = sorted(set(tensors) - {"document", "document_tokens_seen", "entries"})
     _expect(not unknown, "tensors", f"unknown {unknown}")
     _expect(budget is None or len(records) <= budget, "entries", f"more than {budget}")
+    parts = [r.get("parts", 1) if isinstance(r, dict) else 1 for r in records]
+    _expect(all(_is_int(n, 1) for n in parts), "entries.parts", "not all integers of at least 1")
     if records:
-        stored = (len(records), *shape[1:])
+        stored = (sum(parts), *shape[1:])
         _check_tensor(tensors, "entries", stored, (ENTRY_DTYPES[meta["entry_dtype"]],))
     else:
         _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
@@ -92,11 +94,12 @@ def check_meta(
     ok = _is_int(entry_tokens, 1, length + 1)
     _expect(ok, "entry_tokens", f"{entry_tokens!r}, not 1..{length}")
     previous = -1
-    keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}  # keywords: optional
+    keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}
+    optional = {"keywords", "parts"}  # absent from files written before them
     for index, record in enumerate(records):
         field = f"entries[{index}]"
-        ok = isinstance(record, dict) and set(record) - {"keywords"} == keys
-        _expect(ok, field, f"keys must be {keys} and keywords")
+        ok = isinstance(record, dict) and set(record) - optional == keys
+        _expect(ok, field, f"keys must be {keys}, and {optional} at most")
         entry_id, tokens = record["id"], record["tokens"]
         _expect(
             _is_int(entry_id, 0, meta["next_id"]),
@@ -107,6 +110,8 @@ def check_meta(
         _expect(entry_id > previous, f"{field}.id", "not after the one before")
         previous = entry_id
         _expect(_is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
+        ok = parts[index] <= tokens
+        _expect(ok, f"{field}.parts", f"{parts[index]} parts of {tokens} tokens")
         entities = record["entities"]
         ok = isinstance(entities, list) and all(isinstance(e, str) for e in entities)
         _expect(ok, f"{field}.entities", "not a list of strings")

@@ -41,7 +41,15 @@ from .guide import EntityGuide, guide_names
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel
-from .readback import exact_tokens, find_corrections, greedy_tokens
+from .readback import (
+    exact_tokens,
+    find_corrections,
+    greedy_tokens,
+    part_lengths,
+    parts_needed,
+    split,
+    starts,
+)
 from .segment import Segment, Tokens, batched, check_length, segment_stream
 from .sources import Conversation, check_queries
 from .state import MemoryState
@@ -234,25 +242,36 @@ class Memory:
         return Remembered(len(dropped) + len(entries), tokens, evicted)
 
     def entries(self, segments: Sequence[Segment], source: str | None = None) -> list[Entry]:
-        """One entry per segment: compressed alone, rounded as kept, with its corrections
-        (what ``remember`` adds to the bank, for a store of its own: ``r3mem serve``)."""
-        ids = [segment.ids for segment in segments]
-        states = round_state(self.model.write_alone(ids), self.bank.entry_dtype)
-        corrections = find_corrections(self.model, states, ids)
+        """One entry per segment, in parts of at most ``entry_tokens`` tokens (a turn window
+        longer than that in two or more, :func:`r3mem.readback.part_lengths`): each part
+        compressed alone, rounded as kept, with its corrections (what ``remember`` adds to
+        the bank, for a store of its own: ``r3mem serve``)."""
+        most = self.entry_tokens
+        lengths = [part_lengths(len(s.ids), parts_needed(len(s.ids), most)) for s in segments]
+        pieces = [
+            piece for s, n in zip(segments, lengths, strict=True) for piece in split(s.ids, n)
+        ]
+        states = round_state(self.model.write_alone(pieces), self.bank.entry_dtype)
+        found = find_corrections(self.model, states, pieces)
         kept = states.memory.to(ENTRY_DTYPES[self.bank.entry_dtype])  # one block a batch
         extra = {"source": source} if source is not None else {}
-        return [
-            Entry(
-                kept[row],
-                len(segment.ids),
-                list(segment.entities),
-                corrections[row],
-                checksum(segment.ids),
-                keywords(self.tokenizer.decode(segment.ids)),
-                {**segment.meta, **extra},
+        entries, at = [], 0
+        for segment, n in zip(segments, lengths, strict=True):
+            fixes = [(a + i, t) for row, a in enumerate(starts(n)) for i, t in found[at + row]]
+            entries.append(
+                Entry(
+                    kept[at : at + len(n)].flatten(0, 1),
+                    len(segment.ids),
+                    list(segment.entities),
+                    fixes,
+                    checksum(segment.ids),
+                    keywords(self.tokenizer.decode(segment.ids)),
+                    {**segment.meta, **extra},
+                    len(n),
+                )
             )
-            for row, segment in enumerate(segments)
-        ]
+            at += len(n)
+        return entries
 
     def segments(
         self,
@@ -362,7 +381,9 @@ class Memory:
         else:
             guide = None
             if guided:
-                names = [guide_names(e.entities, e.keywords) for e in entries]
+                names = [
+                    guide_names(e.entities, e.keywords) for e in entries for _ in range(e.parts)
+                ]
                 guide = EntityGuide(self.tokenizer, names)
             tokens = greedy_tokens(self.model, entries, guide)
         return [self.tokenizer.decode(ids) for ids in tokens]

@@ -13,6 +13,7 @@ width. The number of corrections is an honest measure of what the memory lost.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 
 import torch
 
@@ -22,11 +23,44 @@ from .model import R3MemModel
 from .state import MemoryState
 
 
+def part_lengths(tokens: int, parts: int) -> list[int]:
+    """The lengths of the ``parts`` parts an entry of ``tokens`` tokens is cut into: as even
+    as can be, the longer first (64 in 2: 32 + 32; 41 in 2: 21 + 20)."""
+    return [tokens // parts + (i < tokens % parts) for i in range(parts)]
+
+
+def parts_needed(tokens: int, most: int) -> int:
+    """The fewest parts of at most ``most`` tokens that hold ``tokens``."""
+    return -(-tokens // most)
+
+
+def starts(lengths: Sequence[int]) -> list[int]:
+    """Where each of consecutive pieces of ``lengths`` begins."""
+    return list(accumulate(lengths, initial=0))[:-1]
+
+
+def split(ids: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
+    """``ids`` cut into consecutive pieces of ``lengths``."""
+    return [list(ids[at : at + n]) for at, n in zip(starts(lengths), lengths, strict=True)]
+
+
+def joined(entries: Sequence[Entry], rows: Sequence[list[int]]) -> list[list[int]]:
+    """``rows`` (one per part of ``entries``, in order) joined back into one per entry."""
+    out, at = [], 0
+    for entry in entries:
+        out.append([token for row in rows[at : at + entry.parts] for token in row])
+        at += entry.parts
+    return out
+
+
 def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
-    """The entries' memories as one paragraph-level batch ``[len(entries), m, width]``."""
+    """Every part of ``entries`` as one paragraph-level batch ``[parts, m, width]`` (each
+    entry's parts in order; an entry of one part is one row), ``tokens_seen`` its length."""
     dtype = model.write_embeddings.dtype
-    memory = torch.stack([entry.memory for entry in entries]).to(model.device, dtype)
-    seen = torch.tensor([entry.tokens for entry in entries], device=model.device)
+    rows = [e.memory.reshape(e.parts, -1, e.memory.shape[-1]) for e in entries]
+    memory = torch.cat(rows).to(model.device, dtype)
+    lengths = [n for e in entries for n in part_lengths(e.tokens, e.parts)]
+    seen = torch.tensor(lengths, device=model.device)
     return MemoryState(memory, "paragraph", seen, model.fingerprint)
 
 
@@ -107,20 +141,27 @@ def find_corrections(
 def greedy_tokens(
     model: R3MemModel, entries: Sequence[Entry], processor: Processor | None = None
 ) -> list[list[int]]:
-    """The token ids of ``entries`` decoded greedily from their memories in one batch, each
-    cut to its length; ``processor`` rescores each step (:class:`r3mem.guide.EntityGuide`)."""
-    longest = max(entry.tokens for entry in entries)
-    out = model.reconstruct(entry_states(model, entries), longest, processor=processor)
-    return [out[row, : entry.tokens].tolist() for row, entry in enumerate(entries)]
+    """The token ids of ``entries`` decoded greedily from their memories in one batch, part
+    by part; ``processor`` rescores each step of every part's row (one row per part, as
+    :func:`entry_states` orders them: :class:`r3mem.guide.EntityGuide`)."""
+    state = entry_states(model, entries)
+    lengths = state.tokens_seen.tolist()
+    out = model.reconstruct(state, max(lengths), processor=processor)
+    return joined(entries, [out[row, :n].tolist() for row, n in enumerate(lengths)])
 
 
 def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]:
     """The original token ids of ``entries``, replayed from memory plus corrections."""
-    fixes = [dict(entry.corrections) for entry in entries]
+    fixes: list[dict[int, int]] = []
+    for entry in entries:
+        lengths = part_lengths(entry.tokens, entry.parts)
+        for at, n in zip(starts(lengths), lengths, strict=True):
+            fixes.append({i - at: t for i, t in entry.corrections if at <= i < at + n})
     state = entry_states(model, entries)
-    tokens = guided_decode(
-        model, state, [e.tokens for e in entries], lambda row, i, p: fixes[row].get(i, p)
+    rows = guided_decode(
+        model, state, state.tokens_seen.tolist(), lambda row, i, p: fixes[row].get(i, p)
     )
+    tokens = joined(entries, rows)
     for entry, ids in zip(entries, tokens, strict=True):
         if checksum(ids) != entry.checksum:
             raise ValueError(

@@ -171,6 +171,7 @@ class Engine:
             "checksum": entry.checksum,
             "keywords": entry.keywords,
             "meta": {**entry.meta, **metadata},
+            "parts": entry.parts,
         }
         return LEVEL, entry.tokens, record, encode_memory(entry.memory, self.fingerprint)
 
@@ -193,10 +194,15 @@ class Engine:
         Rows stored before the keyword index get their keywords from their exact recall
         (:meth:`_user_bank` stores them, so that happens once a row)."""
         assert stored.blob is not None
-        memory = decode_memory(
-            stored.id, stored.blob, self.fingerprint, self.entry_shape, self.entry_dtype
-        )
         record = stored.record
+        parts = record.get("parts", 1)  # rows stored before parts: one
+        if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= stored.tokens:
+            raise CorruptEntry(
+                f"memory {stored.id}: its stored record is corrupt (parts {parts!r})"
+            )
+        slots, width = self.entry_shape
+        shape = (parts * slots, width)
+        memory = decode_memory(stored.id, stored.blob, self.fingerprint, shape, self.entry_dtype)
         try:
             fixes = [(int(p), int(t)) for p, t in record["corrections"]]
             entities = [str(entity) for entity in record["entities"]]
@@ -209,6 +215,7 @@ class Engine:
                 int(record["checksum"]),
                 {} if words is None else {str(w): int(n) for w, n in words.items()},
                 dict(record["meta"]),
+                parts,
             )
             if words is None:
                 entry.keywords = self.memory.recall_keywords([entry])[0]

@@ -80,7 +80,7 @@ class StoredEntry:
     level: str
     created_at: float
     tokens: int
-    record: dict[str, Any]  # entities, corrections, checksum, meta
+    record: dict[str, Any]  # entities, corrections, checksum, keywords, meta, parts
     blob: bytes | None = None
 
 

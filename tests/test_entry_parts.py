@@ -1,0 +1,155 @@
+"""Entries in parts: a segment longer than the memory's entry length (a conversation's turn
+window, or a segment cut by the caller) is written as parts of at most ``entry_tokens``, each
+compressed alone into its own slots, and read back part by part as one entry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import r3mem.memory
+from r3mem.bank import round_state
+from r3mem.guide import EntityGuide
+from r3mem.memory import Memory
+from r3mem.readback import exact_tokens, greedy_tokens, part_lengths, parts_needed, split
+from r3mem.serve.engine import Engine
+from r3mem.serve.store import CorruptEntry, Store
+
+from .test_bank import crafted
+from .test_entry_tokens import TEXT
+
+MESSAGES = [
+    {"speaker": "Alice", "text": "I moved my bees from Lyon to Lisbon last spring."},
+    {"speaker": "Bob", "text": "Then the harbour master in Lisbon must know your honey."},
+]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "most", "lengths"),
+    [(64, 32, [32, 32]), (41, 32, [21, 20]), (32, 32, [32]), (1, 32, [1]), (65, 32, [22, 22, 21])],
+)
+def test_parts_are_as_few_and_as_even_as_can_be(tokens, most, lengths):
+    assert part_lengths(tokens, parts_needed(tokens, most)) == lengths
+    assert split(list(range(tokens)), lengths)[-1][-1] == tokens - 1
+
+
+@pytest.fixture(scope="module")
+def memory(wide_adapter_dir) -> Memory:
+    return Memory.load(wide_adapter_dir)  # segments of 64, entries of 32
+
+
+@pytest.fixture(scope="module")
+def segments(memory) -> list:
+    """Segments cut to the whole segment length (over 32 tokens each), then a short one."""
+    return [*memory.segments(TEXT, max_tokens=64), *memory.segments("Alice keeps bees.")]
+
+
+@pytest.fixture(scope="module")
+def whole(memory, segments) -> Memory:
+    written = memory.fresh()
+    written.remember(segments)
+    return written
+
+
+def test_a_long_segment_is_written_in_parts_each_compressed_alone(memory, whole, segments):
+    entries = list(whole.bank.entries.values())
+    assert {entry.parts for entry in entries} == {1, 2}
+    slots = memory.model.config.num_memory_tokens
+    for segment, entry in zip(segments, entries, strict=True):
+        assert entry.parts == parts_needed(len(segment.ids), 32)
+        assert entry.memory.shape[0] == entry.parts * slots
+        pieces = split(segment.ids, part_lengths(len(segment.ids), entry.parts))
+        alone = round_state(memory.model.write_alone(pieces), "float16").memory.half()
+        assert torch.equal(entry.memory, alone.flatten(0, 1))
+
+
+def test_an_entry_in_parts_reads_back_exactly_and_at_its_length(memory, whole, segments):
+    entries = list(whole.bank.entries.values())
+    assert exact_tokens(whole.model, entries) == [s.ids for s in segments]
+    greedy = greedy_tokens(whole.model, entries)
+    assert [len(ids) for ids in greedy] == [e.tokens for e in entries]
+    assert len(whole.read(entries)) == len(entries)
+    hits = whole.recall("Lisbon barrels", k=len(entries), exact=True)
+    assert sorted(hit.text for hit in hits) == sorted(s.text for s in segments)
+
+
+def test_the_guide_steers_every_part_by_its_entry_s_names(whole, monkeypatch):
+    rows = []
+
+    class Recording(EntityGuide):
+        def __init__(self, tokenizer, names, *args):
+            rows.append([list(n) for n in names])
+            super().__init__(tokenizer, names, *args)
+
+    monkeypatch.setattr(r3mem.memory, "EntityGuide", Recording)
+    entries = list(whole.bank.entries.values())
+    whole.read(entries)
+    expected = [[*e.entities] for e in entries for _ in range(e.parts)]
+    assert [names[: len(want)] for names, want in zip(rows[0], expected, strict=True)] == expected
+    assert len(rows[0]) == sum(e.parts for e in entries) > len(entries)
+
+
+def test_parts_survive_save_and_open(whole, tmp_path):
+    path = tmp_path / "parts.r3mem"
+    whole.save(path)
+    opened = Memory.open(path)
+    before, after = list(whole.bank.entries.values()), list(opened.bank.entries.values())
+    assert [e.parts for e in after] == [e.parts for e in before]
+    assert all(torch.equal(a.memory, b.memory) for a, b in zip(after, before, strict=True))
+    assert opened.read(after, exact=True) == whole.read(before, exact=True)
+
+
+def test_a_file_whose_parts_disagree_with_its_tensors_is_refused(whole, tmp_path):
+    good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
+    whole.save(good)
+    crafted(good, bad, lambda meta, tensors: meta["entries"][0].update(parts=3))
+    with pytest.raises(ValueError, match=r"bad\.r3mem: not a valid r3mem memory file: entries"):
+        Memory.open(bad)
+    crafted(good, bad, lambda meta, tensors: meta["entries"][0].update(parts=0))
+    with pytest.raises(ValueError, match=r"entries\.parts: not all integers of at least 1"):
+        Memory.open(bad)
+
+
+def test_a_file_before_parts_reads_its_entries_as_one_part_each(adapter_dir, tmp_path):
+    written = Memory.load(adapter_dir)
+    written.remember(TEXT)
+    good, old = tmp_path / "good.r3mem", tmp_path / "old.r3mem"
+    written.save(good)
+    crafted(good, old, lambda meta, tensors: [e.pop("parts") for e in meta["entries"]])
+    opened = Memory.open(old)
+    assert {e.parts for e in opened.bank.entries.values()} == {1}
+    assert opened.recall("bees", k=2, exact=True) == written.recall("bees", k=2, exact=True)
+
+
+@pytest.fixture
+def engine(adapter_dir, tmp_path):
+    """An engine whose memory keeps entries of 8 tokens: its turn windows of up to 16 (the
+    test model's segment length) are written in parts."""
+    made = Engine(Memory.load(adapter_dir, entry_tokens=8), Store(tmp_path / "parts.db"))
+    yield made
+    made.stop()
+
+
+def test_the_service_stores_and_reads_back_entries_in_parts(engine):
+    ids = engine.submit("add", "acme", MESSAGES, "eve", {}).result()
+    rows = engine.store.entries("acme", "eve")
+    assert max(row.record["parts"] for row in rows) > 1
+    texts = [engine.submit("reconstruct", "acme", i, True).result() for i in ids]
+    windows = engine.memory.segments(MESSAGES)
+    assert texts == [engine.memory.tokenizer.decode(s.ids) for s in windows]
+
+
+def test_a_stored_row_with_bad_parts_fails_its_own_entry(engine):
+    ids = engine.submit("add", "acme", MESSAGES, "eve", {}).result()
+    row = next(r for r in engine.store.entries("acme", "eve") if r.record["parts"] > 1)
+    with engine.store.transaction() as db:
+        record = {**row.record, "parts": 1}
+        engine.store._run(
+            db, "UPDATE memories SET record = ? WHERE id = ?", [json.dumps(record), row.id]
+        )
+    with pytest.raises(CorruptEntry, match=f"memory {row.id}: its stored blob is corrupt"):
+        engine.submit("reconstruct", "acme", row.id, False).result()
+    others = [i for i in ids if i != row.id]
+    assert all(engine.submit("reconstruct", "acme", i, True).result() for i in others)
