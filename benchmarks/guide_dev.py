@@ -24,8 +24,8 @@ from dev_split import add_arguments, questions_in
 from r3mem import Memory
 from r3mem.bench.rag import read_qa
 from r3mem.bench.retrieval import contains
+from r3mem.entries import greedy_tokens
 from r3mem.guide import CONTINUE_BONUS, START_BONUS, EntityGuide, guide_names
-from r3mem.readback import greedy_tokens
 from r3mem.report import write_report
 
 SETTINGS = ((0.0, 0.0), (0.5, 2.0), (1.0, 2.0), (1.0, 4.0), (2.0, 4.0), (2.0, 8.0))
@@ -38,17 +38,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/guide_dev")
     parser.add_argument("--keywords", action="store_true", help="guide by keywords too")
     args = parser.parse_args()
-    memory = Memory.load(args.model)
+    memory = Memory.load(args.model, entry_tokens=args.entry_tokens)  # units of one part
     rows = []
     for data in args.data:
         for qa in read_qa(data):
             units, answers = [], []
             for question in questions_in(qa, args):
-                cut = [
-                    s
-                    for g in question.gold
-                    for s in memory.segments(qa.passages[int(g)], args.entry_tokens)
-                ]
+                cut = [s for g in question.gold for s in memory.segments(qa.passages[int(g)])]
                 found = [s for s in cut if contains([s.text], question.answers)]
                 if found:
                     units.append(found[0])

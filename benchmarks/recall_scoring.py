@@ -28,8 +28,8 @@ from r3mem import Memory
 from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT
 from r3mem.bench.rag import QASet, read_qa, take
 from r3mem.bench.retrieval import BM25Index, Unit, recall_at
+from r3mem.entries import entry_states
 from r3mem.keywords import keywords
-from r3mem.readback import entry_states
 from r3mem.report import write_report
 
 CANDIDATES = 50  # entries the first stage hands to a re-ranker

@@ -54,14 +54,14 @@ def main() -> None:
     add_arguments(parser, last=1000, questions=100)
     parser.add_argument("--out", default="benchmarks/results/recall_weights")
     args = parser.parse_args()
-    memory = Memory.load(args.model)
+    memory = Memory.load(args.model, entry_tokens=args.entry_tokens)  # units of one part
     rows = []
     for data in args.data:
         for qa in read_qa(data):
             rows += measure(memory, qa, args)
     notes = (
         f"Passages {args.first}-{args.last - 1} of each set, units of "
-        f"{args.entry_tokens or memory.model.config.segment_length} tokens at most; "
+        f"{memory.entry_tokens} tokens at most; "
         f"shipped: entity weight {ENTITY_WEIGHT:g}, keyword weight {KEYWORD_WEIGHT:g}, "
         f"source weight {SOURCE_WEIGHT:g}."
     )
@@ -76,7 +76,7 @@ def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
     bank = memory.fresh()
     units = []
     for pid in span:
-        segments = bank.segments(qa.passages[pid], args.entry_tokens)
+        segments = bank.segments(qa.passages[pid])
         bank.remember(segments, source=str(pid))
         units += [Unit(s.text, [str(pid)]) for s in segments]
     ids = list(bank.bank.entries)  # in the order written: entry ids[j] holds units[j]

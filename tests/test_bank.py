@@ -458,7 +458,7 @@ def test_a_budgeted_long_text_drops_as_it_goes_and_folds_what_it_dropped(adapter
     bounded) and folds the rest as before: the text, then the old entries, then the
     oldest new ones, into the document memory; the newest stay as entries."""
     from r3mem.bank import checksum
-    from r3mem.readback import exact_tokens
+    from r3mem.entries import exact_tokens
 
     monkeypatch.setattr(r3mem.memory, "WRITE_BATCH", 3)
     memory = Memory.load(adapter_dir, budget_entries=2)
@@ -479,7 +479,7 @@ def test_a_budgeted_long_text_drops_as_it_goes_and_folds_what_it_dropped(adapter
 def test_guided_decode_is_the_step_by_step_decode(adapter_dir):
     """The fixed-point decode gives what choosing one token per pass gives, for any choose
     (here: greedy, and greedy with forced tokens, as exact recall replays corrections)."""
-    from r3mem.readback import _greedy_after, _width, guided_decode
+    from r3mem.entries import _greedy_after, _width, guided_decode
 
     from .conftest import randomize
 

@@ -5,15 +5,18 @@ compressed alone into its own slots, and read back part by part as one entry."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-import r3mem.memory
+import r3mem.entries
 from r3mem.bank import round_state
+from r3mem.entries import exact_tokens, greedy_tokens, part_lengths, parts_needed, split
 from r3mem.guide import EntityGuide
 from r3mem.memory import Memory
-from r3mem.readback import exact_tokens, greedy_tokens, part_lengths, parts_needed, split
 from r3mem.serve.engine import Engine
 from r3mem.serve.store import CorruptEntry, Store
 
@@ -83,7 +86,7 @@ def test_the_guide_steers_every_part_by_its_entry_s_names(whole, monkeypatch):
             rows.append([list(n) for n in names])
             super().__init__(tokenizer, names, *args)
 
-    monkeypatch.setattr(r3mem.memory, "EntityGuide", Recording)
+    monkeypatch.setattr(r3mem.entries, "EntityGuide", Recording)
     entries = list(whole.bank.entries.values())
     whole.read(entries)
     expected = [[*e.entities] for e in entries for _ in range(e.parts)]
@@ -153,3 +156,13 @@ def test_a_stored_row_with_bad_parts_fails_its_own_entry(engine):
         engine.submit("reconstruct", "acme", row.id, False).result()
     others = [i for i in ids if i != row.id]
     assert all(engine.submit("reconstruct", "acme", i, True).result() for i in others)
+
+
+def test_the_window_parts_benchmark_compares_one_entry_with_parts(wide_adapter_dir, tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "window_parts.py"
+    data = Path(__file__).parent / "fixtures" / "memorybank_mini.json"
+    args = ["--data", str(data), "--model", str(wide_adapter_dir), "--windows", "2"]
+    subprocess.run([sys.executable, script, *args, "--out", tmp_path], check=True)
+    rows = json.loads((tmp_path / "window_parts.json").read_text())["results"]
+    assert [(r["entry_tokens"], r["parts"]) for r in rows] == [(64, 1.0), (32, 2.0)]
+    assert all(0 <= r["token_accuracy"] <= 1 and r["windows"] == 2 for r in rows)

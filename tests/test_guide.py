@@ -8,7 +8,8 @@ from functools import partial
 import pytest
 import torch
 
-import r3mem.memory
+import r3mem.entries
+from r3mem.entries import entry_states
 from r3mem.guide import (
     CONTINUE_BONUS,
     START_BONUS,
@@ -19,7 +20,6 @@ from r3mem.guide import (
     spellings,
 )
 from r3mem.memory import Memory
-from r3mem.readback import entry_states
 
 from .test_bank import TEXT
 
@@ -161,7 +161,7 @@ def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
     assert memory.read(bare) == expected  # nothing to steer towards: the memory alone
     # bonuses that outweigh any logit: the text begins with one of its entry's names
     # (or is all of its start, where the entry is shorter than the name's spelling) ...
-    monkeypatch.setattr(r3mem.memory, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
+    monkeypatch.setattr(r3mem.entries, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
     for found in memory.recall("Lisbon", k=len(memory.bank)):
         entry = memory.bank.entries[found.entry_id]
         names, text = guide_names(entry.entities, entry.keywords), found.text.strip()

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import r3mem.memory
+import r3mem.entries
 from r3mem.guide import EntityGuide
 from r3mem.keywords import keywords
 from r3mem.memory import Memory
@@ -148,7 +148,7 @@ def test_the_service_reads_back_guided_by_the_entities_and_keywords_it_stored(en
         steered.extend(names)
         return EntityGuide(tokenizer, names, start=1e3, go_on=2e3)
 
-    monkeypatch.setattr(r3mem.memory, "EntityGuide", guide)
+    monkeypatch.setattr(r3mem.entries, "EntityGuide", guide)
     engine = engines[0]
     ids = engine.submit("add", "acme", NOTES[0], "erin", {}).result()
     stored = engine.store.entries("acme", "erin")

@@ -7,7 +7,7 @@ each entry's exact recall, :mod:`r3mem.keywords`), and a **source** index: the e
 one source (one document a user remembered) was cut into, which recall scores together.
 
 No raw text is kept. An entry holds its memory vectors and the few *corrections* that make
-exact recall possible; :mod:`r3mem.readback` reads entries back to tokens with them.
+exact recall possible; :mod:`r3mem.entries` reads entries back to tokens with them.
 
 Entries are kept in ``float16`` by default, half the bytes of ``float32`` (``float8``, e4m3,
 halves them again); the corrections are found from the rounded memory, so exact recall
@@ -60,14 +60,14 @@ class Entry:
     tokens:      how many tokens the paragraph had: the length to reconstruct.
     entities:    what the entity extractor found in the paragraph.
     corrections: ``(position, token)`` where greedy decoding fed the corrections missed the
-                 original (:func:`r3mem.readback.guided_decode`).
+                 original (:func:`r3mem.entries.guided_decode`).
     checksum:    CRC-32 of the original token ids, so a replay that diverges (another
                  device or dtype decodes differently) is reported instead of returned.
     keywords:    how often each indexed word occurs in the paragraph (its exact recall).
     meta:        where the paragraph came from (source, session id, turn ids, ...).
     parts:       how many parts it was compressed in: a paragraph longer than the memory's
                  entry length (a conversation's turn window) is cut into parts as even as
-                 can be (:func:`r3mem.readback.part_lengths`); corrections count positions
+                 can be (:func:`r3mem.entries.part_lengths`); corrections count positions
                  in the whole paragraph.
     """
 

@@ -19,13 +19,10 @@ from tqdm import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .bank import (
-    ENTRY_DTYPES,
     Entry,
     MemoryBank,
     check_budget,
     check_entry_dtype,
-    checksum,
-    round_state,
 )
 from .bankfile import (
     BankFileError,
@@ -36,20 +33,11 @@ from .bankfile import (
     stored_entry_tokens,
 )
 from .checkpoint import load_base, locate_model, model_source
+from .entries import exact_tokens, read, write_entries
 from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
-from .guide import EntityGuide, guide_names
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel
-from .readback import (
-    exact_tokens,
-    find_corrections,
-    greedy_tokens,
-    part_lengths,
-    parts_needed,
-    split,
-    starts,
-)
 from .segment import Segment, Tokens, batched, check_length, segment_stream
 from .sources import Conversation, check_queries
 from .state import MemoryState
@@ -59,12 +47,14 @@ from .tensorfile import write_tensors
 # holds beside the entries it keeps, whatever the length of the text.
 WRITE_BATCH = 64
 
-# The most tokens an entry of a text holds unless the memory is told otherwise (at most the
-# model's segment length): 4 a slot on 8 slots. The shipped model gives back 99% of a 32-token
-# paragraph greedily against 96% of a 64-token one, and its recall finds the evidence at least
-# as often as BM25 there (benchmarks/results/NOTES.md, *Entries of 32 tokens by default*); the
-# price is twice the entries for a text. A conversation's turn windows fill whole segments:
-# each repeats its time and speaker (23 tokens on LoCoMo), which would crowd a short entry.
+# The most tokens an entry of a text holds, and one part of any entry, unless the memory is
+# told otherwise (at most the model's segment length): 4 a slot on 8 slots. The shipped model
+# gives back 99% of a 32-token paragraph greedily against 96% of a 64-token one, and its recall
+# finds the evidence at least as often as BM25 there (benchmarks/results/NOTES.md, *Entries of
+# 32 tokens by default*); the price is twice the entries for a text. A conversation's turn
+# windows fill whole segments (each repeats its time and speaker, 23 tokens on LoCoMo, which
+# would crowd a short window) and are written in parts of at most this many tokens
+# (NOTES.md, *Conversation windows in parts*).
 ENTRY_TOKENS = 32
 
 
@@ -141,8 +131,8 @@ class Memory:
         whose adapters ship in the package (``smollm2-135m``): :func:`.checkpoint.locate_model`.
         Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph entries
         are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``);
-        ``entry_tokens`` the most tokens ``remember`` puts in an entry of a text
-        (:func:`entry_length`); a saved memory keeps both."""
+        ``entry_tokens`` the most tokens ``remember`` puts in an entry of a text, and in one
+        part of a longer segment (:func:`entry_length`); a saved memory keeps both."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
         root, adapter_dir, base_dir = locate_model(path)
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
@@ -242,36 +232,12 @@ class Memory:
         return Remembered(len(dropped) + len(entries), tokens, evicted)
 
     def entries(self, segments: Sequence[Segment], source: str | None = None) -> list[Entry]:
-        """One entry per segment, in parts of at most ``entry_tokens`` tokens (a turn window
-        longer than that in two or more, :func:`r3mem.readback.part_lengths`): each part
-        compressed alone, rounded as kept, with its corrections (what ``remember`` adds to
-        the bank, for a store of its own: ``r3mem serve``)."""
-        most = self.entry_tokens
-        lengths = [part_lengths(len(s.ids), parts_needed(len(s.ids), most)) for s in segments]
-        pieces = [
-            piece for s, n in zip(segments, lengths, strict=True) for piece in split(s.ids, n)
-        ]
-        states = round_state(self.model.write_alone(pieces), self.bank.entry_dtype)
-        found = find_corrections(self.model, states, pieces)
-        kept = states.memory.to(ENTRY_DTYPES[self.bank.entry_dtype])  # one block a batch
+        """One entry per segment (:func:`r3mem.entries.write_entries`): what ``remember``
+        adds to the bank, for a store of its own (``r3mem serve``)."""
         extra = {"source": source} if source is not None else {}
-        entries, at = [], 0
-        for segment, n in zip(segments, lengths, strict=True):
-            fixes = [(a + i, t) for row, a in enumerate(starts(n)) for i, t in found[at + row]]
-            entries.append(
-                Entry(
-                    kept[at : at + len(n)].flatten(0, 1),
-                    len(segment.ids),
-                    list(segment.entities),
-                    fixes,
-                    checksum(segment.ids),
-                    keywords(self.tokenizer.decode(segment.ids)),
-                    {**segment.meta, **extra},
-                    len(n),
-                )
-            )
-            at += len(n)
-        return entries
+        return write_entries(
+            self.model, self.tokenizer, segments, self.entry_tokens, self.bank.entry_dtype, extra
+        )
 
     def segments(
         self,
@@ -369,24 +335,15 @@ class Memory:
         as a paragraph, all in one batch."""
         return self.model.write_alone([self.encode(query)[0].tolist() for query in queries]).memory
 
-    @torch.no_grad()
     def read(self, entries: Sequence[Entry], exact: bool = False, guided: bool = True) -> list[str]:
-        """The texts of ``entries`` decoded from their memories in one batch: greedily (steered
-        by each entry's entities and keywords when ``guided``), or ``exact``ly with their
-        corrections."""
-        if not entries:
-            return []
-        if exact:
-            tokens = exact_tokens(self.model, entries)
-        else:
-            guide = None
-            if guided:
-                names = [
-                    guide_names(e.entities, e.keywords) for e in entries for _ in range(e.parts)
-                ]
-                guide = EntityGuide(self.tokenizer, names)
-            tokens = greedy_tokens(self.model, entries, guide)
-        return [self.tokenizer.decode(ids) for ids in tokens]
+        """The texts of ``entries`` (:meth:`read_tokens`)."""
+        return [self.tokenizer.decode(ids) for ids in self.read_tokens(entries, exact, guided)]
+
+    def read_tokens(
+        self, entries: Sequence[Entry], exact: bool = False, guided: bool = True
+    ) -> list[list[int]]:
+        """The token ids of ``entries`` decoded from their memories (:func:`r3mem.entries.read`)."""
+        return read(self.model, self.tokenizer, entries, exact, guided)
 
     def recall_keywords(self, entries: Sequence[Entry]) -> list[dict[str, int]]:
         """The keywords of ``entries``' exact recall, for entries stored before the keyword

@@ -11,9 +11,9 @@ import torch
 
 from ..bank import entry_nbytes, round_state
 from ..data import Segments
+from ..entries import find_corrections
 from ..eval import batch_starts, reconstruction_scores
 from ..model import R3MemModel
-from ..readback import find_corrections
 
 
 @torch.no_grad()

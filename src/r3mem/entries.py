@@ -1,5 +1,6 @@
-"""Reading entries back to tokens: greedily from their memories (steered or not), and
-exactly, from memory plus corrections (DESIGN 2.4).
+"""A paragraph entry's way in and out: written in parts (each compressed alone, rounded as
+kept, with its corrections) and read back to tokens, greedily from its memory (steered by its
+entities and keywords, or not) or exactly, from memory plus corrections (DESIGN 2.4).
 
 An entry keeps no raw text, only its memory and the few *corrections* that make exact
 recall possible: the paragraph is decoded greedily from its memory, one token at a time, and
@@ -14,12 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import accumulate
+from typing import Any
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from .bank import Entry, checksum
+from .bank import Entry, checksum, round_state
+from .bankfile import ENTRY_DTYPES
 from .generation import Processor
+from .guide import EntityGuide, guide_names
+from .keywords import keywords
 from .model import R3MemModel
+from .segment import Segment
 from .state import MemoryState
 
 
@@ -169,3 +176,59 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
                 "was changed, or this device or dtype decodes differently from the writer's"
             )
     return tokens
+
+
+@torch.no_grad()
+def write_entries(
+    model: R3MemModel,
+    tokenizer: PreTrainedTokenizerBase,
+    segments: Sequence[Segment],
+    most: int,
+    entry_dtype: str,
+    meta: dict[str, Any],
+) -> list[Entry]:
+    """One entry per segment, in parts of at most ``most`` tokens (a turn window longer than
+    that in two or more, :func:`part_lengths`): every part compressed alone in one batch,
+    rounded to ``entry_dtype`` as kept, with its corrections; ``meta`` added to each's."""
+    lengths = [part_lengths(len(s.ids), parts_needed(len(s.ids), most)) for s in segments]
+    pieces = [piece for s, n in zip(segments, lengths, strict=True) for piece in split(s.ids, n)]
+    states = round_state(model.write_alone(pieces), entry_dtype)
+    found = find_corrections(model, states, pieces)
+    kept = states.memory.to(ENTRY_DTYPES[entry_dtype])  # one block a batch
+    entries, at = [], 0
+    for segment, n in zip(segments, lengths, strict=True):
+        fixes = [(a + i, t) for row, a in enumerate(starts(n)) for i, t in found[at + row]]
+        entries.append(
+            Entry(
+                kept[at : at + len(n)].flatten(0, 1),
+                len(segment.ids),
+                list(segment.entities),
+                fixes,
+                checksum(segment.ids),
+                keywords(tokenizer.decode(segment.ids)),
+                {**segment.meta, **meta},
+                len(n),
+            )
+        )
+        at += len(n)
+    return entries
+
+
+def read(
+    model: R3MemModel,
+    tokenizer: PreTrainedTokenizerBase,
+    entries: Sequence[Entry],
+    exact: bool = False,
+    guided: bool = True,
+) -> list[list[int]]:
+    """The token ids of ``entries`` decoded in one batch: greedily (every part steered by its
+    entry's entities and keywords when ``guided``), or ``exact``ly with their corrections."""
+    if not entries:
+        return []
+    if exact:
+        return exact_tokens(model, entries)
+    guide = None
+    if guided:
+        names = [guide_names(e.entities, e.keywords) for e in entries for _ in range(e.parts)]
+        guide = EntityGuide(tokenizer, names)
+    return greedy_tokens(model, entries, guide)
