@@ -85,6 +85,7 @@ SECTIONS = {
     "speed_keywords": "Recall's speed with the keyword guide (a slower hour of this host)",
     "recall_weights": "Recall's weights on passages 500-999, their questions (64-token units)",
     "recall_weights_32": "Recall's weights on passages 500-999, their questions (32-token units)",
+    "window_parts": "Conversation windows read back from one entry or from parts (MemoryBank)",
 }
 
 
