@@ -22,10 +22,9 @@ import re
 import numpy as np
 
 from r3mem import Memory
-from r3mem.entries import parts_needed
 from r3mem.memory import ENTRY_TOKENS, WRITE_BATCH
 from r3mem.report import write_report
-from r3mem.segment import Segment
+from r3mem.segment import Segment, parts_needed
 from r3mem.sources import read_memorybank
 
 

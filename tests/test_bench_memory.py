@@ -151,7 +151,8 @@ def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
         ("lm", "questions", 5),
         ("rag", "passages", -1),
         ("conv", "passages", 3),
-        ("conv", "entry_tokens", 32),
+        ("lm", "entry_tokens", 32),
+        ("conv", "entry_tokens", 0),
         ("rag", "entry_tokens", 0),
     ],
 )
@@ -179,6 +180,21 @@ def test_conv_locomo_per_category_and_overall(wide_adapter_dir, tmp_path):
     # every conversation fits in the top 5 windows, so all evidence is found
     assert rows["bm25", "overall"]["evidence_recall@5"] == 1.0
     assert rows["bm25", "4 single-hop"]["evidence_recall@1"] == 1.0
+
+
+def test_conv_entry_tokens_cut_the_windows_into_parts(wide_adapter_dir, tmp_path):
+    """The same windows for every method; R³Mem keeps more slots for shorter parts."""
+    data = str(FIXTURES / "conv" / "locomo_tiny.json")
+    rows = {}
+    for tokens in (64, 16):
+        out = str(tmp_path / str(tokens))
+        report = run_bench(
+            "conv", str(wide_adapter_dir), ["r3mem", "bm25"], data, out=out, entry_tokens=tokens
+        )
+        rows[tokens] = {(r["method"], r["category"]): r for r in report["results"]}
+    assert rows[64]["bm25", "overall"] == rows[16]["bm25", "overall"]
+    stored = [rows[t]["r3mem", "overall"]["stored_bytes"] for t in (64, 16)]
+    assert stored[1] > stored[0]
 
 
 def test_conv_memorybank_has_no_references(wide_adapter_dir, tmp_path):

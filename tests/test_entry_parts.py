@@ -14,9 +14,10 @@ import torch
 
 import r3mem.entries
 from r3mem.bank import round_state
-from r3mem.entries import exact_tokens, greedy_tokens, part_lengths, parts_needed, split
+from r3mem.entries import exact_tokens, greedy_tokens
 from r3mem.guide import EntityGuide
 from r3mem.memory import Memory
+from r3mem.segment import part_lengths, parts_needed, split
 from r3mem.serve.engine import Engine
 from r3mem.serve.store import CorruptEntry, Store
 
@@ -107,23 +108,65 @@ def test_parts_survive_save_and_open(whole, tmp_path):
 def test_a_file_whose_parts_disagree_with_its_tensors_is_refused(whole, tmp_path):
     good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
     whole.save(good)
-    crafted(good, bad, lambda meta, tensors: meta["entries"][0].update(parts=3))
+    crafted(good, bad, lambda meta, tensors: meta["entries"][0].pop("parts"))
     with pytest.raises(ValueError, match=r"bad\.r3mem: not a valid r3mem memory file: entries"):
         Memory.open(bad)
-    crafted(good, bad, lambda meta, tensors: meta["entries"][0].update(parts=0))
+
+
+def test_a_file_before_parts_keeps_its_windows_whole_and_takes_new_ones_in_parts(
+    memory, segments, tmp_path
+):
+    """A file written before parts holds 64-token windows as one part each while it keeps
+    32-token entries: it opens, reads back exactly, and what it adds now comes in parts."""
+    before = Memory(memory.model, memory.tokenizer, memory.model_dir, entry_tokens=64)
+    before.remember(segments)
+    good, old = tmp_path / "good.r3mem", tmp_path / "old.r3mem"
+    before.save(good)
+    crafted(good, old, lambda meta, tensors: meta.update(entry_tokens=32))
+    opened = Memory.open(old)
+    assert opened.entry_tokens == 32 and {e.parts for e in opened.bank.entries.values()} == {1}
+    assert opened.read(list(opened.bank.entries.values()), exact=True) == [
+        memory.tokenizer.decode(s.ids) for s in segments
+    ]
+    opened.remember(segments[:1])
+    assert [e.parts for e in opened.bank.entries.values()][-1] == 2
+    opened.save(old)
+    mixed = list(Memory.open(old).bank.entries.values())
+    assert [e.parts for e in mixed] == [*([1] * len(segments)), 2]
+    assert exact_tokens(memory.model, mixed) == [s.ids for s in [*segments, segments[0]]]
+
+
+def test_evicted_entries_in_parts_are_folded_whole_into_the_document(memory, segments):
+    bank = memory.fresh()
+    bank.remember(segments)
+    document = bank.bank.document
+    bank.budget_entries = 1
+    folded = memory.model.write_in_order(document, [s.ids for s in segments[:-1]])
+    assert torch.equal(bank.bank.document.memory, folded.memory)
+    assert bank.bank.document.tokens_seen.item() == folded.tokens_seen.item()
+
+
+@pytest.mark.parametrize("parts", [True, "2", 0])
+def test_parts_that_are_not_a_count_are_refused(whole, tmp_path, parts):
+    good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
+    whole.save(good)
+    crafted(good, bad, lambda meta, tensors: meta["entries"][0].update(parts=parts))
     with pytest.raises(ValueError, match=r"entries\.parts: not all integers of at least 1"):
         Memory.open(bad)
 
 
-def test_a_file_before_parts_reads_its_entries_as_one_part_each(adapter_dir, tmp_path):
-    written = Memory.load(adapter_dir)
-    written.remember(TEXT)
-    good, old = tmp_path / "good.r3mem", tmp_path / "old.r3mem"
-    written.save(good)
-    crafted(good, old, lambda meta, tensors: [e.pop("parts") for e in meta["entries"]])
-    opened = Memory.open(old)
-    assert {e.parts for e in opened.bank.entries.values()} == {1}
-    assert opened.recall("bees", k=2, exact=True) == written.recall("bees", k=2, exact=True)
+def test_parts_moved_between_entries_are_refused(whole, tmp_path):
+    """The total still matches the tensor, but no entry was cut so."""
+    good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
+    whole.save(good)
+
+    def move(meta, tensors):
+        first, second = meta["entries"][:2]
+        first["parts"], second["parts"] = 3, 1
+
+    crafted(good, bad, move)
+    with pytest.raises(ValueError, match=r"entries\[0\]\.parts: 3 parts of \d+ tokens"):
+        Memory.open(bad)
 
 
 @pytest.fixture
@@ -144,15 +187,16 @@ def test_the_service_stores_and_reads_back_entries_in_parts(engine):
     assert texts == [engine.memory.tokenizer.decode(s.ids) for s in windows]
 
 
-def test_a_stored_row_with_bad_parts_fails_its_own_entry(engine):
+@pytest.mark.parametrize("parts", [1, 0, True, "2", 10**6])
+def test_a_stored_row_with_bad_parts_fails_its_own_entry(engine, parts):
     ids = engine.submit("add", "acme", MESSAGES, "eve", {}).result()
     row = next(r for r in engine.store.entries("acme", "eve") if r.record["parts"] > 1)
     with engine.store.transaction() as db:
-        record = {**row.record, "parts": 1}
+        record = {**row.record, "parts": parts}
         engine.store._run(
             db, "UPDATE memories SET record = ? WHERE id = ?", [json.dumps(record), row.id]
         )
-    with pytest.raises(CorruptEntry, match=f"memory {row.id}: its stored blob is corrupt"):
+    with pytest.raises(CorruptEntry, match=f"memory {row.id}: its stored (blob|record) is corrupt"):
         engine.submit("reconstruct", "acme", row.id, False).result()
     others = [i for i in ids if i != row.id]
     assert all(engine.submit("reconstruct", "acme", i, True).result() for i in others)

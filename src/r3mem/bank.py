@@ -67,7 +67,7 @@ class Entry:
     meta:        where the paragraph came from (source, session id, turn ids, ...).
     parts:       how many parts it was compressed in: a paragraph longer than the memory's
                  entry length (a conversation's turn window) is cut into parts as even as
-                 can be (:func:`r3mem.entries.part_lengths`); corrections count positions
+                 can be (:func:`r3mem.segment.part_lengths`); corrections count positions
                  in the whole paragraph.
     """
 
@@ -171,7 +171,8 @@ class MemoryBank:
     def own_scores(
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
     ) -> dict[int, float]:
-        """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's, plus
+        """Cosine of the pooled ``query`` memory ``[m, width]`` with each entry's (pooled over
+        every part's slots), plus
         ``ENTITY_WEIGHT`` times the fraction of ``entities`` the entry mentions, plus
         ``KEYWORD_WEIGHT`` times the entry's BM25 over ``words`` relative to the best."""
         normalize = torch.nn.functional.normalize
@@ -211,9 +212,10 @@ class MemoryBank:
             "document_tokens_seen": list(self.document.tokens_seen),
         }
         if self.entries:
-            slots = self.document.memory.shape[1]
             tensors["entries"] = [
-                part for entry in self.entries.values() for part in entry.memory.split(slots)
+                part
+                for e in self.entries.values()
+                for part in e.memory.reshape(e.parts, -1, e.memory.shape[-1]).unbind()
             ]
         meta = {
             "format": FORMAT,
@@ -225,12 +227,12 @@ class MemoryBank:
                 {
                     "id": entry_id,
                     "tokens": e.tokens,
-                    "parts": e.parts,
                     "entities": e.entities,
                     "corrections": [list(c) for c in e.corrections],
                     "checksum": e.checksum,
                     "keywords": e.keywords,
                     "meta": e.meta,
+                    **({"parts": e.parts} if e.parts > 1 else {}),  # files of one part as before
                 }
                 for entry_id, e in self.entries.items()
             ],

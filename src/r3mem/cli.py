@@ -214,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     remember.add_argument(
         "--entry-tokens",
         type=int,
-        help="a new memory file's entries of a text hold at most N tokens (default: 32, at "
-        "most the model's segment length); a file keeps its own and refuses another N",
+        help="a new memory file's entries of a text, and the parts of longer segments (turn "
+        "windows), hold at most N tokens (default: 32, at most the model's segment length); a "
+        "file keeps its own and refuses another N",
     )
     _add_wait(remember)
     remember.set_defaults(run=_remember)
@@ -248,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--entry-tokens",
         type=int,
-        help="entries of a text added hold at most N tokens (default: 32, at most the model's "
-        "segment length); entries stored before keep theirs",
+        help="entries of a text added, and the parts of longer turn windows, hold at most N "
+        "tokens (default: 32, at most the model's segment length); entries stored before keep "
+        "theirs",
     )
     server.set_defaults(run=_serve)
     keys = add("keys", help="API keys of the memory service")
@@ -273,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--entry-tokens",
         type=int,
-        help="rag: the memory's entries (every method's units) of at most N tokens "
-        "(default: 32, at most the model's segment length)",
+        help="rag: the memory's entries (every method's units) of at most N tokens; conv: "
+        "the parts of its turn windows (default: 32, at most the model's segment length)",
     )
     bench.add_argument(
         "--resume",

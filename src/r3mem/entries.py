@@ -14,7 +14,6 @@ width. The number of corrections is an honest measure of what the memory lost.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import accumulate
 from typing import Any
 
 import torch
@@ -26,29 +25,8 @@ from .generation import Processor
 from .guide import EntityGuide, guide_names
 from .keywords import keywords
 from .model import R3MemModel
-from .segment import Segment
+from .segment import Segment, part_lengths, parts_needed, split, starts
 from .state import MemoryState
-
-
-def part_lengths(tokens: int, parts: int) -> list[int]:
-    """The lengths of the ``parts`` parts an entry of ``tokens`` tokens is cut into: as even
-    as can be, the longer first (64 in 2: 32 + 32; 41 in 2: 21 + 20)."""
-    return [tokens // parts + (i < tokens % parts) for i in range(parts)]
-
-
-def parts_needed(tokens: int, most: int) -> int:
-    """The fewest parts of at most ``most`` tokens that hold ``tokens``."""
-    return -(-tokens // most)
-
-
-def starts(lengths: Sequence[int]) -> list[int]:
-    """Where each of consecutive pieces of ``lengths`` begins."""
-    return list(accumulate(lengths, initial=0))[:-1]
-
-
-def split(ids: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
-    """``ids`` cut into consecutive pieces of ``lengths``."""
-    return [list(ids[at : at + n]) for at, n in zip(starts(lengths), lengths, strict=True)]
 
 
 def joined(entries: Sequence[Entry], rows: Sequence[list[int]]) -> list[list[int]]:
@@ -62,7 +40,8 @@ def joined(entries: Sequence[Entry], rows: Sequence[list[int]]) -> list[list[int
 
 def entry_states(model: R3MemModel, entries: Sequence[Entry]) -> MemoryState:
     """Every part of ``entries`` as one paragraph-level batch ``[parts, m, width]`` (each
-    entry's parts in order; an entry of one part is one row), ``tokens_seen`` its length."""
+    entry's parts in order; an entry of one part is one row), ``tokens_seen`` each part's
+    length."""
     dtype = model.write_embeddings.dtype
     rows = [e.memory.reshape(e.parts, -1, e.memory.shape[-1]) for e in entries]
     memory = torch.cat(rows).to(model.device, dtype)

@@ -199,8 +199,8 @@ class Memory:
         progress: bool = False,
     ) -> Remembered:
         """Write ``content`` into every level: the document memory (recurrently), one paragraph
-        entry per segment (compressed alone, with its exact-recall corrections) and the
-        entity index. ``content`` is a text, chat messages ``{speaker, text[, time]}`` (one
+        entry per segment (compressed alone, in parts of at most ``entry_tokens``, with its
+        exact-recall corrections) and the entity index. ``content`` is a text, chat messages ``{speaker, text[, time]}`` (one
         session), or segments already cut by :meth:`segments`. Over budget, the oldest entries
         are folded into the document memory.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,27 @@ def cut(
     else:
         document = build_document("text", content, length, tokens.count, extractor)
     return [Segment(p.text, tokens.ids(p.text), p.entities, p.meta) for p in document.paragraphs]
+
+
+def part_lengths(tokens: int, parts: int) -> list[int]:
+    """The lengths of the ``parts`` parts an entry of ``tokens`` tokens is cut into: as even
+    as can be, the longer first (64 in 2: 32 + 32; 41 in 2: 21 + 20)."""
+    return [tokens // parts + (i < tokens % parts) for i in range(parts)]
+
+
+def parts_needed(tokens: int, most: int) -> int:
+    """The fewest parts of at most ``most`` tokens that hold ``tokens``."""
+    return -(-tokens // most)
+
+
+def starts(lengths: Sequence[int]) -> list[int]:
+    """Where each of consecutive pieces of ``lengths`` begins."""
+    return list(accumulate(lengths, initial=0))[:-1]
+
+
+def split(ids: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
+    """``ids`` cut into consecutive pieces of ``lengths``."""
+    return [list(ids[at : at + n]) for at, n in zip(starts(lengths), lengths, strict=True)]
 
 
 def check_length(value: Any, limit: int, name: str) -> None:

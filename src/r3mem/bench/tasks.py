@@ -262,8 +262,9 @@ def run_bench(
     installed, else the memory's own base model; ``"none"``: retrieval alone, em and f1
     null); ``questions`` (rag, conv): a seeded draw of at most that many
     questions per dataset or conversation (None: all); ``passages`` (rag): the first that
-    many passages of each dataset (None: all); ``entry_tokens`` (rag): the memory's entry
-    length (None: ``Memory``'s default), every method's units; ``resume`` (rag,
+    many passages of each dataset (None: all); ``entry_tokens`` (rag, conv): the memory's
+    entry length (None: ``Memory``'s default): rag's units for every method, conv's parts of
+    a turn window (:class:`r3mem.bank.Entry`); ``resume`` (rag,
     conv): reuse what an interrupted run of the same request left in
     ``out/TASK.partial.jsonl``."""
     if task not in METHODS:
@@ -273,7 +274,7 @@ def run_bench(
     if task not in ("lm", "reconstruct") and any(method.model for method in parsed):
         raise ValueError(f"bench {task} measures --model only; NAME=DIR is for lm, reconstruct")
     sizes = (("questions", questions, "rag conv"), ("passages", passages, "rag"))
-    sizes += (("entry-tokens", entry_tokens, "rag"),)
+    sizes += (("entry-tokens", entry_tokens, "rag conv"),)
     for option, value, tasks in sizes:
         if value is not None and (task not in tasks.split() or value < 1):
             raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
@@ -297,7 +298,7 @@ def run_bench(
         progress = _progress(  # first: a refused --resume loads no model
             task, out, resume, model=model, reader=reader or Reader.default_name(),
             methods=names, data=paths[0], seed=seed, quick=quick, questions=questions,
-            passages=passages, **({"entry_tokens": entry_tokens} if task == "rag" else {}),
+            passages=passages, entry_tokens=entry_tokens,
         )  # fmt: skip
         memory = Memory.load(model, entry_tokens=entry_tokens)
         if reader == "none":

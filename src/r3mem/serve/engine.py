@@ -171,7 +171,7 @@ class Engine:
             "checksum": entry.checksum,
             "keywords": entry.keywords,
             "meta": {**entry.meta, **metadata},
-            "parts": entry.parts,
+            **({"parts": entry.parts} if entry.parts > 1 else {}),  # rows of one part as before
         }
         return LEVEL, entry.tokens, record, encode_memory(entry.memory, self.fingerprint)
 

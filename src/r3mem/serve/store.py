@@ -85,7 +85,8 @@ class StoredEntry:
 
 
 def encode_memory(memory: torch.Tensor, fingerprint: str) -> bytes:
-    """One entry's memory ``[m, width]`` as safetensors bytes naming the model that wrote it."""
+    """One entry's memory ``[parts * m, width]`` as safetensors bytes naming the model that
+    wrote it."""
     meta = {"format": BLOB_FORMAT, "fingerprint": fingerprint}
     return save_tensors({"memory": memory.detach().cpu().contiguous()}, metadata=meta)
 
