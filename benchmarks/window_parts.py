@@ -24,7 +24,7 @@ import numpy as np
 from r3mem import Memory
 from r3mem.memory import ENTRY_TOKENS, WRITE_BATCH
 from r3mem.report import write_report
-from r3mem.segment import Segment, parts_needed
+from r3mem.segment import Segment
 from r3mem.sources import read_memorybank
 
 
@@ -46,16 +46,17 @@ def windows(memory: Memory, data: str, count: int, seed: int) -> list[Segment]:
 
 
 def measure(memory: Memory, cut: list[Segment]) -> dict:
-    decoded = []
+    decoded, parts = [], []
     for start in range(0, len(cut), WRITE_BATCH):
-        decoded += memory.read_tokens(memory.entries(cut[start : start + WRITE_BATCH]))
+        entries = memory.entries(cut[start : start + WRITE_BATCH])
+        decoded += memory.read_tokens(entries)
+        parts += [entry.parts for entry in entries]
     accuracy = [np.mean(np.equal(d, s.ids)) for d, s in zip(decoded, cut, strict=True)]
     kept = total = 0
     for ids, segment in zip(decoded, cut, strict=True):
         text, wanted = memory.tokenizer.decode(ids), names(segment)
         kept += sum(name in text for name in wanted)
         total += len(wanted)
-    parts = [parts_needed(len(s.ids), memory.entry_tokens) for s in cut]
     return {
         "windows": len(cut),
         "tokens": round(float(np.mean([len(s.ids) for s in cut])), 1),

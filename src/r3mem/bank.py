@@ -80,6 +80,18 @@ class Entry:
     meta: dict[str, Any] = field(default_factory=dict)
     parts: int = 1
 
+    def record(self) -> dict[str, Any]:
+        """The JSON-able fields a memory file and a service row keep beside the memory
+        (``parts`` only above one: entries of one part are written as before parts were)."""
+        return {
+            "entities": self.entities,
+            "corrections": [list(fix) for fix in self.corrections],
+            "checksum": self.checksum,
+            "keywords": self.keywords,
+            "meta": self.meta,
+            **({"parts": self.parts} if self.parts > 1 else {}),
+        }
+
 
 def checksum(ids: Sequence[int]) -> int:
     return zlib.crc32(b"".join(int(i).to_bytes(8, "little", signed=True) for i in ids))
@@ -224,16 +236,7 @@ class MemoryBank:
             "entry_dtype": self.entry_dtype,
             "next_id": self.next_id,
             "entries": [
-                {
-                    "id": entry_id,
-                    "tokens": e.tokens,
-                    "entities": e.entities,
-                    "corrections": [list(c) for c in e.corrections],
-                    "checksum": e.checksum,
-                    "keywords": e.keywords,
-                    "meta": e.meta,
-                    **({"parts": e.parts} if e.parts > 1 else {}),  # files of one part as before
-                }
+                {"id": entry_id, "tokens": e.tokens, **e.record()}
                 for entry_id, e in self.entries.items()
             ],
         }
@@ -272,9 +275,9 @@ class MemoryBank:
                 checksum=record["checksum"],
                 keywords=dict(record.get("keywords", {})),
                 meta=dict(record["meta"]),
-                parts=record.get("parts", 1),
+                parts=count,
             )
-            for record, memory in zip(records, stacked.split(parts), strict=True)
+            for record, count, memory in zip(records, parts, stacked.split(parts), strict=True)
         ]
         older = [
             entry

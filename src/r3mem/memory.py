@@ -200,9 +200,9 @@ class Memory:
     ) -> Remembered:
         """Write ``content`` into every level: the document memory (recurrently), one paragraph
         entry per segment (compressed alone, in parts of at most ``entry_tokens``, with its
-        exact-recall corrections) and the entity index. ``content`` is a text, chat messages ``{speaker, text[, time]}`` (one
-        session), or segments already cut by :meth:`segments`. Over budget, the oldest entries
-        are folded into the document memory.
+        exact-recall corrections) and the entity index. ``content`` is a text, chat messages
+        ``{speaker, text[, time]}`` (one session), or segments already cut by
+        :meth:`segments`. Over budget, the oldest entries are folded into the document memory.
 
         A text is cut and written ``WRITE_BATCH`` segments at a time, so the work beside the
         entries kept does not grow with the text; ``progress`` shows a bar from the start.

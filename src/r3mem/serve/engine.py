@@ -165,14 +165,7 @@ class Engine:
             job.future.set_result(self.store.add_entries(job.tenant, user_id, rows))
 
     def _row(self, entry: Entry, metadata: dict) -> tuple[str, int, dict, bytes]:
-        record = {
-            "entities": entry.entities,
-            "corrections": [list(fix) for fix in entry.corrections],
-            "checksum": entry.checksum,
-            "keywords": entry.keywords,
-            "meta": {**entry.meta, **metadata},
-            **({"parts": entry.parts} if entry.parts > 1 else {}),  # rows of one part as before
-        }
+        record = {**entry.record(), "meta": {**entry.meta, **metadata}}
         return LEVEL, entry.tokens, record, encode_memory(entry.memory, self.fingerprint)
 
     def _delete_entry(self, jobs: list[Job]) -> None:
