@@ -36,8 +36,9 @@ from r3mem.assets import SAMPLE_TEXT, asset_path  # noqa: E402
 from r3mem.bench.conv import _spoken, read_conversations, written  # noqa: E402
 from r3mem.bench.retrieval import BM25Index, Unit, draw  # noqa: E402
 from r3mem.keywords import keywords  # noqa: E402
-from r3mem.memory import ENTRY_TOKENS, Memory  # noqa: E402
+from r3mem.memory import Memory  # noqa: E402
 from r3mem.report import write_report  # noqa: E402
+from r3mem.segment import ENTRY_TOKENS  # noqa: E402
 from r3mem.sources import read_texts  # noqa: E402
 
 LOCOMO = ROOT.parent / "shared" / "data" / "convmem" / "locomo" / "locomo7.json.gz"

@@ -22,9 +22,9 @@ import re
 import numpy as np
 
 from r3mem import Memory
-from r3mem.memory import ENTRY_TOKENS, WRITE_BATCH
+from r3mem.memory import WRITE_BATCH
 from r3mem.report import write_report
-from r3mem.segment import Segment
+from r3mem.segment import ENTRY_TOKENS, Segment
 from r3mem.sources import read_memorybank
 
 

@@ -17,7 +17,7 @@ from r3mem.bank import round_state
 from r3mem.entries import exact_tokens, greedy_tokens
 from r3mem.guide import EntityGuide
 from r3mem.memory import Memory
-from r3mem.segment import part_lengths, parts_needed, split
+from r3mem.segment import Segment, part_lengths, parts_needed, split
 from r3mem.serve.engine import Engine
 from r3mem.serve.store import CorruptEntry, Store
 
@@ -67,6 +67,13 @@ def test_a_long_segment_is_written_in_parts_each_compressed_alone(memory, whole,
         pieces = split(segment.ids, part_lengths(len(segment.ids), entry.parts))
         alone = round_state(memory.model.write_alone(pieces), "float16").memory.half()
         assert torch.equal(entry.memory, alone.flatten(0, 1))
+
+
+@pytest.mark.parametrize("length", [0, 65])
+def test_entries_refuses_a_segment_of_no_tokens_or_over_the_segment_length(memory, length):
+    made = Segment("x", [7] * length, [])  # cut by hand, not by remember
+    with pytest.raises(ValueError, match=f"a segment must hold 1 to 64 tokens, got {length}"):
+        memory.entries([made])
 
 
 def test_an_entry_in_parts_reads_back_exactly_and_at_its_length(memory, whole, segments):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from r3mem.cli import build_parser
-from r3mem.memory import ENTRY_TOKENS, Memory
+from r3mem.memory import Memory
+from r3mem.segment import ENTRY_TOKENS
 
 TEXT = "\n\n".join(
     f"Paragraph {n}: Alice Moreau keeps {n} hives of bees in Lyon, and Bob Tanaka sails "
@@ -39,7 +40,7 @@ def test_the_default_entry_is_entry_tokens_long_at_most(memory):
 
 
 def test_the_default_is_at_most_the_segment_length(wide_adapter_dir, monkeypatch):
-    monkeypatch.setattr("r3mem.memory.ENTRY_TOKENS", 1000)
+    monkeypatch.setattr("r3mem.segment.ENTRY_TOKENS", 1000)
     assert Memory.load(wide_adapter_dir).entry_tokens == 64
 
 

@@ -42,7 +42,7 @@ def _expect(ok: bool, field: str, why: str) -> None:
         raise BankFileError(f"{field}: {why}")
 
 
-def _is_int(value: Any, low: int, high: int | None = None) -> bool:
+def is_int(value: Any, low: int, high: int | None = None) -> bool:
     """An int (not a bool) in ``[low, high)``."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
     return ok and (high is None or value < high)
@@ -71,9 +71,9 @@ def check_meta(
     _expect(meta.get("format") == FORMAT, "format", f"{meta.get('format')!r}, expected {FORMAT}")
     _expect(isinstance(meta.get("fingerprint"), str), "fingerprint", "missing or not a string")
     budget = meta.get("budget_entries")
-    _expect(budget is None or _is_int(budget, 1), "budget_entries", f"{budget!r}")
+    _expect(budget is None or is_int(budget, 1), "budget_entries", f"{budget!r}")
     _expect(meta.get("entry_dtype") in ENTRY_DTYPES, "entry_dtype", f"{meta.get('entry_dtype')!r}")
-    _expect(_is_int(meta.get("next_id"), 0), "next_id", f"{meta.get('next_id')!r}")
+    _expect(is_int(meta.get("next_id"), 0), "next_id", f"{meta.get('next_id')!r}")
     records = meta.get("entries")
     _expect(isinstance(records, list), "entries", "not a list")
     floats = (torch.float16, torch.bfloat16, torch.float32)
@@ -84,7 +84,7 @@ def check_meta(
     _expect(not unknown, "tensors", f"unknown {unknown}")
     _expect(budget is None or len(records) <= budget, "entries", f"more than {budget}")
     parts = [r.get("parts", 1) if isinstance(r, dict) else 1 for r in records]
-    _expect(all(_is_int(n, 1) for n in parts), "entries.parts", "not all integers of at least 1")
+    _expect(all(is_int(n, 1) for n in parts), "entries.parts", "not all integers of at least 1")
     if records:
         stored = (sum(parts), *shape[1:])
         _check_tensor(tensors, "entries", stored, (ENTRY_DTYPES[meta["entry_dtype"]],))
@@ -92,7 +92,7 @@ def check_meta(
         _expect("entries" not in tensors, "entries", "tensors stored for no entry records")
     length, vocab = model.config.segment_length, model.spec["vocab_size"]
     entry_tokens = stored_entry_tokens(meta, length)
-    ok = _is_int(entry_tokens, 1, length + 1)
+    ok = is_int(entry_tokens, 1, length + 1)
     _expect(ok, "entry_tokens", f"{entry_tokens!r}, not 1..{length}")
     previous = -1
     keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}
@@ -103,14 +103,14 @@ def check_meta(
         _expect(ok, field, f"keys must be {keys}, and {optional} at most")
         entry_id, tokens = record["id"], record["tokens"]
         _expect(
-            _is_int(entry_id, 0, meta["next_id"]),
+            is_int(entry_id, 0, meta["next_id"]),
             f"{field}.id",
             f"{entry_id!r} (next_id {meta['next_id']})",
         )
         _expect(entry_id != previous, f"{field}.id", f"{entry_id} appears twice")
         _expect(entry_id > previous, f"{field}.id", "not after the one before")
         previous = entry_id
-        _expect(_is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
+        _expect(is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
         # as remember cuts it, or one part (a window written before parts were)
         ok = parts[index] in (1, parts_needed(tokens, entry_tokens))
         _expect(ok, f"{field}.parts", f"{parts[index]} parts of {tokens} tokens")
@@ -121,17 +121,17 @@ def check_meta(
         ok = isinstance(fixes, list) and all(
             isinstance(fix, list)
             and len(fix) == 2
-            and _is_int(fix[0], 0, tokens)
-            and _is_int(fix[1], 0, vocab)
+            and is_int(fix[0], 0, tokens)
+            and is_int(fix[1], 0, vocab)
             for fix in fixes
         )
         ok = ok and len({fix[0] for fix in fixes}) == len(fixes)
         _expect(ok, f"{field}.corrections", f"not distinct [position < {tokens}, token < {vocab}]")
-        _expect(_is_int(record["checksum"], 0, 2**32), f"{field}.checksum", "not a CRC-32")
+        _expect(is_int(record["checksum"], 0, 2**32), f"{field}.checksum", "not a CRC-32")
         _expect(isinstance(record["meta"], dict), f"{field}.meta", "not a JSON object")
         words = record.get("keywords", {})
         ok = isinstance(words, dict) and all(
-            isinstance(w, str) and _is_int(n, 1) for w, n in words.items()
+            isinstance(w, str) and is_int(n, 1) for w, n in words.items()
         )
         _expect(ok, f"{field}.keywords", "not a map of words to counts of at least 1")
     return records

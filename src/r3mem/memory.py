@@ -38,7 +38,15 @@ from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel
-from .segment import Segment, Tokens, batched, check_length, segment_stream
+from .segment import (
+    Segment,
+    Tokens,
+    batched,
+    check_length,
+    check_segments,
+    entry_length,
+    segment_stream,
+)
 from .sources import Conversation, check_queries
 from .state import MemoryState
 from .tensorfile import write_tensors
@@ -46,24 +54,6 @@ from .tensorfile import write_tensors
 # Segments written, compressed and corrected at once by ``remember``: what its working memory
 # holds beside the entries it keeps, whatever the length of the text.
 WRITE_BATCH = 64
-
-# The most tokens an entry of a text holds, and one part of any entry, unless the memory is
-# told otherwise (at most the model's segment length): 4 a slot on 8 slots. The shipped model
-# gives back 99% of a 32-token paragraph greedily against 96% of a 64-token one, and its recall
-# finds the evidence at least as often as BM25 there (benchmarks/results/NOTES.md, *Entries of
-# 32 tokens by default*); the price is twice the entries for a text. A conversation's turn
-# windows fill whole segments (each repeats its time and speaker, 23 tokens on LoCoMo, which
-# would crowd a short window) and are written in parts of at most this many tokens
-# (NOTES.md, *Conversation windows in parts*).
-ENTRY_TOKENS = 32
-
-
-def entry_length(entry_tokens: int | None, segment_length: int) -> int:
-    """The most tokens an entry of a text holds on a model of ``segment_length``:
-    ``entry_tokens`` once checked, or ``ENTRY_TOKENS`` at most the segment length."""
-    length = min(ENTRY_TOKENS, segment_length) if entry_tokens is None else entry_tokens
-    check_length(length, segment_length, "entry_tokens")
-    return length
 
 
 @dataclass(frozen=True)
@@ -234,6 +224,7 @@ class Memory:
     def entries(self, segments: Sequence[Segment], source: str | None = None) -> list[Entry]:
         """One entry per segment (:func:`r3mem.entries.write_entries`): what ``remember``
         adds to the bank, for a store of its own (``r3mem serve``)."""
+        check_segments(segments, self.model.config.segment_length)
         extra = {"source": source} if source is not None else {}
         return write_entries(
             self.model, self.tokenizer, segments, self.entry_tokens, self.bank.entry_dtype, extra

@@ -24,6 +24,25 @@ from .sources import Conversation, check_text, conversation_to_document, message
 # A long text is cut a block of about this many characters at a time (cut_stream).
 BLOCK_CHARS = 1 << 16
 
+# The most tokens an entry of a text holds, and one part of any entry, unless the memory is
+# told otherwise (at most the model's segment length): 4 a slot on 8 slots. The shipped model
+# gives back 99% of a 32-token paragraph greedily against 96% of a 64-token one, and its recall
+# finds the evidence at least as often as BM25 there (benchmarks/results/NOTES.md, *Entries of
+# 32 tokens by default*); the price is twice the entries for a text. A conversation's turn
+# windows fill whole segments (each repeats its time and speaker, 23 tokens on LoCoMo, which
+# would crowd a short window) and are written in parts of at most this many tokens
+# (NOTES.md, *Conversation windows in parts*).
+ENTRY_TOKENS = 32
+
+
+def entry_length(entry_tokens: int | None, segment_length: int) -> int:
+    """The most tokens an entry of a text holds on a model of ``segment_length``:
+    ``entry_tokens`` once checked, or ``ENTRY_TOKENS`` at most the segment length."""
+    length = min(ENTRY_TOKENS, segment_length) if entry_tokens is None else entry_tokens
+    check_length(length, segment_length, "entry_tokens")
+    return length
+
+
 # Packing measures a segment, then the segment with the next piece (too long): the segment it
 # keeps was measured a few calls back. A short memory of recent texts holds it.
 _RECENT = 64
@@ -103,6 +122,15 @@ def split(ids: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
     return [list(ids[at : at + n]) for at, n in zip(starts(lengths), lengths, strict=True)]
 
 
+def check_segments(segments: Sequence[Segment], longest: int) -> list[Segment]:
+    """``segments`` cut already (by :func:`cut` or by hand), each found to hold 1 to
+    ``longest`` tokens."""
+    for segment in segments:
+        if not 0 < len(segment.ids) <= longest:
+            raise ValueError(f"a segment must hold 1 to {longest} tokens, got {len(segment.ids)}")
+    return list(segments)
+
+
 def check_length(value: Any, limit: int, name: str) -> None:
     """``value`` must be a token count from 1 to ``limit`` (a model's segment length)."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -139,10 +167,7 @@ def segment_stream(
     elif not content:
         raise ValueError("no messages: nothing to remember")
     elif all(isinstance(item, Segment) for item in content):
-        for item in content:
-            if not 0 < len(item.ids) <= longest:
-                raise ValueError(f"a segment must hold 1 to {longest} tokens, got {len(item.ids)}")
-        segments = list(content)
+        segments = check_segments(content, longest)
     else:
         segments = cut(messages_conversation(content), tokens, length, extractor)
     return ((segment, row + 1) for row, segment in enumerate(segments)), len(segments)

@@ -14,8 +14,8 @@ from tqdm import tqdm
 
 from ..bank import entry_nbytes
 from ..generation import CACHE
-from ..memory import entry_length
 from ..model import R3MemModel
+from ..segment import entry_length
 
 # Full attention stops being measured once its KV cache would pass this size.
 FULL_ATTENTION_CACHE_LIMIT = 2 * 2**30

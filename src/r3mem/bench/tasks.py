@@ -40,10 +40,11 @@ from ..eval import (
     reconstruction_scores,
     stream_perplexity,
 )
-from ..memory import Memory, entry_length
+from ..memory import Memory
 from ..plots import history_curve, position_curve, ratio_curve
 from ..reader import Reader
 from ..report import git_revision, write_report
+from ..segment import entry_length
 from ..sources import read_texts
 from .baselines import Method, load_methods, parse_methods
 from .conv import METHODS as CONV_METHODS

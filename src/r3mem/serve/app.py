@@ -286,7 +286,7 @@ def serve(
 ) -> None:
     """Open the store and the model, then answer until interrupted; queued jobs finish
     before the process ends. ``entry_tokens``: the most tokens an entry of a text added from
-    now on holds (:func:`r3mem.memory.entry_length`; entries stored before keep theirs)."""
+    now on holds (:func:`r3mem.segment.entry_length`; entries stored before keep theirs)."""
     import uvicorn
 
     from ..memory import Memory

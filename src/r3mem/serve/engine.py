@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..bank import ENTRY_DTYPES, Entry, MemoryBank
+from ..bankfile import is_int
 from ..checkpoint import adapter_digest
 from ..keywords import keywords
 from ..memory import WRITE_BATCH, Memory
@@ -189,7 +190,7 @@ class Engine:
         assert stored.blob is not None
         record = stored.record
         parts = record.get("parts", 1)  # rows stored before parts: one
-        if isinstance(parts, bool) or not isinstance(parts, int) or not 1 <= parts <= stored.tokens:
+        if not is_int(parts, 1, stored.tokens + 1):
             raise CorruptEntry(
                 f"memory {stored.id}: its stored record is corrupt (parts {parts!r})"
             )
