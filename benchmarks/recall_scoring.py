@@ -3,10 +3,16 @@ keyword level, and query likelihood from the backward invocation, alone and toge
 against BM25 (issue 15).
 
     python benchmarks/recall_scoring.py --data ../shared/data/qa/squad_v2_dev_cs224n \
-        [--passages 500] [--questions 100] [--seed 0] [--model DIR]
+        [--passages 500] [--questions 100|all] [--seed 0] [--model DIR] \
+        [--memories FILE ...] [--no-rerank]
 
-The passages are written into one memory as ``bench rag`` writes them; every score ranks the
-same entries. Query likelihood from the backward invocation re-ranks recall's top 50 (over
+The passages are written into one memory as ``bench rag`` writes them (or the memory a
+``bench rag`` run saved is opened, one ``--memories`` file per QA set in order, once found
+to hold exactly those passages' segments); every score ranks the same entries. ``--questions
+all`` scores every question whose gold passages lie among the passages, not a draw of them:
+recall needs no decoding, so the figure a draw of 50-100 questions moves can be had on
+all of them. ``--no-rerank`` leaves out the query-likelihood rows (a decoder pass over 50
+candidates a question). Query likelihood from the backward invocation re-ranks recall's top 50 (over
 every entry it costs ~10 s a query and ranked below cosine + entities: recall@5 0.23 SQuAD,
 0.17 HotpotQA on the default of rev 00af6b0): ``pmi`` keeps, per query token, only what the
 memory adds over the memory-free decoder (``max(0, log p(t | memory) - log p(t | no
@@ -25,12 +31,13 @@ import time
 import torch
 
 from r3mem import Memory
-from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT
+from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, checksum
 from r3mem.bench.rag import QASet, read_qa, take
 from r3mem.bench.retrieval import BM25Index, Unit, recall_at
 from r3mem.entries import entry_states
 from r3mem.keywords import keywords
 from r3mem.report import write_report
+from r3mem.segment import Segment
 
 CANDIDATES = 50  # entries the first stage hands to a re-ranker
 RERANK = f"recall, top {CANDIDATES} re-ranked by pmi"  # alone, or added to recall's score:
@@ -58,20 +65,35 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
     return (x - x.mean()) / (x.std() + 1e-6)
 
 
+def question_count(value: str) -> int | None:
+    """``--questions``: a count, or ``all`` (None: every question, no draw)."""
+    return None if value == "all" else int(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", required=True, help="QA files or folders (rag's)")
     parser.add_argument("--passages", type=int, default=500)
-    parser.add_argument("--questions", type=int, default=100)
+    parser.add_argument("--questions", type=question_count, default=100, help="a count or all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="r3mem model directory (default: the shipped one)")
+    parser.add_argument("--memories", nargs="+", help="memory files bench rag saved, per set")
+    parser.add_argument("--no-rerank", action="store_true", help="no query-likelihood rows")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     memory = Memory.load(args.model)
+    found = [qa for data in args.data for qa in read_qa(data)]
+    sets = [take(qa, args.passages, args.questions, args.seed) for qa in found]
+    if args.memories is not None and len(args.memories) != len(sets):
+        parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
     rows = []
-    for data in args.data:
-        for qa in read_qa(data):
-            rows += measure(memory, take(qa, args.passages, args.questions, args.seed))
+    for number, qa in enumerate(sets):
+        cut = [memory.segments(text) for text in qa.passages]
+        if args.memories is None:
+            bank = written(memory, cut)
+        else:
+            bank = opened(memory, args.memories[number], cut)
+        rows += measure(bank, qa, cut, rerank=not args.no_rerank)
     notes = (
         "ms/question: the score's own cost per query: recall includes writing the "
         f"query's memory; a re-ranker adds its {CANDIDATES} candidates' decoder pass to it. "
@@ -80,22 +102,36 @@ def main() -> None:
     write_report(args.out, "recall_scoring", args.seed, rows, notes)
 
 
-def measure(memory: Memory, qa: QASet) -> list[dict]:
-    """One row per score: recall@5 of the gold passages over ``qa``'s questions."""
-    cut = [memory.segments(text) for text in qa.passages]
+def written(memory: Memory, cut: list[list[Segment]]) -> Memory:
+    """A fresh memory holding every passage's segments, each entry's source its passage id."""
     bank = memory.fresh()
     for pid, segments in enumerate(cut):
         bank.remember(segments, source=str(pid))
+    return bank
+
+
+def opened(memory: Memory, path: str, cut: list[list[Segment]]) -> Memory:
+    """The memory saved at ``path``, once found to hold ``cut``'s segments in order, each
+    from its passage (what :func:`written` would write), and nothing else."""
+    bank = memory.reopen(path)
+    wanted = [(str(pid), checksum(s.ids)) for pid, segments in enumerate(cut) for s in segments]
+    held = [(e.meta.get("source"), e.checksum) for e in bank.bank.entries.values()]
+    if held != wanted:
+        raise SystemExit(f"{path}: does not hold these passages' segments (another set or cut)")
+    return bank
+
+
+def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> list[dict]:
+    """One row per score: recall@5 of the gold passages over ``qa``'s questions, ranking the
+    entries of ``bank`` (``cut``'s segments)."""
     ids = list(bank.bank.entries)
     entries = [bank.bank.entries[i] for i in ids]
     keyed = [Unit("", [entry.meta["source"]]) for entry in entries]  # what recall_at judges
-    empty = bank.model.init_memory(1, "paragraph")
     bm25 = BM25Index([Unit(s.text, [str(pid)]) for pid, segs in enumerate(cut) for s in segs])
 
     found: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
     for question in qa.questions:
-        query = bank.encode(question.text)[:, : bank.model.config.segment_length]
         clock = time.perf_counter()
         hits = bm25.search(question.text, 5)
         clock = _tick(seconds, "bm25", clock)
@@ -113,12 +149,6 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
         )
         bonus = with_entities - cosine
         relative = lexical / lexical.max().clamp(min=1e-9)
-        clock = time.perf_counter()
-        first = torch.argsort(-recall)[:CANDIDATES]
-        picked = entry_states(bank.model, [entries[j] for j in first.tolist()])
-        free = token_logprobs(bank, empty, query)[0]
-        pmi = (token_logprobs(bank, picked, query) - free).clamp(min=0).sum(1)
-        _tick(seconds, RERANK, clock)
         scores = {
             "cosine": cosine,
             "cosine + entities": with_entities,
@@ -129,12 +159,8 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
             },
             "entities + keywords": bonus + KEYWORD_WEIGHT * relative,
         }
-        reranked = {RERANK: pmi}
-        for w in PMI_WEIGHTS:
-            reranked[f"recall + {w:g} z(pmi), top {CANDIDATES}"] = recall[first] + w * zscore(pmi)
-        for name, local in reranked.items():
-            scores[name] = torch.full_like(recall, -torch.inf)
-            scores[name][first] = local
+        if rerank:
+            scores.update(reranked(bank, entries, question.text, recall, seconds))
         for name, score in scores.items():
             top = [keyed[j] for j in torch.argsort(-score)[:5].tolist()]
             found.setdefault(name, []).append(recall_at(top, question.gold, 5))
@@ -154,6 +180,28 @@ def measure(memory: Memory, qa: QASet) -> list[dict]:
     for row in rows:
         print(row, flush=True)
     return rows
+
+
+def reranked(
+    bank: Memory, entries: list, question: str, recall: torch.Tensor, seconds: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    """The query-likelihood scores over every entry (-inf outside recall's top
+    ``CANDIDATES``): pmi alone, and added to recall's score."""
+    clock = time.perf_counter()
+    query = bank.encode(question)[:, : bank.model.config.segment_length]
+    first = torch.argsort(-recall)[:CANDIDATES]
+    picked = entry_states(bank.model, [entries[j] for j in first.tolist()])
+    free = token_logprobs(bank, bank.model.init_memory(1, "paragraph"), query)[0]
+    pmi = (token_logprobs(bank, picked, query) - free).clamp(min=0).sum(1)
+    _tick(seconds, RERANK, clock)
+    local = {RERANK: pmi}
+    for w in PMI_WEIGHTS:
+        local[f"recall + {w:g} z(pmi), top {CANDIDATES}"] = recall[first] + w * zscore(pmi)
+    scores = {}
+    for name, values in local.items():
+        scores[name] = torch.full_like(recall, -torch.inf)
+        scores[name][first] = values
+    return scores
 
 
 if __name__ == "__main__":
