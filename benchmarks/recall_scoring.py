@@ -29,6 +29,7 @@ import argparse
 import time
 
 import torch
+from tqdm import tqdm
 
 from r3mem import Memory
 from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, checksum
@@ -105,7 +106,7 @@ def main() -> None:
 def written(memory: Memory, cut: list[list[Segment]]) -> Memory:
     """A fresh memory holding every passage's segments, each entry's source its passage id."""
     bank = memory.fresh()
-    for pid, segments in enumerate(cut):
+    for pid, segments in enumerate(tqdm(cut, desc="writing the passages")):
         bank.remember(segments, source=str(pid))
     return bank
 
