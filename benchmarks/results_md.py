@@ -86,6 +86,9 @@ SECTIONS = {
     "recall_weights": "Recall's weights on passages 500-999, their questions (64-token units)",
     "recall_weights_32": "Recall's weights on passages 500-999, their questions (32-token units)",
     "window_parts": "Conversation windows read back from one entry or from parts (MemoryBank)",
+    "recall_all": "Recall on every question of the 500 passages, not a draw (shipped default)",
+    "smollm2_recall_all_hotpotqa_nq": "SmolLM2's recall on every question: HotpotQA and NQ",
+    "smollm2_recall_all_squad": "SmolLM2's recall on every question: SQuAD",
 }
 
 

@@ -9,7 +9,7 @@ import torch
 
 from r3mem import Memory
 from r3mem.bench.retrieval import find_dense_model
-from r3mem.bench.tasks import run_bench
+from r3mem.bench.tasks import _progress, run_bench
 from r3mem.cli import main
 from r3mem.reader import ANSWER_TOKENS, Reader
 
@@ -144,9 +144,31 @@ def test_entry_tokens_cut_every_method_s_units_shorter(adapter_dir, tmp_path):
             memory.segments(passage, max_tokens=bad)
 
 
+def test_part_tokens_keep_every_method_s_units_and_key_the_resume(adapter_dir, tmp_path):
+    """--part-tokens: R³Mem's entries compressed in shorter parts (more slots to store), the
+    units and BM25's rows the same; a run asking for parts is resumed only by the same ask."""
+    data = str(FIXTURES / "qa" / "squad_mini.json")
+    args = ("rag", str(adapter_dir), ["r3mem-exact", "bm25"], data, 0)
+    whole = run_bench(*args, out=str(tmp_path / "whole"), reader="none")["results"]
+    parts = run_bench(*args, out=str(tmp_path / "parts"), reader="none", part_tokens=4)
+    parts = parts["results"]
+    assert parts[1] == whole[1] and parts[0]["recall@5"] == whole[0]["recall@5"]
+    assert parts[0]["stored_bytes"] > whole[0]["stored_bytes"]
+    same = run_bench(*args, out=str(tmp_path / "same"), reader="none", part_tokens=16)
+    assert same["results"] == whole  # parts of the entry length: as without
+    keys = [
+        _progress("rag", str(tmp_path), False, model=str(adapter_dir), methods=["bm25"],
+                  data=data, entry_tokens=None, part_tokens=tokens).run
+        for tokens in (None, 16, 4)
+    ]  # fmt: skip
+    assert keys[0] == keys[1] and "part_tokens" not in keys[0] and keys[2]["part_tokens"] == 4
+
+
 @pytest.mark.parametrize(
     ("task", "option", "count"),
     [
+        ("rag", "part_tokens", 0),
+        ("lm", "part_tokens", 4),
         ("rag", "questions", 0),
         ("lm", "questions", 5),
         ("rag", "passages", -1),

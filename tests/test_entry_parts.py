@@ -14,6 +14,7 @@ import torch
 
 import r3mem.entries
 from r3mem.bank import round_state
+from r3mem.bankfile import read_file
 from r3mem.entries import exact_tokens, greedy_tokens
 from r3mem.guide import EntityGuide
 from r3mem.memory import Memory
@@ -217,3 +218,63 @@ def test_the_window_parts_benchmark_compares_one_entry_with_parts(wide_adapter_d
     rows = json.loads((tmp_path / "window_parts.json").read_text())["results"]
     assert [(r["entry_tokens"], r["parts"]) for r in rows] == [(64, 1.0), (32, 2.0)]
     assert all(0 <= r["token_accuracy"] <= 1 and r["windows"] == 2 for r in rows)
+
+
+# ------------------------------------------------------------------ parts shorter than an entry
+
+
+@pytest.fixture(scope="module")
+def halves(memory) -> Memory:
+    """Texts cut at 32 tokens as ever, each entry compressed in parts of at most 16."""
+    written = Memory(memory.model, memory.tokenizer, memory.model_dir, part_tokens=16)
+    written.remember(TEXT)
+    return written
+
+
+def test_part_tokens_cut_an_entry_s_parts_and_not_its_units(memory, halves):
+    entries = list(halves.bank.entries.values())
+    assert halves.entry_tokens == 32 and halves.part_tokens == 16
+    assert [e.tokens for e in entries] == [len(s.ids) for s in memory.segments(TEXT)]
+    assert [e.parts for e in entries] == [parts_needed(e.tokens, 16) for e in entries]
+    assert max(e.parts for e in entries) == 2
+    texts = [memory.tokenizer.decode(s.ids) for s in memory.segments(TEXT)]
+    assert halves.read(entries, exact=True) == texts
+    read = halves.read_tokens(entries)
+    assert [len(ids) for ids in read] == [e.tokens for e in entries]
+
+
+def test_part_tokens_survive_save_and_open_and_files_without_them_are_as_before(
+    memory, halves, whole, tmp_path
+):
+    path, plain = tmp_path / "halves.r3mem", tmp_path / "plain.r3mem"
+    halves.save(path)
+    whole.save(plain)
+    assert read_file(path)[1]["part_tokens"] == 16
+    assert "part_tokens" not in read_file(plain)[1]  # the part length is the entry length
+    opened = Memory.open(path)
+    assert (opened.entry_tokens, opened.part_tokens) == (32, 16)
+    assert opened.fresh().part_tokens == 16
+    entries = list(opened.bank.entries.values())
+    assert opened.read(entries, exact=True) == halves.read(entries, exact=True)
+
+
+def test_a_file_whose_part_length_disagrees_with_its_parts_is_refused(halves, tmp_path):
+    good, bad = tmp_path / "good.r3mem", tmp_path / "bad.r3mem"
+    halves.save(good)
+    crafted(good, bad, lambda meta, tensors: meta.pop("part_tokens"))
+    with pytest.raises(ValueError, match=r"bad\.r3mem: not a valid r3mem memory file: entries"):
+        Memory.open(bad)
+    crafted(good, bad, lambda meta, tensors: meta.update(part_tokens=0))
+    with pytest.raises(ValueError, match="part_tokens"):
+        Memory.open(bad)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [(0, ValueError, "part_tokens must be 1 to the segment length 64, got 0"),
+     (65, ValueError, "part_tokens must be 1 to the segment length 64, got 65"),
+     ("16", TypeError, "part_tokens must be an int, got str")],
+)  # fmt: skip
+def test_a_bad_part_length_is_refused(memory, value, error, message):
+    with pytest.raises(error, match=message):
+        Memory(memory.model, memory.tokenizer, part_tokens=value)

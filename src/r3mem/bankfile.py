@@ -62,6 +62,11 @@ def stored_entry_tokens(meta: dict[str, Any], segment_length: int) -> Any:
     return meta.get("entry_tokens", segment_length)
 
 
+def stored_part_tokens(meta: dict[str, Any], entry_tokens: Any) -> Any:
+    """The part length a memory file keeps (written only when not its entry length)."""
+    return meta.get("part_tokens", entry_tokens)
+
+
 def check_meta(
     meta: Any, tensors: dict[str, torch.Tensor], shape: tuple, model: R3MemModel
 ) -> list[dict[str, Any]]:
@@ -94,6 +99,9 @@ def check_meta(
     entry_tokens = stored_entry_tokens(meta, length)
     ok = is_int(entry_tokens, 1, length + 1)
     _expect(ok, "entry_tokens", f"{entry_tokens!r}, not 1..{length}")
+    part_tokens = stored_part_tokens(meta, entry_tokens)
+    ok = is_int(part_tokens, 1, length + 1)
+    _expect(ok, "part_tokens", f"{part_tokens!r}, not 1..{length}")
     previous = -1
     keys = {"id", "tokens", "entities", "corrections", "checksum", "meta"}
     optional = {"keywords", "parts"}  # absent from files written before them
@@ -112,7 +120,7 @@ def check_meta(
         previous = entry_id
         _expect(is_int(tokens, 1, length + 1), f"{field}.tokens", f"{tokens!r}, not 1..{length}")
         # as remember cuts it, or one part (a window written before parts were)
-        ok = parts[index] in (1, parts_needed(tokens, entry_tokens))
+        ok = parts[index] in (1, parts_needed(tokens, part_tokens))
         _expect(ok, f"{field}.parts", f"{parts[index]} parts of {tokens} tokens")
         entities = record["entities"]
         ok = isinstance(entities, list) and all(isinstance(e, str) for e in entities)
@@ -156,14 +164,18 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return tensors, meta
 
 
-def model_meta(model: R3MemModel, model_dir: Path | None, entry_tokens: int) -> dict[str, Any]:
+def model_meta(
+    model: R3MemModel, model_dir: Path | None, entry_tokens: int, part_tokens: int
+) -> dict[str, Any]:
     """What a memory file records of the model that wrote it, beside the bank's fields:
-    where to find it again, its adapters' digest and the entry length it cut texts at."""
-    return {
+    where to find it again, its adapters' digest, the entry length it cut texts at and the
+    part length it compressed at (only when not the entry length, as files before it)."""
+    meta = {
         "model_dir": None if model_dir is None else str(model_dir),
         "adapter_digest": adapter_digest(model.trainable_parameters()),
         "entry_tokens": entry_tokens,
     }
+    return meta if part_tokens == entry_tokens else {**meta, "part_tokens": part_tokens}
 
 
 def check_written_by(

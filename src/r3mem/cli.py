@@ -60,6 +60,7 @@ def _bench(args: argparse.Namespace) -> None:
         args.passages,
         args.resume,
         args.entry_tokens,
+        args.part_tokens,
     )
     print(markdown(report))
 
@@ -277,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="rag: the memory's entries (every method's units) of at most N tokens; conv: "
         "the parts of its turn windows (default: 32, at most the model's segment length)",
+    )
+    bench.add_argument(
+        "--part-tokens",
+        type=int,
+        help="rag, conv: each entry compressed in parts of at most N tokens, the units "
+        "unchanged (default: the entry length)",
     )
     bench.add_argument(
         "--resume",

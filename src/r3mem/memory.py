@@ -31,6 +31,7 @@ from .bankfile import (
     model_meta,
     read_file,
     stored_entry_tokens,
+    stored_part_tokens,
 )
 from .checkpoint import load_base, locate_model, model_source
 from .entries import exact_tokens, read, write_entries
@@ -45,6 +46,7 @@ from .segment import (
     check_length,
     check_segments,
     entry_length,
+    part_length,
     segment_stream,
 )
 from .sources import Conversation, check_queries
@@ -96,6 +98,7 @@ class Memory:
         budget_entries: int | None = None,
         entry_dtype: str = "float16",
         entry_tokens: int | None = None,
+        part_tokens: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -105,6 +108,7 @@ class Memory:
             document = model.init_memory(1, "document").detach()
         self.bank = MemoryBank(document, budget_entries, entry_dtype)
         self.entry_tokens = entry_length(entry_tokens, model.config.segment_length)
+        self.part_tokens = part_length(part_tokens, self.entry_tokens, model.config.segment_length)
         self._extractor: EntityExtractor | None = None
 
     @classmethod
@@ -115,20 +119,23 @@ class Memory:
         budget_entries: int | None = None,
         entry_dtype: str = "float16",
         entry_tokens: int | None = None,
+        part_tokens: int | None = None,
     ) -> Memory:
         """Open a model: a folder holding ``base/`` and ``adapter/`` (the shipped default when
         ``path`` is None), an adapter folder whose config names its base, or the name of a base
         whose adapters ship in the package (``smollm2-135m``): :func:`.checkpoint.locate_model`.
         Nothing is downloaded for a local path. ``entry_dtype`` is the dtype paragraph entries
         are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``);
-        ``entry_tokens`` the most tokens ``remember`` puts in an entry of a text, and in one
-        part of a longer segment (:func:`entry_length`); a saved memory keeps both."""
+        ``entry_tokens`` the most tokens ``remember`` puts in an entry of a text
+        (:func:`entry_length`); ``part_tokens`` the most in one part of an entry, each
+        compressed alone (:func:`part_length`; None: ``entry_tokens``). A saved memory keeps
+        all three."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
         root, adapter_dir, base_dir = locate_model(path)
         tokenizer = AutoTokenizer.from_pretrained(model_source(base_dir))
         base = load_base(base_dir)
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
-        return cls(model, tokenizer, root, budget_entries, entry_dtype, entry_tokens)
+        return cls(model, tokenizer, root, budget_entries, entry_dtype, entry_tokens, part_tokens)
 
     def fresh(self) -> Memory:
         """An empty memory on the same model, tokenizer and entity extractor: one per
@@ -140,6 +147,7 @@ class Memory:
             self.budget_entries,
             self.bank.entry_dtype,
             self.entry_tokens,
+            self.part_tokens,
         )
         memory._extractor = self._extractor
         return memory
@@ -189,7 +197,7 @@ class Memory:
         progress: bool = False,
     ) -> Remembered:
         """Write ``content`` into every level: the document memory (recurrently), one paragraph
-        entry per segment (compressed alone, in parts of at most ``entry_tokens``, with its
+        entry per segment (compressed alone, in parts of at most ``part_tokens``, with its
         exact-recall corrections) and the entity index. ``content`` is a text, chat messages
         ``{speaker, text[, time]}`` (one session), or segments already cut by
         :meth:`segments`. Over budget, the oldest entries are folded into the document memory.
@@ -227,7 +235,7 @@ class Memory:
         check_segments(segments, self.model.config.segment_length)
         extra = {"source": source} if source is not None else {}
         return write_entries(
-            self.model, self.tokenizer, segments, self.entry_tokens, self.bank.entry_dtype, extra
+            self.model, self.tokenizer, segments, self.part_tokens, self.bank.entry_dtype, extra
         )
 
     def segments(
@@ -354,7 +362,7 @@ class Memory:
         killed mid-save left beside it are removed."""
         path = check_target(path)
         tensors, meta = self.bank.to_file_parts()
-        meta.update(model_meta(self.model, self.model_dir, self.entry_tokens))
+        meta.update(model_meta(self.model, self.model_dir, self.entry_tokens, self.part_tokens))
         with locked(path, timeout):
             remove_stale_temps(path)
             with atomic_path(path) as tmp:
@@ -415,4 +423,5 @@ class Memory:
         except BankFileError as err:
             raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
         self.entry_tokens = stored_entry_tokens(meta, self.model.config.segment_length)
+        self.part_tokens = stored_part_tokens(meta, self.entry_tokens)
         return self

@@ -122,6 +122,16 @@ def split(ids: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
     return [list(ids[at : at + n]) for at, n in zip(starts(lengths), lengths, strict=True)]
 
 
+def part_length(part_tokens: int | None, entry_tokens: int, segment_length: int) -> int:
+    """The most tokens one part of an entry holds, each part compressed alone:
+    ``part_tokens`` once checked, or ``entry_tokens`` (a text's entry is then one part, and
+    only a longer segment, a conversation's turn window, comes in parts)."""
+    if part_tokens is None:
+        return entry_tokens
+    check_length(part_tokens, segment_length, "part_tokens")
+    return part_tokens
+
+
 def check_segments(segments: Sequence[Segment], longest: int) -> list[Segment]:
     """``segments`` cut already (by :func:`cut` or by hand), each found to hold 1 to
     ``longest`` tokens."""

@@ -44,7 +44,7 @@ from ..memory import Memory
 from ..plots import history_curve, position_curve, ratio_curve
 from ..reader import Reader
 from ..report import git_revision, write_report
-from ..segment import entry_length
+from ..segment import entry_length, part_length
 from ..sources import read_texts
 from .baselines import Method, load_methods, parse_methods
 from .conv import METHODS as CONV_METHODS
@@ -233,6 +233,9 @@ def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     if "entry_tokens" in asked:  # the length itself: a later default is another request
         length = read_adapter_config(adapter_dir)["r3mem_config"]["segment_length"]
         asked["entry_tokens"] = entry_length(asked["entry_tokens"], length)
+        part = part_length(asked.pop("part_tokens"), asked["entry_tokens"], length)
+        if part != asked["entry_tokens"]:  # runs before part_tokens keep their key
+            asked["part_tokens"] = part
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
     weights = adapter_digest(read_adapter_weights(adapter_dir))
     run |= {"adapter": str(adapter_dir), "weights": weights}
@@ -255,6 +258,7 @@ def run_bench(
     passages: int | None = None,
     resume: bool = False,
     entry_tokens: int | None = None,
+    part_tokens: int | None = None,
 ) -> dict[str, Any]:
     """Run one task and write ``out/TASK.json`` and ``out/TASK.md``. ``methods``: names or
     ``NAME=DIR`` specs (:mod:`r3mem.bench.baselines`); ``data``: comma-separated paths;
@@ -265,7 +269,8 @@ def run_bench(
     questions per dataset or conversation (None: all); ``passages`` (rag): the first that
     many passages of each dataset (None: all); ``entry_tokens`` (rag, conv): the memory's
     entry length (None: ``Memory``'s default): rag's units for every method, conv's parts of
-    a turn window (:class:`r3mem.bank.Entry`); ``resume`` (rag,
+    a turn window (:class:`r3mem.bank.Entry`); ``part_tokens`` (rag, conv): the parts every
+    entry is compressed in (None: the entry length), the units unchanged; ``resume`` (rag,
     conv): reuse what an interrupted run of the same request left in
     ``out/TASK.partial.jsonl``."""
     if task not in METHODS:
@@ -275,7 +280,7 @@ def run_bench(
     if task not in ("lm", "reconstruct") and any(method.model for method in parsed):
         raise ValueError(f"bench {task} measures --model only; NAME=DIR is for lm, reconstruct")
     sizes = (("questions", questions, "rag conv"), ("passages", passages, "rag"))
-    sizes += (("entry-tokens", entry_tokens, "rag conv"),)
+    sizes += (("entry-tokens", entry_tokens, "rag conv"), ("part-tokens", part_tokens, "rag conv"))
     for option, value, tasks in sizes:
         if value is not None and (task not in tasks.split() or value < 1):
             raise ValueError(f"--{option} is a positive count, for {tasks} (got {value})")
@@ -299,9 +304,9 @@ def run_bench(
         progress = _progress(  # first: a refused --resume loads no model
             task, out, resume, model=model, reader=reader or Reader.default_name(),
             methods=names, data=paths[0], seed=seed, quick=quick, questions=questions,
-            passages=passages, entry_tokens=entry_tokens,
+            passages=passages, entry_tokens=entry_tokens, part_tokens=part_tokens,
         )  # fmt: skip
-        memory = Memory.load(model, entry_tokens=entry_tokens)
+        memory = Memory.load(model, entry_tokens=entry_tokens, part_tokens=part_tokens)
         if reader == "none":
             answerer = None
         else:
