@@ -89,6 +89,7 @@ SECTIONS = {
     "recall_all": "Recall on every question of the 500 passages, not a draw (shipped default)",
     "smollm2_recall_all_hotpotqa_nq": "SmolLM2's recall on every question: HotpotQA and NQ",
     "smollm2_recall_all_squad": "SmolLM2's recall on every question: SQuAD",
+    "smollm2_parts16": "SmolLM2 read back from 16-token units (the case for --part-tokens 16)",
 }
 
 
