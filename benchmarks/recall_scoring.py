@@ -29,16 +29,16 @@ import argparse
 import time
 
 import torch
-from tqdm import tqdm
 
 from r3mem import Memory
-from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, checksum
-from r3mem.bench.rag import QASet, read_qa, take
+from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, Entry, checksum
+from r3mem.bench.rag import QASet, read_qa, take, written
 from r3mem.bench.retrieval import BM25Index, Unit, recall_at
 from r3mem.entries import entry_states
 from r3mem.keywords import keywords
 from r3mem.report import write_report
 from r3mem.segment import Segment
+from r3mem.state import MemoryState
 
 CANDIDATES = 50  # entries the first stage hands to a re-ranker
 RERANK = f"recall, top {CANDIDATES} re-ranked by pmi"  # alone, or added to recall's score:
@@ -67,8 +67,12 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
 
 
 def question_count(value: str) -> int | None:
-    """``--questions``: a count, or ``all`` (None: every question, no draw)."""
-    return None if value == "all" else int(value)
+    """``--questions``: a positive count, or ``all`` (None: every question, no draw)."""
+    if value == "all":
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"a positive count or all, not {value!r}")
+    return int(value)
 
 
 def main() -> None:
@@ -89,11 +93,11 @@ def main() -> None:
         parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
     rows = []
     for number, qa in enumerate(sets):
-        cut = [memory.segments(text) for text in qa.passages]
         if args.memories is None:
-            bank = written(memory, cut)
+            cut = [memory.segments(text) for text in qa.passages]
+            bank = written(memory, cut, qa.name)
         else:
-            bank = opened(memory, args.memories[number], cut)
+            bank, cut = opened(memory, args.memories[number], qa.passages)
         rows += measure(bank, qa, cut, rerank=not args.no_rerank)
     notes = (
         "ms/question: the score's own cost per query: recall includes writing the "
@@ -103,23 +107,17 @@ def main() -> None:
     write_report(args.out, "recall_scoring", args.seed, rows, notes)
 
 
-def written(memory: Memory, cut: list[list[Segment]]) -> Memory:
-    """A fresh memory holding every passage's segments, each entry's source its passage id."""
-    bank = memory.fresh()
-    for pid, segments in enumerate(tqdm(cut, desc="writing the passages")):
-        bank.remember(segments, source=str(pid))
-    return bank
-
-
-def opened(memory: Memory, path: str, cut: list[list[Segment]]) -> Memory:
-    """The memory saved at ``path``, once found to hold ``cut``'s segments in order, each
-    from its passage (what :func:`written` would write), and nothing else."""
+def opened(memory: Memory, path: str, passages: list[str]) -> tuple[Memory, list[list[Segment]]]:
+    """The memory saved at ``path`` and ``passages`` cut at its entry length, once it is
+    found to hold those segments in order, each from its passage (what ``bench rag``
+    writes), and nothing else."""
     bank = memory.reopen(path)
+    cut = [bank.segments(text) for text in passages]
     wanted = [(str(pid), checksum(s.ids)) for pid, segments in enumerate(cut) for s in segments]
     held = [(e.meta.get("source"), e.checksum) for e in bank.bank.entries.values()]
     if held != wanted:
         raise SystemExit(f"{path}: does not hold these passages' segments (another set or cut)")
-    return bank
+    return bank, cut
 
 
 def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> list[dict]:
@@ -129,6 +127,7 @@ def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> 
     entries = [bank.bank.entries[i] for i in ids]
     keyed = [Unit("", [entry.meta["source"]]) for entry in entries]  # what recall_at judges
     bm25 = BM25Index([Unit(s.text, [str(pid)]) for pid, segs in enumerate(cut) for s in segs])
+    empty = bank.model.init_memory(1, "paragraph")
 
     found: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
@@ -161,7 +160,8 @@ def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> 
             "entities + keywords": bonus + KEYWORD_WEIGHT * relative,
         }
         if rerank:
-            scores.update(reranked(bank, entries, question.text, recall, seconds))
+            query = bank.encode(question.text)[:, : bank.model.config.segment_length]
+            scores.update(reranked(bank, entries, query, empty, recall, seconds))
         for name, score in scores.items():
             top = [keyed[j] for j in torch.argsort(-score)[:5].tolist()]
             found.setdefault(name, []).append(recall_at(top, question.gold, 5))
@@ -184,16 +184,23 @@ def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> 
 
 
 def reranked(
-    bank: Memory, entries: list, question: str, recall: torch.Tensor, seconds: dict[str, float]
+    bank: Memory,
+    entries: list[Entry],
+    query: torch.Tensor,
+    empty: MemoryState,
+    recall: torch.Tensor,
+    seconds: dict[str, float],
 ) -> dict[str, torch.Tensor]:
     """The query-likelihood scores over every entry (-inf outside recall's top
-    ``CANDIDATES``): pmi alone, and added to recall's score."""
+    ``CANDIDATES``): pmi alone, and added to recall's score. An entry in parts scores as
+    its best part: each part's memory holds only its own tokens."""
     clock = time.perf_counter()
-    query = bank.encode(question)[:, : bank.model.config.segment_length]
     first = torch.argsort(-recall)[:CANDIDATES]
-    picked = entry_states(bank.model, [entries[j] for j in first.tolist()])
-    free = token_logprobs(bank, bank.model.init_memory(1, "paragraph"), query)[0]
-    pmi = (token_logprobs(bank, picked, query) - free).clamp(min=0).sum(1)
+    chosen = [entries[j] for j in first.tolist()]
+    free = token_logprobs(bank, empty, query)[0]
+    rows = (token_logprobs(bank, entry_states(bank.model, chosen), query) - free).clamp(min=0)
+    by_entry = rows.sum(1).split([entry.parts for entry in chosen])
+    pmi = torch.stack([parts.max() for parts in by_entry])
     _tick(seconds, RERANK, clock)
     local = {RERANK: pmi}
     for w in PMI_WEIGHTS:

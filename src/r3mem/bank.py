@@ -66,9 +66,9 @@ class Entry:
     keywords:    how often each indexed word occurs in the paragraph (its exact recall).
     meta:        where the paragraph came from (source, session id, turn ids, ...).
     parts:       how many parts it was compressed in: a paragraph longer than the memory's
-                 entry length (a conversation's turn window) is cut into parts as even as
-                 can be (:func:`r3mem.segment.part_lengths`); corrections count positions
-                 in the whole paragraph.
+                 part length (its entry length unless told: a conversation's turn window)
+                 is cut into parts as even as can be (:func:`r3mem.segment.part_lengths`);
+                 corrections count positions in the whole paragraph.
     """
 
     memory: torch.Tensor

@@ -48,19 +48,19 @@ def _bench(args: argparse.Namespace) -> None:
     methods = args.methods.split(",") if args.methods else None
     report = run_bench(
         args.task,
-        args.model,
-        methods,
-        args.data,
-        args.seed,
-        args.quick,
-        args.out,
-        args.book_tokens,
-        args.reader,
-        args.questions,
-        args.passages,
-        args.resume,
-        args.entry_tokens,
-        args.part_tokens,
+        model=args.model,
+        methods=methods,
+        data=args.data,
+        seed=args.seed,
+        quick=args.quick,
+        out=args.out,
+        book_tokens=args.book_tokens,
+        reader=args.reader,
+        questions=args.questions,
+        passages=args.passages,
+        resume=args.resume,
+        entry_tokens=args.entry_tokens,
+        part_tokens=args.part_tokens,
     )
     print(markdown(report))
 
@@ -277,13 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--entry-tokens",
         type=int,
         help="rag: the memory's entries (every method's units) of at most N tokens; conv: "
-        "the parts of its turn windows (default: 32, at most the model's segment length)",
+        "the parts of its turn windows unless --part-tokens says (default: 32, at most the "
+        "model's segment length)",
     )
     bench.add_argument(
         "--part-tokens",
         type=int,
         help="rag, conv: each entry compressed in parts of at most N tokens, the units "
-        "unchanged (default: the entry length)",
+        "unchanged (default: the entry length; at most the model's segment length)",
     )
     bench.add_argument(
         "--resume",

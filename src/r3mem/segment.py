@@ -43,6 +43,16 @@ def entry_length(entry_tokens: int | None, segment_length: int) -> int:
     return length
 
 
+def part_length(part_tokens: int | None, entry_tokens: int, segment_length: int) -> int:
+    """The most tokens one part of an entry holds, each part compressed alone:
+    ``part_tokens`` once checked, or ``entry_tokens`` (a text's entry is then one part, and
+    only a longer segment, a conversation's turn window, comes in parts)."""
+    if part_tokens is None:
+        return entry_tokens
+    check_length(part_tokens, segment_length, "part_tokens")
+    return part_tokens
+
+
 # Packing measures a segment, then the segment with the next piece (too long): the segment it
 # keeps was measured a few calls back. A short memory of recent texts holds it.
 _RECENT = 64
@@ -120,16 +130,6 @@ def starts(lengths: Sequence[int]) -> list[int]:
 def split(ids: Sequence[int], lengths: Sequence[int]) -> list[list[int]]:
     """``ids`` cut into consecutive pieces of ``lengths``."""
     return [list(ids[at : at + n]) for at, n in zip(starts(lengths), lengths, strict=True)]
-
-
-def part_length(part_tokens: int | None, entry_tokens: int, segment_length: int) -> int:
-    """The most tokens one part of an entry holds, each part compressed alone:
-    ``part_tokens`` once checked, or ``entry_tokens`` (a text's entry is then one part, and
-    only a longer segment, a conversation's turn window, comes in parts)."""
-    if part_tokens is None:
-        return entry_tokens
-    check_length(part_tokens, segment_length, "part_tokens")
-    return part_tokens
 
 
 def check_segments(segments: Sequence[Segment], longest: int) -> list[Segment]:

@@ -230,10 +230,11 @@ def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     request, the adapter weights (a training run may replace them) and whether dense can
     run; each unit keeps the code revision that made it."""
     adapter_dir = locate_model(asked.pop("model"))[1].resolve()
+    part = asked.pop("part_tokens", None)
     if "entry_tokens" in asked:  # the length itself: a later default is another request
         length = read_adapter_config(adapter_dir)["r3mem_config"]["segment_length"]
         asked["entry_tokens"] = entry_length(asked["entry_tokens"], length)
-        part = part_length(asked.pop("part_tokens"), asked["entry_tokens"], length)
+        part = part_length(part, asked["entry_tokens"], length)
         if part != asked["entry_tokens"]:  # runs before part_tokens keep their key
             asked["part_tokens"] = part
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
