@@ -69,3 +69,17 @@ def test_entry_tokens_are_a_new_file_s_and_kept(wide_adapter_dir, tmp_path, caps
     assert main([*remember[:3], str(bad), *remember[4:], "--entry-tokens", "0"]) == 2
     assert "entry_tokens must be 1 to the segment length 64, got 0" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_part_tokens_are_a_new_file_s_and_kept(wide_adapter_dir, tmp_path, capsys):
+    store = tmp_path / "parts.r3mem"
+    remember = ["remember", str(asset_path(SAMPLE_TEXT)), "--memory", str(store)]
+    remember += ["--model", str(wide_adapter_dir)]
+    assert main([*remember, "--part-tokens", "16"]) == 0
+    opened = Memory.open(store)
+    assert (opened.entry_tokens, opened.part_tokens) == (32, 16)
+    assert {e.parts for e in opened.bank.entries.values()} == {1, 2}
+    before = store.read_bytes()
+    assert main([*remember, "--part-tokens", "32"]) == 2
+    assert "keeps parts of at most 16 tokens" in capsys.readouterr().err
+    assert store.read_bytes() == before

@@ -108,6 +108,29 @@ def test_editing_an_existing_file_checks_the_length_asked_for(wide_adapter_dir, 
         assert memory.entry_tokens == ENTRY_TOKENS and len(memory.bank) > 1
 
 
+def test_editing_keeps_a_file_s_part_length_and_lengths_are_not_reassigned(
+    wide_adapter_dir, tmp_path
+):
+    path = tmp_path / "parts.r3mem"
+    with Memory.editing(path, wide_adapter_dir, part_tokens=16) as memory:
+        memory.remember(TEXT)
+    before = path.read_bytes()
+    assert max(e.parts for e in Memory.open(path).bank.entries.values()) == 2
+    refused = [
+        (8, ValueError, "keeps parts of at most 16 tokens; part_tokens=8 is for a new"),
+        (65, ValueError, "part_tokens must be 1 to the segment length 64, got 65"),
+    ]
+    for bad, error, message in refused:
+        with pytest.raises(error, match=message), Memory.editing(path, part_tokens=bad):
+            pass
+        assert path.read_bytes() == before
+    with Memory.editing(path, part_tokens=16) as memory:  # the file's own
+        assert (memory.entry_tokens, memory.part_tokens) == (ENTRY_TOKENS, 16)
+        for name in ("entry_tokens", "part_tokens"):  # a file keeps one of each
+            with pytest.raises(AttributeError):
+                setattr(memory, name, 8)
+
+
 def test_the_command_line_names_the_default():
     helps = [
         action.help

@@ -215,8 +215,9 @@ def test_cli_serve_cuts_texts_at_the_entry_length_asked(adapter_dir, tmp_path, m
     monkeypatch.setattr(app, "Engine", Recorded)
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)  # answers nothing
     db = str(tmp_path / "memories.db")
-    assert main(["serve", "--db", db, "--model", str(adapter_dir), "--entry-tokens", "8"]) == 0
-    assert made[0].entry_tokens == 8
+    lengths = ["--entry-tokens", "8", "--part-tokens", "4"]
+    assert main(["serve", "--db", db, "--model", str(adapter_dir), *lengths]) == 0
+    assert (made[0].entry_tokens, made[0].part_tokens) == (8, 4)
     assert max(len(s.ids) for s in made[0].segments("one two three " * 20)) <= 8
     assert main(["serve", "--db", db, "--model", str(adapter_dir), "--entry-tokens", "0"]) == 2
     assert "entry_tokens" in capsys.readouterr().err and len(made) == 1

@@ -17,8 +17,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .checkpoint import adapter_digest
+from .files import atomic_path, locked, remove_stale_temps
 from .segment import parts_needed
-from .tensorfile import all_finite
+from .tensorfile import all_finite, write_tensors
 
 if TYPE_CHECKING:
     from .model import R3MemModel
@@ -162,6 +163,18 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     except (SafetensorError, KeyError, TypeError, ValueError, OSError, RecursionError) as err:
         raise ValueError(f"{path}: not a valid r3mem memory file ({err})") from err
     return tensors, meta
+
+
+def write_file(
+    path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any], timeout: float
+) -> None:
+    """Write a memory file under its lock, atomically (whole or not at all), after removing
+    the temporaries writers killed mid-save left beside it: :func:`read_file`'s inverse."""
+    path = check_target(path)
+    with locked(path, timeout):
+        remove_stale_temps(path)
+        with atomic_path(path) as tmp:
+            write_tensors(tmp, tensors, {"r3mem": json.dumps(meta)})
 
 
 def model_meta(

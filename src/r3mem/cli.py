@@ -74,9 +74,8 @@ def _remember(args: argparse.Namespace) -> None:
         texts = iter([(source, decode_text(sys.stdin.buffer.read(), "standard input"))])
     else:  # each text's source: the file it came from; checked now, read when reached
         texts = ((str(file), next(read_texts(file))[1]) for file in text_files(args.text))
-    with Memory.editing(
-        args.memory, args.model, timeout=args.wait, entry_tokens=args.entry_tokens
-    ) as memory:
+    lengths = {"entry_tokens": args.entry_tokens, "part_tokens": args.part_tokens}
+    with Memory.editing(args.memory, args.model, timeout=args.wait, **lengths) as memory:
         before = len(memory.bank)
         added = tokens = evicted = files = 0
         for source, text in texts:
@@ -147,6 +146,7 @@ def _serve(args: argparse.Namespace) -> None:
         args.max_batch,
         args.max_request_bytes,
         args.entry_tokens,
+        args.part_tokens,
     )
 
 
@@ -187,6 +187,21 @@ def _add_wait(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_lengths(parser: argparse.ArgumentParser, entries: str, kept: str = "") -> None:
+    """--entry-tokens (help: ``entries``, then the default) and --part-tokens; ``kept``: what
+    becomes of the lengths of what was stored before."""
+    longest = "at most the model's segment length"
+    parser.add_argument(
+        "--entry-tokens", type=int, help=f"{entries} (default: 32, {longest}){kept}"
+    )
+    parser.add_argument(
+        "--part-tokens",
+        type=int,
+        help="each entry compressed in parts of at most N tokens, the units unchanged "
+        f"(default: the entry length; {longest}){kept}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -212,12 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     remember.add_argument("text", help="a .txt or .txt.gz file, or - for standard input")
     remember.add_argument("--memory", required=True, help="memory file (created if absent)")
     remember.add_argument("--model", help="model directory (default: recorded, or the shipped one)")
-    remember.add_argument(
-        "--entry-tokens",
-        type=int,
-        help="a new memory file's entries of a text, and the parts of longer segments (turn "
-        "windows), hold at most N tokens (default: 32, at most the model's segment length); a "
-        "file keeps its own and refuses another N",
+    _add_lengths(
+        remember,
+        "a new memory file's entries of a text, and the parts of longer segments (turn "
+        "windows), hold at most N tokens",
+        "; a file keeps its own and refuses another N",
     )
     _add_wait(remember)
     remember.set_defaults(run=_remember)
@@ -247,12 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--model", help="model directory (default: the shipped one)")
     server.add_argument("--max-batch", type=int, default=16, help="requests run as one batch")
     server.add_argument("--max-request-bytes", type=int, default=1_000_000)
-    server.add_argument(
-        "--entry-tokens",
-        type=int,
-        help="entries of a text added, and the parts of longer turn windows, hold at most N "
-        "tokens (default: 32, at most the model's segment length); entries stored before keep "
-        "theirs",
+    _add_lengths(
+        server,
+        "entries of a text added, and the parts of longer turn windows, hold at most N tokens",
+        "; entries stored before keep theirs",
     )
     server.set_defaults(run=_serve)
     keys = add("keys", help="API keys of the memory service")
@@ -273,18 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--questions", type=int, help="rag, conv: a seeded draw of this many")
     bench.add_argument("--passages", type=int, help="rag: the first N passages of each dataset")
-    bench.add_argument(
-        "--entry-tokens",
-        type=int,
-        help="rag: the memory's entries (every method's units) of at most N tokens; conv: "
-        "the parts of its turn windows unless --part-tokens says (default: 32, at most the "
-        "model's segment length)",
-    )
-    bench.add_argument(
-        "--part-tokens",
-        type=int,
-        help="rag, conv: each entry compressed in parts of at most N tokens, the units "
-        "unchanged (default: the entry length; at most the model's segment length)",
+    _add_lengths(
+        bench,
+        "rag: the memory's entries (every method's units) of at most N tokens; conv: the "
+        "parts of its turn windows unless --part-tokens says",
     )
     bench.add_argument(
         "--resume",

@@ -7,7 +7,6 @@ no network. ``remember`` / ``recall`` write to and read from the hierarchical ba
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,10 +31,11 @@ from .bankfile import (
     read_file,
     stored_entry_tokens,
     stored_part_tokens,
+    write_file,
 )
 from .checkpoint import load_base, locate_model, model_source
 from .entries import exact_tokens, read, write_entries
-from .files import LOCK_TIMEOUT, atomic_path, locked, remove_stale_temps
+from .files import LOCK_TIMEOUT, locked
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
 from .model import R3MemModel
@@ -51,7 +51,6 @@ from .segment import (
 )
 from .sources import Conversation, check_queries
 from .state import MemoryState
-from .tensorfile import write_tensors
 
 # Segments written, compressed and corrected at once by ``remember``: what its working memory
 # holds beside the entries it keeps, whatever the length of the text.
@@ -107,9 +106,23 @@ class Memory:
         with torch.no_grad():
             document = model.init_memory(1, "document").detach()
         self.bank = MemoryBank(document, budget_entries, entry_dtype)
-        self.entry_tokens = entry_length(entry_tokens, model.config.segment_length)
-        self.part_tokens = part_length(part_tokens, self.entry_tokens, model.config.segment_length)
+        self._lengths(entry_tokens, part_tokens)
         self._extractor: EntityExtractor | None = None
+
+    def _lengths(self, entry_tokens: int | None, part_tokens: int | None) -> None:
+        length = self.model.config.segment_length
+        self._entry_tokens = entry_length(entry_tokens, length)
+        self._part_tokens = part_length(part_tokens, self._entry_tokens, length)
+
+    @property
+    def entry_tokens(self) -> int:
+        """The most tokens in an entry of a text; fixed, as a file keeps one length."""
+        return self._entry_tokens
+
+    @property
+    def part_tokens(self) -> int:
+        """The most tokens in one part of an entry, each part compressed alone; fixed."""
+        return self._part_tokens
 
     @classmethod
     def load(
@@ -360,13 +373,9 @@ class Memory:
         at all, with the old file's permissions; it replaces what the file held (use
         :meth:`editing` to add to a file other processes write). Temporaries that writers
         killed mid-save left beside it are removed."""
-        path = check_target(path)
         tensors, meta = self.bank.to_file_parts()
         meta.update(model_meta(self.model, self.model_dir, self.entry_tokens, self.part_tokens))
-        with locked(path, timeout):
-            remove_stale_temps(path)
-            with atomic_path(path) as tmp:
-                write_tensors(tmp, tensors, {"r3mem": json.dumps(meta)})
+        write_file(path, tensors, meta, timeout)
 
     @classmethod
     @contextmanager
@@ -377,26 +386,35 @@ class Memory:
         *,
         timeout: float = LOCK_TIMEOUT,
         entry_tokens: int | None = None,
+        part_tokens: int | None = None,
     ) -> Iterator[Memory]:
         """The memory file at ``path`` (a new memory on ``model_dir`` when there is none yet,
-        of ``entry_tokens``-token entries), read, changed by the block and saved when it ends
-        normally, all under the file's lock: a second writer waits (up to ``timeout``
-        seconds) and then changes what the first saved, so no writer's entries are lost. A
-        file that keeps another entry length than ``entry_tokens`` is refused."""
+        of ``entry_tokens``-token entries in ``part_tokens``-token parts), read, changed by the
+        block and saved when it ends normally, all under the file's lock: a second writer
+        waits (up to ``timeout`` seconds) and then changes what the first saved, so no
+        writer's entries are lost. A file that keeps other lengths than asked is refused."""
         path = check_target(path)
         with locked(path, timeout):
             if not path.exists():
-                memory = cls.load(model_dir, entry_tokens=entry_tokens)
+                memory = cls.load(model_dir, entry_tokens=entry_tokens, part_tokens=part_tokens)
             else:
                 memory = cls.open(path, model_dir)
-                kept, length = memory.entry_tokens, memory.model.config.segment_length
-                if entry_tokens is not None and entry_length(entry_tokens, length) != kept:
-                    raise ValueError(
-                        f"{path} keeps entries of at most {kept} tokens; "
-                        f"entry_tokens={entry_tokens!r} is for a new memory file"
-                    )
+                memory._check_kept(path, entry_tokens=entry_tokens, part_tokens=part_tokens)
             yield memory
             memory.save(path, timeout=timeout)
+
+    def _check_kept(self, path: Path, **asked: int | None) -> None:
+        """A file keeps the entry and part lengths it was made with: others are refused."""
+        for name, value in asked.items():
+            if value is None:
+                continue
+            check_length(value, self.model.config.segment_length, name)
+            if value != getattr(self, name):
+                noun = "entries" if name == "entry_tokens" else "parts"
+                raise ValueError(
+                    f"{path} keeps {noun} of at most {getattr(self, name)} tokens; "
+                    f"{name}={value!r} is for a new memory file"
+                )
 
     @classmethod
     def open(cls, path: str | Path, model_dir: str | Path | None = None) -> Memory:
@@ -422,6 +440,6 @@ class Memory:
             self.bank = MemoryBank.from_file_parts(tensors, meta, self.model, self.recall_keywords)
         except BankFileError as err:
             raise ValueError(f"{path}: not a valid r3mem memory file: {err}") from err
-        self.entry_tokens = stored_entry_tokens(meta, self.model.config.segment_length)
-        self.part_tokens = stored_part_tokens(meta, self.entry_tokens)
+        entry_tokens = stored_entry_tokens(meta, self.model.config.segment_length)
+        self._lengths(entry_tokens, stored_part_tokens(meta, entry_tokens))
         return self

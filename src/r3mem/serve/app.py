@@ -283,16 +283,22 @@ def serve(
     max_batch: int = 16,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     entry_tokens: int | None = None,
+    part_tokens: int | None = None,
 ) -> None:
     """Open the store and the model, then answer until interrupted; queued jobs finish
     before the process ends. ``entry_tokens``: the most tokens an entry of a text added from
-    now on holds (:func:`r3mem.segment.entry_length`; entries stored before keep theirs)."""
+    now on holds (:func:`r3mem.segment.entry_length`), ``part_tokens`` the most in one part
+    of it (:func:`r3mem.segment.part_length`); entries stored before keep theirs."""
     import uvicorn
 
     from ..memory import Memory
 
     store = Store(db)
-    engine = Engine(Memory.load(model, entry_tokens=entry_tokens), store, max_batch=max_batch)
+    engine = Engine(
+        Memory.load(model, entry_tokens=entry_tokens, part_tokens=part_tokens),
+        store,
+        max_batch=max_batch,
+    )
     try:
         log.warning("r3mem serve: %r, model %s, docs at /docs", store, engine.fingerprint[:12])
         uvicorn.run(create_app(engine, store, max_request_bytes), host=host, port=port)
