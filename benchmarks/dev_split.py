@@ -7,6 +7,7 @@ import argparse
 
 from r3mem.bench.rag import QASet
 from r3mem.bench.retrieval import Question, draw
+from r3mem.memory import Memory
 
 
 def add_arguments(parser: argparse.ArgumentParser, last: int, questions: int) -> None:
@@ -18,6 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser, last: int, questions: int) ->
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--entry-tokens", type=int, help="units of at most N tokens")
     parser.add_argument("--model", help="r3mem model directory (default: the shipped one)")
+
+
+def load_memory(args: argparse.Namespace) -> Memory:
+    """The model, its units of at most ``--entry-tokens`` each written in one part: these
+    scripts measure a unit's length, whatever parts the adapters write by default."""
+    loaded = Memory.load(args.model, entry_tokens=args.entry_tokens)
+    length = loaded.entry_tokens
+    return Memory(loaded.model, loaded.tokenizer, loaded.model_dir, None, "float16", length, length)
 
 
 def questions_in(qa: QASet, args: argparse.Namespace) -> list[Question]:

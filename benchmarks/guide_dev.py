@@ -19,9 +19,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from dev_split import add_arguments, questions_in
+from dev_split import add_arguments, load_memory, questions_in
 
-from r3mem import Memory
 from r3mem.bench.rag import read_qa
 from r3mem.bench.retrieval import contains
 from r3mem.entries import greedy_tokens
@@ -38,7 +37,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/guide_dev")
     parser.add_argument("--keywords", action="store_true", help="guide by keywords too")
     args = parser.parse_args()
-    memory = Memory.load(args.model, entry_tokens=args.entry_tokens)  # units of one part
+    memory = load_memory(args)
     rows = []
     for data in args.data:
         for qa in read_qa(data):

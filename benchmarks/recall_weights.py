@@ -22,7 +22,7 @@ import argparse
 import itertools
 
 import torch
-from dev_split import add_arguments, questions_in
+from dev_split import add_arguments, load_memory, questions_in
 
 from r3mem import Memory
 from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT, SOURCE_WEIGHT, lifted
@@ -54,7 +54,7 @@ def main() -> None:
     add_arguments(parser, last=1000, questions=100)
     parser.add_argument("--out", default="benchmarks/results/recall_weights")
     args = parser.parse_args()
-    memory = Memory.load(args.model, entry_tokens=args.entry_tokens)  # units of one part
+    memory = load_memory(args)
     rows = []
     for data in args.data:
         for qa in read_qa(data):

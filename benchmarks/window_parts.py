@@ -77,9 +77,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/window_parts")
     args = parser.parse_args()
-    parts = Memory.load(args.model, entry_tokens=args.part)
+    parts = Memory.load(args.model, entry_tokens=args.part, part_tokens=args.part)
     length = parts.model.config.segment_length
-    whole = Memory(parts.model, parts.tokenizer, parts.model_dir, entry_tokens=length)
+    whole = Memory(parts.model, parts.tokenizer, parts.model_dir, None, "float16", length, length)
     cut = windows(parts, args.data, args.windows, args.seed)
     rows = [measure(whole, cut), measure(parts, cut)]
     for row in rows:

@@ -17,6 +17,7 @@ def test_json_round_trip(tmp_path):
     assert R3MemConfig.from_json(config.to_json()) == config
     config.save(tmp_path / "c.json")
     assert R3MemConfig.load(tmp_path / "c.json") == config
+    assert R3MemConfig.from_json(R3MemConfig(part_tokens=16).to_json()).part_tokens == 16
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,8 @@ def test_json_round_trip(tmp_path):
         ("memory_mode", "rolling"),
         ("window_segments", 0),
         ("summary_segments", 1.5),
+        ("part_tokens", 0),
+        ("part_tokens", 65),  # over the segment length, 64
     ],
 )
 def test_invalid_values_name_the_field(field, value):

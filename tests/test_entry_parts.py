@@ -5,6 +5,7 @@ compressed alone into its own slots, and read back part by part as one entry."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 import r3mem.entries
 from r3mem.bank import round_state
 from r3mem.bankfile import read_file
+from r3mem.bench.tasks import _progress
 from r3mem.entries import exact_tokens, greedy_tokens
 from r3mem.guide import EntityGuide
 from r3mem.memory import Memory
@@ -278,3 +280,37 @@ def test_a_file_whose_part_length_disagrees_with_its_parts_is_refused(halves, tm
 def test_a_bad_part_length_is_refused(memory, value, error, message):
     with pytest.raises(error, match=message):
         Memory(memory.model, memory.tokenizer, part_tokens=value)
+
+
+@pytest.fixture(scope="module")
+def parted_adapter_dir(wide_adapter_dir, tmp_path_factory) -> Path:
+    """The wide adapters, their config naming parts of 16 as their memories' default."""
+    adapter = tmp_path_factory.mktemp("parted") / "adapter"
+    shutil.copytree(wide_adapter_dir, adapter)
+    config_file = adapter / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["r3mem_config"]["part_tokens"] = 16
+    config_file.write_text(json.dumps(config))
+    return adapter
+
+
+def test_adapters_may_name_their_memories_default_part_length(parted_adapter_dir, whole, tmp_path):
+    """R3MemConfig.part_tokens: what a Memory on those adapters writes in, unless asked; a
+    file keeps the length it was made at, and bench's resume key names the length used."""
+    parted = Memory.load(parted_adapter_dir)
+    assert (parted.entry_tokens, parted.part_tokens) == (32, 16)
+    parted.remember(TEXT)
+    entries = list(parted.bank.entries.values())
+    assert [e.parts for e in entries] == [parts_needed(e.tokens, 16) for e in entries]
+    assert Memory.load(parted_adapter_dir, part_tokens=32).part_tokens == 32  # asked
+    assert parted.fresh().part_tokens == 16
+    path = tmp_path / "one_part.r3mem"
+    whole.save(path)  # the same weights, written in entries of 32
+    opened = Memory.open(path, parted_adapter_dir)
+    assert opened.part_tokens == 32 and opened.fresh().part_tokens == 32
+    keys = [
+        _progress("rag", str(tmp_path), False, model=str(parted_adapter_dir), methods=["bm25"],
+                  data=str(tmp_path), entry_tokens=None, part_tokens=tokens).run
+        for tokens in (None, 32)
+    ]  # fmt: skip
+    assert keys[0]["part_tokens"] == 16 and "part_tokens" not in keys[1]

@@ -60,6 +60,10 @@ class R3MemConfig:
     summary_segments: int = 8  # accumulate: the most segments whose summaries are kept
     write_positions: str = "fixed"
     lm_reader: str = "adapted"
+    # The parts a Memory on these adapters writes each entry in, unless asked otherwise (None:
+    # the entry length): fewer tokens a slot for adapters measured to give back less of an
+    # entry (DESIGN 2.4). Not part of training; a memory file keeps the length it was made at.
+    part_tokens: int | None = None
     # LoRA on the attention and MLP projections (DESIGN 2.1: couplings alone are not enough).
     lora: bool = True
     lora_rank: int = 16
@@ -83,6 +87,13 @@ class R3MemConfig:
         ):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("doc_cue_length", self.doc_cue_length, minimum=0)
+        if self.part_tokens is not None:
+            _check_int("part_tokens", self.part_tokens, minimum=1)
+            if self.part_tokens > self.segment_length:
+                raise ValueError(
+                    f"R3MemConfig.part_tokens must be at most segment_length "
+                    f"{self.segment_length}, got {self.part_tokens}"
+                )
         _check_int("retrieval_cue_length", self.retrieval_cue_length, minimum=1)
         if self.lora:
             _check_int("lora_rank", self.lora_rank, minimum=1)

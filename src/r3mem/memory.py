@@ -110,9 +110,11 @@ class Memory:
         self._extractor: EntityExtractor | None = None
 
     def _lengths(self, entry_tokens: int | None, part_tokens: int | None) -> None:
-        length = self.model.config.segment_length
-        self._entry_tokens = entry_length(entry_tokens, length)
-        self._part_tokens = part_length(part_tokens, self._entry_tokens, length)
+        config = self.model.config
+        self._entry_tokens = entry_length(entry_tokens, config.segment_length)
+        self._part_tokens = part_length(
+            part_tokens, self._entry_tokens, config.segment_length, config.part_tokens
+        )
 
     @property
     def entry_tokens(self) -> int:

@@ -232,9 +232,10 @@ def _progress(task: str, out: str, resume: bool, **asked: Any) -> Progress:
     adapter_dir = locate_model(asked.pop("model"))[1].resolve()
     part = asked.pop("part_tokens", None)
     if "entry_tokens" in asked:  # the length itself: a later default is another request
-        length = read_adapter_config(adapter_dir)["r3mem_config"]["segment_length"]
+        config = read_adapter_config(adapter_dir)["r3mem_config"]
+        length = config["segment_length"]
         asked["entry_tokens"] = entry_length(asked["entry_tokens"], length)
-        part = part_length(part, asked["entry_tokens"], length)
+        part = part_length(part, asked["entry_tokens"], length, config.get("part_tokens"))
         if part != asked["entry_tokens"]:  # runs before part_tokens keep their key
             asked["part_tokens"] = part
     run = {"task": task, **asked, "data": str(Path(asked["data"]).resolve())}
