@@ -159,7 +159,7 @@ class GoldIndex(Index):
         return sum(len(passage.encode("utf-8")) for passage in self.passages)
 
 
-def _passage_id(meta: dict[str, Any]) -> list[str]:
+def passage_id(meta: dict[str, Any]) -> list[str]:
     """A hit's gold id: the passage its entry came from."""
     return [meta["source"]]
 
@@ -194,7 +194,7 @@ def bench_rag(
         indexes = baselines(todo, units)
         write = partial(written, memory, cut, qa.name)
         write = partial(progress.memory, write, memory.reopen, key)
-        indexes = {**r3mem_indexes(todo, write, _passage_id), **indexes}
+        indexes = {**r3mem_indexes(todo, write, passage_id), **indexes}
         if "gold" in todo:
             indexes["gold"] = GoldIndex(qa)
         text_bytes = sum(len(p.encode("utf-8")) for p in qa.passages)

@@ -1,0 +1,75 @@
+"""Whether the text recall reads back holds an answer, on every question of the passages:
+``bench rag``'s retrieval-alone rows, from the memories a ``bench rag`` run saved (issue 15).
+
+    python benchmarks/read_back.py --model smollm2-135m --data ../shared/data/qa/nq_open \
+        --memories rag.partial/…_nq.r3mem [--passages 500] [--methods r3mem,bm25]
+
+``bench rag`` decodes every hit of every question it scores, so it scores a seeded draw of
+100 questions a set, where one question moves a figure by 0.01. Writing the memory is most
+of its time, and the memory does not depend on the draw: here the memory that run saved is
+opened (once found to hold exactly those passages' segments, ``recall_scoring.opened``) and
+every question whose gold passages lie among the passages is scored, by the same indexes,
+loop and metrics as ``bench rag`` (``reader none``). Writes ``OUT/read_back.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recall_scoring import opened
+
+from r3mem import Memory
+from r3mem.bench.rag import passage_id, read_qa, take
+from r3mem.bench.retrieval import (
+    BM25Index,
+    R3MemIndex,
+    Unit,
+    score_questions,
+    summarize,
+)
+from r3mem.report import write_report
+
+METHODS = ("r3mem", "r3mem-exact", "bm25")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True, help="QA files or folders (rag's)")
+    parser.add_argument("--memories", nargs="+", required=True, help="bench rag's, per set")
+    parser.add_argument("--passages", type=int, default=500)
+    parser.add_argument("--methods", default="r3mem,bm25", help=f"of {', '.join(METHODS)}")
+    parser.add_argument("--model", help="r3mem model directory or name (default: shipped)")
+    parser.add_argument("--out", default="benchmarks/results/read_back")
+    args = parser.parse_args()
+    methods = args.methods.split(",")
+    if not set(methods) <= set(METHODS):
+        parser.error(f"--methods: choose from {', '.join(METHODS)}")
+    memory = Memory.load(args.model)
+    sets = [take(qa, args.passages, None, 0) for data in args.data for qa in read_qa(data)]
+    if len(args.memories) != len(sets):
+        parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
+    rows = []
+    for qa, path in zip(sets, args.memories, strict=True):
+        bank, cut = opened(memory, path, qa.passages)
+        size = Path(path).stat().st_size
+        indexes = {
+            "r3mem": R3MemIndex(bank, passage_id, size),
+            "r3mem-exact": R3MemIndex(bank, passage_id, size, exact=True),
+            "bm25": BM25Index([Unit(s.text, [str(p)]) for p, segs in enumerate(cut) for s in segs]),
+        }
+        for method in methods:
+            scored = score_questions(indexes[method], qa.questions, None, f"{qa.name} {method}")
+            row = {"method": method, "dataset": qa.name, "passages": len(qa.passages)}
+            lengths = {"entry_tokens": bank.entry_tokens, "part_tokens": bank.part_tokens}
+            rows.append({**row, **summarize(scored), "entries": len(bank.bank), **lengths})
+            print(rows[-1], flush=True)
+    notes = (
+        "Every question whose gold passages lie among the passages (no draw), over the "
+        "memories bench rag saved (entries and parts of at most entry_tokens and part_tokens)."
+    )
+    write_report(args.out, "read_back", 0, rows, notes)
+
+
+if __name__ == "__main__":
+    main()
