@@ -121,10 +121,11 @@ def test_adapters_saved_before_the_memory_modes_load_as_they_were(tmp_path):
     for name in ("memory_mode", "window_segments", "summary_segments", "write_positions"):
         del meta["r3mem_config"][name]
     del meta["r3mem_config"]["lm_reader"]  # and before the LM path could be the frozen base
+    del meta["r3mem_config"]["part_tokens"]  # and before adapters named a memory's parts
     (tmp_path / CONFIG_NAME).write_text(json.dumps(meta))
     loaded = R3MemModel.from_pretrained(tmp_path, base_model=make_base("llama"))
     assert (loaded.config.memory_mode, loaded.config.write_positions) == ("recurrent", "after_text")
-    assert loaded.config.lm_reader == "adapted"
+    assert loaded.config.lm_reader == "adapted" and loaded.config.part_tokens is None
     for before, after in zip(outputs(model), outputs(loaded), strict=True):
         assert torch.equal(before, after)
     old = hashlib.sha256(json.dumps(model.spec, sort_keys=True).encode())

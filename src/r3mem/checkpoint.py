@@ -45,6 +45,7 @@ LATER_FIELDS = {
     "retrieval_cue_length": R3MemConfig.retrieval_cue_length,
     "retrieval_temperature": R3MemConfig.retrieval_temperature,
     "lm_reader": "adapted",
+    "part_tokens": None,  # memories wrote an entry in parts of its length
 }
 
 
