@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+import r3mem.bankfile
 import r3mem.memory
 from r3mem.bank import ENTITY_WEIGHT, ENTRY_DTYPES, KEYWORD_WEIGHT
 from r3mem.hierarchy import split_paragraphs
@@ -313,7 +314,7 @@ def test_a_failed_save_leaves_the_old_file_and_no_tmp(full, tmp_path, monkeypatc
             file.write(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(r3mem.memory, "write_tensors", broken)
+    monkeypatch.setattr(r3mem.bankfile, "write_tensors", broken)
     with pytest.raises(OSError, match="disk full"):
         full.save(path)
     assert path.read_bytes() == before
