@@ -25,8 +25,8 @@ def load_memory(args: argparse.Namespace) -> Memory:
     """The model, its units of at most ``--entry-tokens`` each written in one part: these
     scripts measure a unit's length, whatever parts the adapters write by default."""
     loaded = Memory.load(args.model, entry_tokens=args.entry_tokens)
-    length = loaded.entry_tokens
-    return Memory(loaded.model, loaded.tokenizer, loaded.model_dir, None, "float16", length, length)
+    model, tokenizer, length = loaded.model, loaded.tokenizer, loaded.entry_tokens
+    return Memory(model, tokenizer, loaded.model_dir, entry_tokens=length, part_tokens=length)
 
 
 def questions_in(qa: QASet, args: argparse.Namespace) -> list[Question]:

@@ -2,35 +2,30 @@
 ``bench rag``'s retrieval-alone rows, from the memories a ``bench rag`` run saved (issue 15).
 
     python benchmarks/read_back.py --model smollm2-135m --data ../shared/data/qa/nq_open \
-        --memories rag.partial/…_nq.r3mem [--passages 500] [--methods r3mem,bm25]
+        --memories SAVED/…_nq.r3mem [--passages 500] [--methods r3mem,bm25]
 
 ``bench rag`` decodes every hit of every question it scores, so it scores a seeded draw of
 100 questions a set, where one question moves a figure by 0.01. Writing the memory is most
 of its time, and the memory does not depend on the draw: here the memory that run saved is
 opened (once found to hold exactly those passages' segments, ``recall_scoring.opened``) and
 every question whose gold passages lie among the passages is scored, by the same indexes,
-loop and metrics as ``bench rag`` (``reader none``). Writes ``OUT/read_back.{json,md}``.
+loop and metrics as ``bench rag`` (``reader none``). A finished ``bench rag`` run removes
+``OUT/rag.partial/``, its memories with it: copy a set's ``.r3mem`` file out once it is
+there (written whole, after the set's last passage). Writes ``OUT/read_back.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from recall_scoring import opened
 
 from r3mem import Memory
-from r3mem.bench.rag import passage_id, read_qa, take
-from r3mem.bench.retrieval import (
-    BM25Index,
-    R3MemIndex,
-    Unit,
-    score_questions,
-    summarize,
-)
+from r3mem.bench.rag import passage_id, passage_units, read_qa, take
+from r3mem.bench.retrieval import baselines, r3mem_indexes, score_questions, summarize
 from r3mem.report import write_report
 
-METHODS = ("r3mem", "r3mem-exact", "bm25")
+METHODS = ("r3mem", "r3mem-greedy", "r3mem-exact", "bm25", "dense")
 
 
 def main() -> None:
@@ -52,17 +47,14 @@ def main() -> None:
     rows = []
     for qa, path in zip(sets, args.memories, strict=True):
         bank, cut = opened(memory, path, qa.passages)
-        size = Path(path).stat().st_size
-        indexes = {
-            "r3mem": R3MemIndex(bank, passage_id, size),
-            "r3mem-exact": R3MemIndex(bank, passage_id, size, exact=True),
-            "bm25": BM25Index([Unit(s.text, [str(p)]) for p, segs in enumerate(cut) for s in segs]),
-        }
-        for method in methods:
+        indexes = r3mem_indexes(methods, lambda held=bank: held, passage_id)
+        indexes |= baselines(methods, passage_units(cut))
+        for method in [method for method in methods if method in indexes]:
             scored = score_questions(indexes[method], qa.questions, None, f"{qa.name} {method}")
             row = {"method": method, "dataset": qa.name, "passages": len(qa.passages)}
             lengths = {"entry_tokens": bank.entry_tokens, "part_tokens": bank.part_tokens}
-            rows.append({**row, **summarize(scored), "entries": len(bank.bank), **lengths})
+            row |= {**summarize(scored), "stored_bytes": indexes[method].nbytes()}
+            rows.append({**row, "entries": len(bank.bank), **lengths})
             print(rows[-1], flush=True)
     notes = (
         "Every question whose gold passages lie among the passages (no draw), over the "

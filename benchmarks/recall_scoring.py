@@ -32,7 +32,7 @@ import torch
 
 from r3mem import Memory
 from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, Entry, checksum
-from r3mem.bench.rag import QASet, read_qa, take, written
+from r3mem.bench.rag import QASet, passage_units, read_qa, take, written
 from r3mem.bench.retrieval import BM25Index, Unit, recall_at
 from r3mem.entries import entry_states
 from r3mem.keywords import keywords
@@ -126,7 +126,7 @@ def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> 
     ids = list(bank.bank.entries)
     entries = [bank.bank.entries[i] for i in ids]
     keyed = [Unit("", [entry.meta["source"]]) for entry in entries]  # what recall_at judges
-    bm25 = BM25Index([Unit(s.text, [str(pid)]) for pid, segs in enumerate(cut) for s in segs])
+    bm25 = BM25Index(passage_units(cut))
     empty = bank.model.init_memory(1, "paragraph")
 
     found: dict[str, list[float]] = {}

@@ -107,7 +107,8 @@ def main() -> None:
         clock = time.perf_counter()
         memory.remember(text)
         seconds = time.perf_counter() - clock
-        name = f"remember {Path(title).name} ({length}-token entries)"
+        parts = f" in parts of {memory.part_tokens}" if memory.part_tokens < length else ""
+        name = f"remember {Path(title).name} ({length}-token entries{parts})"
         rows.append(remembered(name, memory, memory.segments(text), seconds))
 
     entries = list(grown.bank.entries.values())

@@ -184,6 +184,13 @@ def test_card_of_adapters_on_a_named_base(runs):
     assert 'Memory.load("smollm2-135m")' in text and "base model perplexity" not in text
     assert "- data: `books/train` (train), `books/validation` (validation)" in text
     assert "token accuracy 25.0% (target ≥ 50%: **missed**)" in text
+    assert "in parts of at most" not in text  # the config names no part length
+    adapter = json.loads((runs / "adapter" / "checkpoint" / "state.json").read_text())
+    adapter["config"]["r3mem"]["part_tokens"] = 16
+    (runs / "adapter" / "checkpoint" / "state.json").write_text(json.dumps(adapter))
+    card = model_card("r3mem-smollm2-135m", "smollm2-135m", runs / "adapter", runs / "results",
+                      out, "r3mem train")  # fmt: skip
+    assert "write each entry in parts of at most 16 tokens" in card.read_text()
 
 
 def test_a_stage_of_drawn_lengths_shows_its_range():

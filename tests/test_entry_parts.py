@@ -314,3 +314,19 @@ def test_adapters_may_name_their_memories_default_part_length(parted_adapter_dir
         for tokens in (None, 32)
     ]  # fmt: skip
     assert keys[0]["part_tokens"] == 16 and "part_tokens" not in keys[1]
+
+
+def test_the_adapters_default_parts_are_no_longer_than_an_entry_and_spare_old_files(
+    parted_adapter_dir, whole, tmp_path
+):
+    short = Memory.load(parted_adapter_dir, entry_tokens=8)
+    assert short.part_tokens == 8  # parts of 16 would be one part: the entry length
+    path = tmp_path / "short.r3mem"
+    short.remember("Alice keeps bees in Lyon.")
+    short.save(path)
+    assert "part_tokens" not in read_file(path)[1]
+    old = tmp_path / "old.r3mem"
+    whole.save(old)  # one part of 32 a text's entry, on the same weights
+    with Memory.editing(old, parted_adapter_dir) as memory:
+        memory.remember("Bob repairs clocks.")
+    assert "part_tokens" not in read_file(old)[1]  # edited, still the file's own parts

@@ -33,7 +33,7 @@ def test_a_saved_memory_reads_back_as_bench_rag_on_every_question(wide_adapter_d
     assert {(row["entry_tokens"], row["part_tokens"]) for row in found} == {(32, 16)}
     bench = run_bench("rag", model, METHODS, str(SQUAD), 0, out=str(tmp_path / "bench"),
                       reader="none", passages=4, part_tokens=16)["results"]  # fmt: skip
-    drop = ("stored_bytes", "text_bytes", "entries", "entry_tokens", "part_tokens")
+    drop = ("text_bytes", "entries", "entry_tokens", "part_tokens")  # not bench's columns
     assert [{k: v for k, v in row.items() if k not in drop} for row in found] == [
         {k: v for k, v in row.items() if k not in drop} for row in bench
     ]
@@ -45,8 +45,10 @@ def test_memories_must_match_the_sets_and_methods_be_known(wide_adapter_dir, tmp
     saved = save(model, tmp_path)
     two = read_back(model, tmp_path / "out", "--memories", str(saved), str(saved))
     assert two.returncode == 2 and "2 files for 1 QA sets" in two.stderr
-    unknown = read_back(model, tmp_path / "out", "--memories", str(saved), "--methods", "dense")
-    assert unknown.returncode == 2 and "choose from r3mem, r3mem-exact, bm25" in unknown.stderr
+    unknown = read_back(model, tmp_path / "out", "--memories", str(saved), "--methods", "gold")
+    assert (
+        unknown.returncode == 2 and "choose from r3mem, r3mem-greedy, r3mem-exact" in unknown.stderr
+    )
     other = read_back(model, tmp_path / "out", "--memories", str(saved), "--passages", "3")
     assert other.returncode == 1 and "does not hold these passages' segments" in other.stderr
     assert not (tmp_path / "out").exists()

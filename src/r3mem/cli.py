@@ -198,7 +198,8 @@ def _add_lengths(parser: argparse.ArgumentParser, entries: str, kept: str = "") 
         "--part-tokens",
         type=int,
         help="each entry compressed in parts of at most N tokens, the units unchanged "
-        f"(default: the adapters' part_tokens, else the entry length; {longest}){kept}",
+        f"(default: the adapters' part_tokens up to the entry length, else the entry length; "
+        f"{longest}){kept}",
     )
 
 

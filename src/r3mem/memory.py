@@ -143,7 +143,8 @@ class Memory:
         are kept and saved in (``float16``, ``bfloat16``, ``float32`` or ``float8``);
         ``entry_tokens`` the most tokens ``remember`` puts in an entry of a text
         (:func:`entry_length`); ``part_tokens`` the most in one part of an entry, each
-        compressed alone (:func:`part_length`; None: ``entry_tokens``). A saved memory keeps
+        compressed alone (:func:`part_length`; None: the adapters' ``part_tokens`` up to
+        ``entry_tokens``, else ``entry_tokens``). A saved memory keeps
         all three."""
         check_entry_dtype(entry_dtype)  # before the model is loaded, not after
         root, adapter_dir, base_dir = locate_model(path)

@@ -47,12 +47,11 @@ def part_length(
     part_tokens: int | None, entry_tokens: int, segment_length: int, default: int | None = None
 ) -> int:
     """The most tokens one part of an entry holds, each part compressed alone:
-    ``part_tokens`` once checked, else the adapters' ``default`` (``R3MemConfig.part_tokens``),
-    else ``entry_tokens`` (a text's entry is then one part, and only a longer segment, a
-    conversation's turn window, comes in parts)."""
-    part_tokens = default if part_tokens is None else part_tokens
+    ``part_tokens`` once checked, else the adapters' ``default`` (``R3MemConfig.part_tokens``)
+    up to ``entry_tokens``, else ``entry_tokens`` (a text's entry is then one part, and only a
+    longer segment, a conversation's turn window, comes in parts)."""
     if part_tokens is None:
-        return entry_tokens
+        return entry_tokens if default is None else min(default, entry_tokens)
     check_length(part_tokens, segment_length, "part_tokens")
     return part_tokens
 

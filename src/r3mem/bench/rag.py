@@ -159,6 +159,11 @@ class GoldIndex(Index):
         return sum(len(passage.encode("utf-8")) for passage in self.passages)
 
 
+def passage_units(cut: list[list[Segment]]) -> list[Unit]:
+    """Every passage's segments as the units every method ranks, each keyed by its passage."""
+    return [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
+
+
 def passage_id(meta: dict[str, Any]) -> list[str]:
     """A hit's gold id: the passage its entry came from."""
     return [meta["source"]]
@@ -190,7 +195,7 @@ def bench_rag(
         key = f"{number} {qa.name}"  # two files may hold sets of one name
         todo = [method for method in methods if progress.get(key, method) is None]
         cut = [memory.segments(text) for text in qa.passages]  # for every method
-        units = [Unit(s.text, [str(pid)]) for pid, segments in enumerate(cut) for s in segments]
+        units = passage_units(cut)
         indexes = baselines(todo, units)
         write = partial(written, memory, cut, qa.name)
         write = partial(progress.memory, write, memory.reopen, key)

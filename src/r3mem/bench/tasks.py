@@ -272,7 +272,8 @@ def run_bench(
     many passages of each dataset (None: all); ``entry_tokens`` (rag, conv): the memory's
     entry length (None: ``Memory``'s default): rag's units for every method, conv's parts of
     a turn window (:class:`r3mem.bank.Entry`); ``part_tokens`` (rag, conv): the parts every
-    entry is compressed in (None: the entry length), the units unchanged; ``resume`` (rag,
+    entry is compressed in (None: the adapters' ``part_tokens`` up to the entry length, else
+    the entry length), the units unchanged; ``resume`` (rag,
     conv): reuse what an interrupted run of the same request left in
     ``out/TASK.partial.jsonl``."""
     if task not in METHODS:
