@@ -114,10 +114,8 @@ def test_packaged_smollm2_adapters_remember_and_recall_exactly(smollm2):
 
     memory = Memory.load(NAME)
     assert memory.model.base.config.name_or_path == NAME
-    assert (memory.entry_tokens, memory.part_tokens) == (32, 16)  # the adapters' own parts
     fact = "Mr. Lorry met Lucie Manette at the Royal George Hotel in Dover."
     memory.remember(fact)
-    assert next(iter(memory.bank.entries.values())).parts == 2  # 17 tokens in parts of 16
     memory.remember("The mail coach climbed Shooter's Hill in the mud.")
     hit = memory.recall("Who did Mr. Lorry meet at Dover?", k=1, exact=True)[0]
     assert hit.exact and hit.text.strip() == fact
