@@ -90,6 +90,10 @@ SECTIONS = {
     "smollm2_recall_all_hotpotqa_nq": "SmolLM2's recall on every question: HotpotQA and NQ",
     "smollm2_recall_all_squad": "SmolLM2's recall on every question: SQuAD",
     "smollm2_parts16": "SmolLM2 read back from 16-token units (the case for --part-tokens 16)",
+    "smollm2_read_back_nq": "SmolLM2's read-back on every NQ question, parts of 16 (read_back.py)",
+    "smollm2_read_back_nq32": "SmolLM2's read-back on every NQ question, one part of 32",
+    "smollm2_read_back_squad": "SmolLM2's read-back on every SQuAD question, parts of 16",
+    "smollm2_read_back_squad32": "SmolLM2's read-back on every SQuAD question, one part of 32",
 }
 
 
