@@ -25,8 +25,7 @@ def load_memory(args: argparse.Namespace) -> Memory:
     """The model, its units of at most ``--entry-tokens`` each written in one part: these
     scripts measure a unit's length, whatever parts the adapters write by default."""
     loaded = Memory.load(args.model, entry_tokens=args.entry_tokens)
-    model, tokenizer, length = loaded.model, loaded.tokenizer, loaded.entry_tokens
-    return Memory(model, tokenizer, loaded.model_dir, entry_tokens=length, part_tokens=length)
+    return loaded.fresh(part_tokens=loaded.entry_tokens)
 
 
 def questions_in(qa: QASet, args: argparse.Namespace) -> list[Question]:

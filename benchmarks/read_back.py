@@ -49,13 +49,14 @@ def main() -> None:
         bank, cut = opened(memory, path, qa.passages)
         indexes = r3mem_indexes(methods, lambda held=bank: held, passage_id)
         indexes |= baselines(methods, passage_units(cut))
+        kept = {"entries": len(bank.bank), "entry_tokens": bank.entry_tokens}
+        kept["part_tokens"] = bank.part_tokens
         for method in [method for method in methods if method in indexes]:
             scored = score_questions(indexes[method], qa.questions, None, f"{qa.name} {method}")
             row = {"method": method, "dataset": qa.name, "passages": len(qa.passages)}
-            lengths = {"entry_tokens": bank.entry_tokens, "part_tokens": bank.part_tokens}
-            row |= {**summarize(scored), "stored_bytes": indexes[method].nbytes()}
-            rows.append({**row, "entries": len(bank.bank), **lengths})
-            print(rows[-1], flush=True)
+            row |= {**summarize(scored), "stored_bytes": indexes[method].nbytes(), **kept}
+            rows.append(row)
+            print(row, flush=True)
     notes = (
         "Every question whose gold passages lie among the passages (no draw), over the "
         "memories bench rag saved (entries and parts of at most entry_tokens and part_tokens)."

@@ -79,8 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = Memory.load(args.model, entry_tokens=args.part, part_tokens=args.part)
     length = parts.model.config.segment_length
-    model, tokenizer, model_dir = parts.model, parts.tokenizer, parts.model_dir
-    whole = Memory(model, tokenizer, model_dir, entry_tokens=length, part_tokens=length)
+    whole = parts.fresh(entry_tokens=length, part_tokens=length)
     cut = windows(parts, args.data, args.windows, args.seed)
     rows = [measure(whole, cut), measure(parts, cut)]
     for row in rows:

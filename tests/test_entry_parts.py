@@ -256,6 +256,10 @@ def test_part_tokens_survive_save_and_open_and_files_without_them_are_as_before(
     opened = Memory.open(path)
     assert (opened.entry_tokens, opened.part_tokens) == (32, 16)
     assert opened.fresh().part_tokens == 16
+    assert (
+        opened.fresh(part_tokens=32).entry_tokens,
+        opened.fresh(part_tokens=32).part_tokens,
+    ) == (32, 32)
     entries = list(opened.bank.entries.values())
     assert opened.read(entries, exact=True) == halves.read(entries, exact=True)
 

@@ -153,17 +153,17 @@ class Memory:
         model = R3MemModel.from_pretrained(adapter_dir, base_model=base).eval()
         return cls(model, tokenizer, root, budget_entries, entry_dtype, entry_tokens, part_tokens)
 
-    def fresh(self) -> Memory:
+    def fresh(self, *, entry_tokens: int | None = None, part_tokens: int | None = None) -> Memory:
         """An empty memory on the same model, tokenizer and entity extractor: one per
-        document set or conversation in a benchmark."""
+        document set or conversation in a benchmark; lengths not given are this memory's."""
         memory = Memory(
             self.model,
             self.tokenizer,
             self.model_dir,
             self.budget_entries,
             self.bank.entry_dtype,
-            self.entry_tokens,
-            self.part_tokens,
+            self.entry_tokens if entry_tokens is None else entry_tokens,
+            self.part_tokens if part_tokens is None else part_tokens,
         )
         memory._extractor = self._extractor
         return memory
