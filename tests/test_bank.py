@@ -509,3 +509,34 @@ def test_guided_decode_is_the_step_by_step_decode(adapter_dir):
         expected.append(ids[0, :length].tolist())
     assert guided_decode(model, state, lengths, choose) == expected
     assert len(set(expected[3])) > 1  # the decode is not one repeated token
+    guesses = torch.randint(5, 90, (len(lengths), max(lengths))).tolist()
+    assert guided_decode(model, state, lengths, choose, guesses) == expected  # any start
+
+
+def test_exact_recall_drafts_the_replay_and_confirms_it_in_one_pass(adapter_dir, monkeypatch):
+    """Exact recall drafts its replay with the KV cache, fed the corrections, and one
+    fixed-width pass confirms it: the remembered tokens, in far fewer passes than from
+    nothing (where a decoder the prefix steers needs a pass per run of tokens)."""
+    import r3mem.entries
+    from r3mem.entries import exact_tokens
+
+    from .conftest import randomize
+
+    memory = Memory.load(adapter_dir)
+    randomize(memory.model)  # guesses depend on the prefix: many corrections, many passes
+    memory.remember(TEXT)
+    entries = list(memory.bank.entries.values())
+    passes, decode, greedy_after = [], r3mem.entries.guided_decode, r3mem.entries._greedy_after
+    monkeypatch.setattr(
+        r3mem.entries, "_greedy_after", lambda *args: passes.append(1) or greedy_after(*args)
+    )
+    remembered = [segment.ids for segment in memory.segments(TEXT)]
+    assert exact_tokens(memory.model, entries) == remembered
+    drafted, passes[:] = len(passes), []
+    monkeypatch.setattr(
+        r3mem.entries,
+        "guided_decode",
+        lambda model, state, n, choose, _: decode(model, state, n, choose),
+    )
+    assert exact_tokens(memory.model, entries) == remembered
+    assert drafted == 1 < len(passes)

@@ -68,6 +68,7 @@ def guided_decode(
     state: MemoryState,
     lengths: Sequence[int],
     choose: Callable[[int, int, int], int],
+    start: Sequence[Sequence[int]] | None = None,
 ) -> list[list[int]]:
     """Decode each row of ``state`` for ``lengths[row]`` tokens: token ``i`` is
     ``choose(row, i, g)`` where ``g`` is the greedy token after tokens ``0..i-1``.
@@ -79,9 +80,15 @@ def guided_decode(
     step-by-step decoding gives (each position's logits come from the same prefix at the
     same width, later positions masked), in far fewer passes when the memory, not the
     prefix, decides most tokens. ``choose`` must be a function of its arguments.
+
+    ``start`` (a first guess per row, at least ``lengths[row]`` tokens) changes how many
+    passes it takes, never the result: from a guess that is already the answer, one pass
+    confirms it.
     """
     width = _width(model, lengths)
     ids = torch.zeros(len(lengths), width, dtype=torch.long, device=model.device)
+    for row, guess in enumerate(start or []):
+        ids[row, : lengths[row]] = torch.tensor(list(guess[: lengths[row]]), dtype=torch.long)
     open_rows = [row for row, length in enumerate(lengths) if length > 0]
     for _ in range(max(lengths, default=0)):
         if not open_rows:
@@ -136,17 +143,40 @@ def greedy_tokens(
     return joined(entries, [out[row, :n].tolist() for row, n in enumerate(lengths)])
 
 
+class Corrected:
+    """A processor for :func:`r3mem.generation.generate` that feeds row ``r`` the token
+    ``fixes[r][i]`` at each step ``i`` it corrects: greedy decoding with the KV cache, fed
+    the corrections, drafts exact recall."""
+
+    def __init__(self, fixes: Sequence[dict[int, int]]) -> None:
+        self.fixes = fixes
+
+    def __call__(self, chosen: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = chosen.shape[1]
+        for row, fixes in enumerate(self.fixes):
+            if step in fixes:
+                scores[row] = float("-inf")
+                scores[row, fixes[step]] = 0.0
+        return scores
+
+
 def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]:
-    """The original token ids of ``entries``, replayed from memory plus corrections."""
+    """The original token ids of ``entries``, replayed from memory plus corrections.
+
+    The replay is drafted token by token with the KV cache (:class:`Corrected`), then
+    confirmed as :func:`guided_decode`'s fixed point at the fixed width, where remembering
+    found the corrections: the draft usually is that point already (one pass confirms it),
+    and where the cached decode rounds a near tie the other way, the passes that follow fix
+    it. Without the draft, a decoder the prefix steers needs a pass per run of tokens."""
     fixes: list[dict[int, int]] = []
     for entry in entries:
         lengths = part_lengths(entry.tokens, entry.parts)
         for at, n in zip(starts(lengths), lengths, strict=True):
             fixes.append({i - at: t for i, t in entry.corrections if at <= i < at + n})
     state = entry_states(model, entries)
-    rows = guided_decode(
-        model, state, state.tokens_seen.tolist(), lambda row, i, p: fixes[row].get(i, p)
-    )
+    lengths = state.tokens_seen.tolist()
+    draft = model.reconstruct(state, max(lengths), processor=Corrected(fixes)).tolist()
+    rows = guided_decode(model, state, lengths, lambda row, i, p: fixes[row].get(i, p), draft)
     tokens = joined(entries, rows)
     for entry, ids in zip(entries, tokens, strict=True):
         if checksum(ids) != entry.checksum:
