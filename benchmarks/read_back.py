@@ -11,17 +11,20 @@ opened (once found to hold exactly those passages' segments, ``recall_scoring.op
 every question whose gold passages lie among the passages is scored, by the same indexes,
 loop and metrics as ``bench rag`` (``reader none``). A finished ``bench rag`` run removes
 ``OUT/rag.partial/``, its memories with it: copy a set's ``.r3mem`` file out once it is
-there (written whole, after the set's last passage). Writes ``OUT/read_back.{json,md}``.
+there (written whole, after the set's last passage). A ``--memories`` file that does not
+exist yet is written first, as ``bench rag`` writes it, and kept there for the next read.
+Writes ``OUT/read_back.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from recall_scoring import opened
 
 from r3mem import Memory
-from r3mem.bench.rag import passage_id, passage_units, read_qa, take
+from r3mem.bench.rag import passage_id, passage_units, read_qa, take, written
 from r3mem.bench.retrieval import baselines, r3mem_indexes, score_questions, summarize
 from r3mem.report import write_report
 
@@ -46,6 +49,8 @@ def main() -> None:
         parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
     rows = []
     for qa, path in zip(sets, args.memories, strict=True):
+        if not Path(path).exists():
+            written(memory, [memory.segments(text) for text in qa.passages], qa.name).save(path)
         bank, cut = opened(memory, path, qa.passages)
         indexes = r3mem_indexes(methods, lambda held=bank: held, passage_id)
         indexes |= baselines(methods, passage_units(cut))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from r3mem import Memory
 from r3mem.bench.tasks import run_bench
 
 from .test_recall_scoring import SQUAD, save
@@ -38,6 +39,21 @@ def test_a_saved_memory_reads_back_as_bench_rag_on_every_question(wide_adapter_d
         {k: v for k, v in row.items() if k not in drop} for row in bench
     ]
     assert found[0]["questions"] > 1 and found[0]["answer_contains@5"] is not None
+
+
+def test_a_memory_not_saved_yet_is_written_as_bench_rag_writes_it(wide_adapter_dir, tmp_path):
+    """Where no bench rag run saved the set's memory, read_back writes it there first: the
+    file holds what bench rag saves, and the rows are those of reading it back."""
+    model, fresh = str(wide_adapter_dir), tmp_path / "fresh.r3mem"
+    first = read_back(model, tmp_path / "first", "--memories", str(fresh), "--methods", "r3mem")
+    assert first.returncode == 0, first.stderr
+    saved = save(model, tmp_path)
+    again = read_back(model, tmp_path / "again", "--memories", str(saved), "--methods", "r3mem")
+    assert again.returncode == 0, again.stderr
+    rows = [json.loads((tmp_path / d / "read_back.json").read_text())["results"] for d in
+            ("first", "again")]  # fmt: skip
+    assert rows[0] == rows[1] and rows[0][0]["questions"] > 1
+    assert Memory.open(fresh).bank.to_file_parts()[1] == Memory.open(saved).bank.to_file_parts()[1]
 
 
 def test_memories_must_match_the_sets_and_methods_be_known(wide_adapter_dir, tmp_path):
