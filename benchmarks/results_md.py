@@ -94,6 +94,8 @@ SECTIONS = {
     "smollm2_read_back_nq32": "SmolLM2's read-back on every NQ question, one part of 32",
     "smollm2_read_back_squad": "SmolLM2's read-back on every SQuAD question, parts of 16",
     "smollm2_read_back_squad32": "SmolLM2's read-back on every SQuAD question, one part of 32",
+    "smollm2_read_back_squad32_exact": "SmolLM2's exact recall on every SQuAD question",
+    "smollm2_read_back_nq32_exact": "SmolLM2's exact recall on every NQ question",
 }
 
 
