@@ -1,0 +1,120 @@
+"""Recall's second look (``r3mem.bank.BRIDGE_WEIGHT``) on a split no bench reports (issue 15).
+
+    python benchmarks/recall_hops.py --data ../shared/data/qa/hotpotqa_dev_distractor_ircot500 \
+        [--first 500] [--last 1000] [--questions N] [--seed 1] [--model NAME] \
+        [--memories SAVED.r3mem ...]
+
+Per dataset, passages FIRST..LAST-1 (``bench rag`` reads the first 500) are written into one
+memory as ``bench rag`` writes them (saved to ``--memories``, one file a set, and opened
+from there when it exists), and a seeded draw of the questions whose gold passages all lie
+among them is asked. Each bridge weight ranks the entries by recall's first look
+(``MemoryBank.scores`` at weight 0) moved by that weight times the share of the first look's
+best entry's names an entry holds (``MemoryBank.bridge_shares``); BM25 over the same units
+beside them. Judged by recall@5 (gold passages among the top 5 units) and answer@5 (an
+answer in the top 5 units' text: what exact recall reads back). Writes
+OUT/recall_hops.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from dev_split import add_arguments, questions_in
+from recall_scoring import opened
+
+from r3mem import Memory
+from r3mem.bank import BRIDGE_WEIGHT, SOURCE_WEIGHT, lifted
+from r3mem.bench.rag import QASet, passage_units, read_qa, written
+from r3mem.bench.retrieval import BM25Index, Question, Unit, contains, recall_at
+from r3mem.keywords import keywords
+from r3mem.report import write_report
+
+BRIDGE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+K = 5
+
+
+def split(qa: QASet, args: argparse.Namespace) -> QASet:
+    """Passages FIRST..LAST-1 as a set of their own, numbered from 0 as ``bench rag``
+    numbers its passages, with the drawn questions' gold ids moved to match."""
+    questions = [
+        Question(q.text, q.answers, [str(int(g) - args.first) for g in q.gold], q.group)
+        for q in questions_in(qa, args)
+    ]
+    return replace(qa, passages=qa.passages[args.first : args.last], questions=questions)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser, last=1000, questions=100)
+    parser.add_argument("--memories", nargs="*", default=[], help="saved memories, per set")
+    parser.add_argument("--out", default="benchmarks/results/recall_hops")
+    args = parser.parse_args()
+    memory = Memory.load(args.model)
+    sets = [split(qa, args) for data in args.data for qa in read_qa(data)]
+    if args.memories and len(args.memories) != len(sets):
+        parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
+    rows = []
+    for number, qa in enumerate(sets):
+        cut = [memory.segments(text) for text in qa.passages]
+        path = args.memories[number] if args.memories else None
+        if path is None or not Path(path).exists():
+            bank = written(memory, cut, qa.name)
+            if path is not None:
+                bank.save(path)
+        if path is not None:
+            bank, cut = opened(memory, path, qa.passages)
+        rows += measure(bank, qa, passage_units(cut))
+    notes = (
+        f"Passages {args.first}-{args.last - 1} of each set, written as bench rag writes "
+        f"them; shipped bridge weight {BRIDGE_WEIGHT:g}."
+    )
+    write_report(args.out, "recall_hops", args.seed, rows, notes)
+
+
+def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
+    """One row per bridge weight, and BM25's, over ``qa``'s questions."""
+    ids = list(bank.bank.entries)  # in the order written: entry ids[j] holds units[j]
+    sources = bank.bank.source_index.values()
+    bm25 = BM25Index(units)
+    where = {id(unit): j for j, unit in enumerate(units)}
+    found: dict[str, list[tuple[float, float]]] = {}
+
+    def judge(name: str, order: list[int], question: Question) -> None:
+        top = [units[j] for j in order[:K]]
+        judged = recall_at(top, question.gold, K), contains([u.text for u in top], question.answers)
+        found.setdefault(name, []).append(judged)
+
+    for question in qa.questions:
+        judge("bm25", [where[id(unit)] for unit in bm25.search(question.text, K)], question)
+        pooled = bank.query_memories([question.text])[0]
+        entities = bank.extractor(question.text)
+        own = bank.bank.own_scores(pooled, entities, keywords(question.text))
+        first = lifted(own, sources, SOURCE_WEIGHT)
+        shares = bank.bank.bridge_shares(max(first, key=first.__getitem__), entities)
+        for weight in BRIDGE_WEIGHTS:
+            moved = {i: s + weight * shares.get(i, 0.0) for i, s in own.items()}
+            lift = lifted(moved, sources, SOURCE_WEIGHT)
+            scores = torch.tensor([lift[i] for i in ids])
+            judge(f"bridge {weight:g}", torch.argsort(-scores, stable=True).tolist(), question)
+    rows = []
+    for name, judged in found.items():
+        rows.append(
+            {
+                "dataset": qa.name,
+                "entries": len(ids),
+                "questions": len(judged),
+                "score": name,
+                "shipped": name == f"bridge {BRIDGE_WEIGHT:g}",
+                "recall@5": round(sum(r for r, _ in judged) / len(judged), 3),
+                "answer@5": round(sum(a for _, a in judged) / len(judged), 3),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
