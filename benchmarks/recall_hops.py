@@ -7,12 +7,13 @@
 Per dataset, passages FIRST..LAST-1 (``bench rag`` reads the first 500) are written into one
 memory as ``bench rag`` writes them (saved to ``--memories``, one file a set, and opened
 from there when it exists), and a seeded draw of the questions whose gold passages all lie
-among them is asked. Each bridge weight ranks the entries by recall's first look
-(``MemoryBank.scores`` at weight 0) moved by that weight times the share of the first look's
-best entry's names an entry holds (``MemoryBank.bridge_shares``); BM25 over the same units
-beside them. Judged by recall@5 (gold passages among the top 5 units) and answer@5 (an
-answer in the top 5 units' text: what exact recall reads back). Writes
-OUT/recall_hops.{json,md}.
+among them is asked. Each bridge weight ranks the entries as ``MemoryBank.scores`` does at
+that weight: the first look's best entry first, then every other entry by its first-look score
+moved by that weight times the share of the best source's names it holds
+(``MemoryBank.bridge_shares``); and once more without keeping the first look's best first
+(``first not kept``, measured and not adopted). BM25 over the same units beside them.
+Judged by recall@5 (gold passages among the top 5 units) and answer@5 (an answer in the top
+5 units' text: what exact recall reads back). Writes OUT/recall_hops.{json,md}.
 """
 
 from __future__ import annotations
@@ -93,12 +94,15 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
         entities = bank.extractor(question.text)
         own = bank.bank.own_scores(pooled, entities, keywords(question.text))
         first = lifted(own, sources, SOURCE_WEIGHT)
-        shares = bank.bank.bridge_shares(max(first, key=first.__getitem__), entities)
+        best = max(first, key=first.__getitem__)
+        shares = bank.bank.bridge_shares(best, entities)
         for weight in BRIDGE_WEIGHTS:
             moved = {i: s + weight * shares.get(i, 0.0) for i, s in own.items()}
             lift = lifted(moved, sources, SOURCE_WEIGHT)
-            scores = torch.tensor([lift[i] for i in ids])
-            judge(f"bridge {weight:g}", torch.argsort(-scores, stable=True).tolist(), question)
+            order = torch.argsort(-torch.tensor([lift[i] for i in ids]), stable=True).tolist()
+            kept = [j for j in order if ids[j] == best] + [j for j in order if ids[j] != best]
+            judge(f"bridge {weight:g}", kept, question)
+            judge(f"bridge {weight:g}, first not kept", order, question)
     rows = []
     for name, judged in found.items():
         rows.append(

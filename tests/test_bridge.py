@@ -70,18 +70,26 @@ def test_a_name_more_entries_hold_cues_less_than_a_rarer_one(adapter_dir):
     assert ibf == pytest.approx(weights[0] / sum(weights))
 
 
-def test_recall_adds_the_second_look_to_the_first(memory, monkeypatch):
+def test_recall_adds_the_second_look_to_the_first_and_keeps_its_best_first(memory, monkeypatch):
     bank = memory.bank
     pooled, entities = memory.query_memories([QUERY])[0], memory.extractor(QUERY)
     words = keywords(QUERY)
     best, own = first_look(memory)
     shares = bank.bridge_shares(best, entities)
     moved = {i: score + BRIDGE_WEIGHT * shares.get(i, 0.0) for i, score in own.items()}
+    lift = lifted(moved, bank.source_index.values(), SOURCE_WEIGHT)
     second = bank.scores(pooled, entities, words)
-    assert BRIDGE_WEIGHT > 0
-    assert second == pytest.approx(lifted(moved, bank.source_index.values(), SOURCE_WEIGHT))
-    ranked = sorted(second, key=lambda i: -second[i])
-    assert [r.entry_id for r in memory.recall(QUERY, k=len(bank))] == ranked
+    assert BRIDGE_WEIGHT > 0 and second[best] == max(lift.values())
+    assert {i: s for i, s in second.items() if i != best} == pytest.approx(
+        {i: s for i, s in lift.items() if i != best}
+    )
+    ranked = [r.entry_id for r in memory.recall(QUERY, k=len(bank))]
+    assert ranked == sorted(second, key=lambda i: -second[i]) and ranked[0] == best
+    monkeypatch.setattr("r3mem.bank.BRIDGE_WEIGHT", 100.0)  # the cued entries outscore it
+    assert max(bank.scores(pooled, entities, words).values()) > lift[best] + 10
+    ranked = [r.entry_id for r in memory.recall(QUERY, k=2)]
+    cued = entries_of(memory, "ibf.txt") | entries_of(memory, "chess.txt")
+    assert ranked[0] == best and ranked[1] in cued  # still first, a cued entry next
     monkeypatch.setattr("r3mem.bank.BRIDGE_WEIGHT", 0.0)
     assert bank.scores(pooled, entities, words) == lifted(
         own, bank.source_index.values(), SOURCE_WEIGHT
