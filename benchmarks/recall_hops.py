@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from dev_split import add_arguments, questions_in
 from recall_scoring import opened
+from tqdm import tqdm
 
 from r3mem import Memory
 from r3mem.bank import BRIDGE_WEIGHT, SOURCE_WEIGHT, lifted
@@ -88,7 +89,7 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
         judged = recall_at(top, question.gold, K), contains([u.text for u in top], question.answers)
         found.setdefault(name, []).append(judged)
 
-    for question in qa.questions:
+    for question in tqdm(qa.questions, desc=f"{qa.name}: questions"):
         judge("bm25", [where[id(unit)] for unit in bm25.search(question.text, K)], question)
         pooled = bank.query_memories([question.text])[0]
         entities = bank.extractor(question.text)
