@@ -113,8 +113,8 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
                 "questions": len(judged),
                 "score": name,
                 "shipped": name == f"bridge {BRIDGE_WEIGHT:g}",
-                "recall@5": round(sum(r for r, _ in judged) / len(judged), 3),
-                "answer@5": round(sum(a for _, a in judged) / len(judged), 3),
+                "recall@5": round(sum(r for r, _ in judged) / len(judged), 4),
+                "answer@5": round(sum(a for _, a in judged) / len(judged), 4),
             }
         )
         print(rows[-1], flush=True)
