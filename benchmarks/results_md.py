@@ -96,6 +96,10 @@ SECTIONS = {
     "smollm2_read_back_squad32": "SmolLM2's read-back on every SQuAD question, one part of 32",
     "smollm2_read_back_squad32_exact": "SmolLM2's exact recall on every SQuAD question",
     "smollm2_read_back_nq32_exact": "SmolLM2's exact recall on every NQ question",
+    "recall_hops": "Recall's second look on SQuAD's and NQ's passages 500 on (its weight's choice)",
+    "recall_hops_hotpotqa": "Recall's second look on HotpotQA's passages 500-2,499",
+    "smollm2_recall_hops": "SmolLM2's recall with a second look, every question of 500 passages",
+    "smollm2_read_back_hotpotqa": "SmolLM2's read-back on every HotpotQA question, second look",
 }
 
 
