@@ -99,7 +99,7 @@ SECTIONS = {
     "recall_hops": "Recall's second look on SQuAD's and NQ's passages 500 on (its weight's choice)",
     "recall_hops_hotpotqa": "Recall's second look on HotpotQA's passages 500-2,499",
     "smollm2_recall_hops": "SmolLM2's recall with a second look, every question of 500 passages",
-    "smollm2_recall_hops_squad": "The same on SQuAD, four digits: the tie with BM25 is one",
+    "smollm2_recall_hops_squad": "SmolLM2's second look on SQuAD to four digits (a tie with BM25)",
     "smollm2_read_back_hotpotqa": "SmolLM2's read-back on every HotpotQA question, second look",
 }
 
