@@ -8,9 +8,9 @@ Per dataset, passages FIRST..LAST-1 (``bench rag`` reads the first 500) are writ
 memory as ``bench rag`` writes them (saved to ``--memories``, one file a set, and opened
 from there when it exists), and a seeded draw of the questions whose gold passages all lie
 among them is asked. Each bridge weight ranks the entries as ``MemoryBank.scores`` does at
-that weight: the first look's best entry first, then every other entry by its first-look score
-moved by that weight times the share of the best source's names it holds
-(``MemoryBank.bridge_shares``); and once more without keeping the first look's best first
+that weight: the first look's best entry first, then the others by their own scores plus that
+weight times the share of the best source's names they hold (``MemoryBank.bridge_shares``),
+lifted by source again; and once more without keeping the first look's best first
 (``first not kept``, measured and not adopted). BM25 over the same units beside them.
 Judged by recall@5 (gold passages among the top 5 units) and answer@5 (an answer in the top
 5 units' text: what exact recall reads back). Writes OUT/recall_hops.{json,md}.
@@ -22,7 +22,6 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from dev_split import add_arguments, questions_in
 from recall_scoring import opened
 from tqdm import tqdm
@@ -54,6 +53,8 @@ def main() -> None:
     parser.add_argument("--memories", nargs="*", default=[], help="saved memories, per set")
     parser.add_argument("--out", default="benchmarks/results/recall_hops")
     args = parser.parse_args()
+    if args.entry_tokens is not None:
+        parser.error("--entry-tokens: the memory is written as bench rag writes it")
     memory = Memory.load(args.model)
     sets = [split(qa, args) for data in args.data for qa in read_qa(data)]
     if args.memories and len(args.memories) != len(sets):
@@ -79,9 +80,9 @@ def main() -> None:
 def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
     """One row per bridge weight, and BM25's, over ``qa``'s questions."""
     ids = list(bank.bank.entries)  # in the order written: entry ids[j] holds units[j]
-    sources = bank.bank.source_index.values()
     bm25 = BM25Index(units)
     where = {id(unit): j for j, unit in enumerate(units)}
+    where_id = {entry_id: j for j, entry_id in enumerate(ids)}
     found: dict[str, list[tuple[float, float]]] = {}
 
     def judge(name: str, order: list[int], question: Question) -> None:
@@ -91,19 +92,8 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
 
     for question in tqdm(qa.questions, desc=f"{qa.name}: questions"):
         judge("bm25", [where[id(unit)] for unit in bm25.search(question.text, K)], question)
-        pooled = bank.query_memories([question.text])[0]
-        entities = bank.extractor(question.text)
-        own = bank.bank.own_scores(pooled, entities, keywords(question.text))
-        first = lifted(own, sources, SOURCE_WEIGHT)
-        best = max(first, key=first.__getitem__)
-        shares = bank.bank.bridge_shares(best, entities)
-        for weight in BRIDGE_WEIGHTS:
-            moved = {i: s + weight * shares.get(i, 0.0) for i, s in own.items()}
-            lift = lifted(moved, sources, SOURCE_WEIGHT)
-            order = torch.argsort(-torch.tensor([lift[i] for i in ids]), stable=True).tolist()
-            kept = [j for j in order if ids[j] == best] + [j for j in order if ids[j] != best]
-            judge(f"bridge {weight:g}", kept, question)
-            judge(f"bridge {weight:g}, first not kept", order, question)
+        for name, order in orders(bank, question.text).items():
+            judge(name, [where_id[i] for i in order], question)
     rows = []
     for name, judged in found.items():
         rows.append(
@@ -119,6 +109,26 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
         )
         print(rows[-1], flush=True)
     return rows
+
+
+def orders(bank: Memory, question: str) -> dict[str, list[int]]:
+    """Per bridge weight, the entry ids best first, as ``MemoryBank.scores`` ranks them at
+    that weight, and the same with the first look's best not kept first."""
+    sources = bank.bank.source_index.values()
+    pooled = bank.query_memories([question])[0]
+    entities = bank.extractor(question)
+    own = bank.bank.own_scores(pooled, entities, keywords(question))
+    first = lifted(own, sources, SOURCE_WEIGHT)
+    best = max(first, key=first.__getitem__)
+    shares = bank.bank.bridge_shares(best, entities)
+    found = {}
+    for weight in BRIDGE_WEIGHTS:
+        moved = {i: s + weight * shares.get(i, 0.0) for i, s in own.items()}
+        lift = lifted(moved, sources, SOURCE_WEIGHT)
+        order = sorted(lift, key=lambda i: -lift[i])  # stable, in Python floats as recall sorts
+        found[f"bridge {weight:g}"] = [best] + [i for i in order if i != best]
+        found[f"bridge {weight:g}, first not kept"] = order
+    return found
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from r3mem.keywords import keywords
 from r3mem.memory import Memory
 
 QUERY = "Who recognized the title that Vince Phillips held?"
-TEXTS = {
-    "boxer.txt": "Vince Phillips held the IBF title in 1997.",  # names IBF, 1997
+TEXTS = {  # the best source last: its ids are the highest, so a tie would not favour it
     "ibf.txt": "The IBF is recognized by the Boxing Hall of Fame.",  # the second hop
     "chess.txt": "Carla Diaz plays chess in Lisbon in 1997.",  # shares only the year
     "gym.txt": "Vince Phillips trained in Lisbon.",  # names only what the query names
+    "boxer.txt": "Vince Phillips held the IBF title in 1997.",  # names IBF, 1997
 }
 
 
@@ -48,6 +48,7 @@ def first_look(memory: Memory) -> tuple[int, dict[int, float]]:
 def test_the_best_sources_new_names_cue_the_entries_that_hold_them(memory):
     best, _ = first_look(memory)
     assert best in entries_of(memory, "boxer.txt")  # the query names Vince Phillips
+    assert "IBF" not in memory.bank.entries[best].entities  # its source's other entry does
     shares = memory.bank.bridge_shares(best, memory.extractor(QUERY))
     cued = {memory.bank.entries[i].meta["source"] for i in shares}
     assert cued == {"ibf.txt", "chess.txt"}  # not the best source, not what the query names

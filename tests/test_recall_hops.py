@@ -1,5 +1,6 @@
-"""``benchmarks/recall_hops.py``: its row at the shipped bridge weight is what ``recall``
-finds, and a memory it saved scores as the memory written again."""
+"""``benchmarks/recall_hops.py``: its order at the shipped bridge weight is the order
+``recall`` finds, its rows are judged from it, and a memory it saved scores as the memory
+written again."""
 
 from __future__ import annotations
 
@@ -15,9 +16,24 @@ from r3mem.bench.rag import read_qa, take
 from r3mem.bench.retrieval import Unit, recall_at
 from r3mem.memory import Memory
 
+from .test_bridge import QUERY, TEXTS
 from .test_recall_scoring import SQUAD, save
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "recall_hops.py"
+
+
+def test_the_shipped_order_is_recalls_and_the_other_is_not_kept_first(adapter_dir, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    from recall_hops import orders
+
+    memory = Memory.load(adapter_dir)
+    for source, text in TEXTS.items():
+        memory.remember(text, source=source)
+    found = orders(memory, QUERY)
+    recalled = [r.entry_id for r in memory.recall(QUERY, k=len(memory.bank))]
+    assert found[f"bridge {BRIDGE_WEIGHT:g}"] == recalled
+    assert found["bridge 0"] == found["bridge 0, first not kept"]  # no second look to undo
+    assert found["bridge 8"][0] == recalled[0] != found["bridge 8, first not kept"][0]
 
 
 def hops(model: str, out: Path, *args: str) -> list[dict]:

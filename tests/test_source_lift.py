@@ -80,4 +80,5 @@ def test_the_entry_beside_the_words_rises_with_them(memory, monkeypatch):
     ranked = [r.entry_id for r in memory.recall(query, k=len(memory.bank))]
     assert ranked[0] == holder and set(ranked[: len(article)]) == set(article)
     monkeypatch.setattr("r3mem.bank.SOURCE_WEIGHT", 0.0)
+    monkeypatch.setattr("r3mem.bank.BRIDGE_WEIGHT", 0.0)  # the first look alone
     assert memory.bank.scores(query_memory, entities, words) == own

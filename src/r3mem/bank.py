@@ -51,14 +51,15 @@ KEYWORD_WEIGHT = 2.0
 SOURCE_WEIGHT = 0.25
 # Recall looks twice. The names the first look's best source holds (every entry of it) and the
 # query does not cue the second: a question that needs two passages names only the first ("the
-# title of the boxer who ..."), and the boxer's passage names the title. Every entry but the
-# first look's best gains this weight times the share of those names it holds, each name
-# weighted by its rarity; the best stays first. Chosen on passages the benches do not report
-# (benchmarks/recall_hops.py, seed 1, shipped model): weight 0 / 1 / 2 / 4 found HotpotQA's
-# gold passages 0.672 / 0.684 / 0.697 / 0.711 of the time (201 questions over 2,000
-# passages), SQuAD's 0.932 / 0.927 / 0.931 / 0.932 and NQ's 0.962 / 0.962 / 0.962 / 0.960;
-# the answer in the top 5 units' text on NQ 0.579 / 0.581 / 0.575 / 0.562. Letting the second
-# look move the best too lost SQuAD's passage more often (0.927 at 2, 0.915 at 4).
+# title of the boxer who ..."), and the boxer's passage names the title. Every entry outside
+# the best's source gains this weight times the share of those names it holds, each name
+# weighted by its rarity; the first look's best stays first. Chosen on passages the benches
+# do not report (benchmarks/recall_hops.py, seed 1, shipped model): weight 0 / 1 / 2 / 4
+# found HotpotQA's gold passages 0.672 / 0.684 / 0.697 / 0.711 of the time (201 questions
+# over 2,000 passages), SQuAD's 0.932 / 0.927 / 0.931 / 0.932 and NQ's 0.962 / 0.962 /
+# 0.962 / 0.960; the answer in the top 5 units' text on NQ 0.579 / 0.581 / 0.575 / 0.562.
+# Letting the second look move the best too lost SQuAD's passage more often (0.927 at 2,
+# 0.915 at 4).
 BRIDGE_WEIGHT = 2.0
 
 
@@ -188,34 +189,36 @@ class MemoryBank:
         self, query: torch.Tensor, entities: Sequence[str], words: Sequence[str] = ()
     ) -> dict[int, float]:
         """Each entry's :meth:`own_scores`, moved by the other entries of its source
-        (:func:`lifted`): the first look. Then the second: every entry but the first look's
-        best moved by the names of that best entry's source (:meth:`bridge_shares`)."""
+        (:func:`lifted`): the first look. Then the second: the entries outside the best
+        entry's source move by the names that source holds (:meth:`bridge_shares`), and the
+        sources are lifted again. The first look's best is given the second look's top
+        score, so it stays first and its score may tie the next."""
         own = self.own_scores(query, entities, words)
         first = lifted(own, self.source_index.values(), SOURCE_WEIGHT)
-        if not BRIDGE_WEIGHT or not first:
+        if not BRIDGE_WEIGHT:
             return first
         best = max(first, key=first.__getitem__)
         shares = self.bridge_shares(best, entities)
-        own = {i: score + BRIDGE_WEIGHT * shares.get(i, 0.0) for i, score in own.items()}
-        second = lifted(own, self.source_index.values(), SOURCE_WEIGHT)
-        # The first look's best stays first (placed first, it wins a tie: sorts are stable),
-        # so the second look ranks only what follows it.
+        moved = {i: score + BRIDGE_WEIGHT * shares.get(i, 0.0) for i, score in own.items()}
+        second = lifted(moved, self.source_index.values(), SOURCE_WEIGHT)
+        # Placed first, the best wins a tie too: the sorts of recall are stable.
         top = {best: max(second.values())}
         return top | {i: score for i, score in second.items() if i != best}
 
     def bridge_shares(self, best: int, entities: Sequence[str]) -> dict[int, float]:
-        """Per entry outside ``best``'s source, the share of the names that source's entries
-        hold and ``entities`` (the query's) do not that the entry holds, each name weighted
-        by log(1 + entries / entries naming it): a name most entries hold cues little."""
+        """What each entry outside ``best``'s source gains in the second look. The names are
+        those the source's entries hold and ``entities`` (the query's) do not; an entry's
+        share is the part of them it holds, each name weighted by log(1 + entries / entries
+        naming it), so a name most entries hold cues little."""
         source = self.entries[best].meta.get("source")
-        kept = self.source_index.get(source, {best}) if isinstance(source, str) else {best}
+        home = self.source_index.get(source, {best}) if isinstance(source, str) else {best}
         asked = {entity.lower() for entity in entities}
-        names = {name.lower() for i in kept for name in self.entries[i].entities} - asked
+        names = {name.lower() for i in home for name in self.entries[i].entities} - asked
         weights = {n: math.log1p(len(self.entries) / len(self.entity_index[n])) for n in names}
         total = sum(weights.values())
         shares: dict[int, float] = {}
         for name, weight in weights.items():
-            for entry_id in self.entity_index[name] - kept:
+            for entry_id in self.entity_index[name] - home:
                 shares[entry_id] = shares.get(entry_id, 0.0) + weight / total
         return shares
 

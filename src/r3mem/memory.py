@@ -312,7 +312,8 @@ class Memory:
         The query is compressed by the same forward invocation as a paragraph; the score is
         the cosine of the slot-averaged memories plus the entity and keyword bonuses, moved
         by the best of the other entries remembered with the same ``source``, then by the
-        names the best source holds and the query does not (:meth:`MemoryBank.scores`).
+        names the best source holds and the query does not; the best hit keeps the first
+        place with the top score (:meth:`MemoryBank.scores`).
         The hits are decoded greedily, steered by their entities and keywords (``guided``,
         :mod:`r3mem.guide`; False: from the memory alone); ``exact`` applies the stored
         corrections instead, so the text comes back exactly as remembered. Fewer than ``k``
