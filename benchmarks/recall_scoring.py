@@ -29,6 +29,7 @@ import argparse
 import time
 
 import torch
+from tqdm import tqdm
 
 from r3mem import Memory
 from r3mem.bank import KEYWORD_WEIGHT, SOURCE_WEIGHT, Entry, checksum
@@ -131,7 +132,7 @@ def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> 
 
     found: dict[str, list[float]] = {}
     seconds: dict[str, float] = {}
-    for question in qa.questions:
+    for question in tqdm(qa.questions, desc=f"{qa.name}: questions"):
         clock = time.perf_counter()
         hits = bm25.search(question.text, 5)
         clock = _tick(seconds, "bm25", clock)

@@ -23,6 +23,7 @@ import itertools
 
 import torch
 from dev_split import add_arguments, load_memory, questions_in
+from tqdm import tqdm
 
 from r3mem import Memory
 from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT, SOURCE_WEIGHT, lifted
@@ -83,7 +84,7 @@ def measure(memory: Memory, qa: QASet, args: argparse.Namespace) -> list[dict]:
     bm25 = BM25Index(units)
     where = {id(unit): j for j, unit in enumerate(units)}
     found: dict[tuple, list[tuple]] = {}
-    for question in questions:
+    for question in tqdm(questions, desc=f"{qa.name}: questions"):
         hits = bm25.search(question.text, K)
         order = [where[id(unit)] for unit in hits]
         found.setdefault(("bm25",), []).append(judge(units, order, question.gold, question.answers))
