@@ -9,7 +9,7 @@ memory as ``bench rag`` writes them (saved to ``--memories``, one file a set, an
 from there when it exists), and a seeded draw of the questions whose gold passages all lie
 among them is asked. Each bridge weight ranks the entries as ``MemoryBank.scores`` does at
 that weight: the first look's best entry first, then the others by their own scores plus that
-weight times the share of the best source's names they hold (``MemoryBank.bridge_shares``),
+weight times the share of the best source's names they hold (``MemoryBank.looked_twice``),
 lifted by source again; and once more without keeping the first look's best first
 (``first not kept``, measured and not adopted). BM25 over the same units beside them.
 Judged by recall@5 (gold passages among the top 5 units) and answer@5 (an answer in the top
@@ -27,7 +27,7 @@ from recall_scoring import opened
 from tqdm import tqdm
 
 from r3mem import Memory
-from r3mem.bank import BRIDGE_WEIGHT, SOURCE_WEIGHT, lifted
+from r3mem.bank import BRIDGE_WEIGHT
 from r3mem.bench.rag import QASet, passage_units, read_qa, written
 from r3mem.bench.retrieval import BM25Index, Question, Unit, contains, recall_at
 from r3mem.keywords import keywords
@@ -114,17 +114,12 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
 def orders(bank: Memory, question: str) -> dict[str, list[int]]:
     """Per bridge weight, the entry ids best first, as ``MemoryBank.scores`` ranks them at
     that weight, and the same with the first look's best not kept first."""
-    sources = bank.bank.source_index.values()
     pooled = bank.query_memories([question])[0]
     entities = bank.extractor(question)
     own = bank.bank.own_scores(pooled, entities, keywords(question))
-    first = lifted(own, sources, SOURCE_WEIGHT)
-    best = max(first, key=first.__getitem__)
-    shares = bank.bank.bridge_shares(best, entities)
     found = {}
     for weight in BRIDGE_WEIGHTS:
-        moved = {i: s + weight * shares.get(i, 0.0) for i, s in own.items()}
-        lift = lifted(moved, sources, SOURCE_WEIGHT)
+        best, lift = bank.bank.looked_twice(own, entities, weight)
         order = sorted(lift, key=lambda i: -lift[i])  # stable, in Python floats as recall sorts
         found[f"bridge {weight:g}"] = [best] + [i for i in order if i != best]
         found[f"bridge {weight:g}, first not kept"] = order

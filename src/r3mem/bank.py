@@ -194,16 +194,23 @@ class MemoryBank:
         sources are lifted again. The first look's best is given the second look's top
         score, so it stays first and its score may tie the next."""
         own = self.own_scores(query, entities, words)
-        first = lifted(own, self.source_index.values(), SOURCE_WEIGHT)
         if not BRIDGE_WEIGHT:
-            return first
-        best = max(first, key=first.__getitem__)
-        shares = self.bridge_shares(best, entities)
-        moved = {i: score + BRIDGE_WEIGHT * shares.get(i, 0.0) for i, score in own.items()}
-        second = lifted(moved, self.source_index.values(), SOURCE_WEIGHT)
+            return lifted(own, self.source_index.values(), SOURCE_WEIGHT)
+        best, second = self.looked_twice(own, entities, BRIDGE_WEIGHT)
         # Placed first, the best wins a tie too: the sorts of recall are stable.
         top = {best: max(second.values())}
         return top | {i: score for i, score in second.items() if i != best}
+
+    def looked_twice(
+        self, own: dict[int, float], entities: Sequence[str], weight: float
+    ) -> tuple[int, dict[int, float]]:
+        """The first look's best entry (``own`` lifted by source), and every entry's score
+        after the second look at ``weight``, the best not yet kept first."""
+        first = lifted(own, self.source_index.values(), SOURCE_WEIGHT)
+        best = max(first, key=first.__getitem__)
+        shares = self.bridge_shares(best, entities)
+        moved = {i: score + weight * shares.get(i, 0.0) for i, score in own.items()}
+        return best, lifted(moved, self.source_index.values(), SOURCE_WEIGHT)
 
     def bridge_shares(self, best: int, entities: Sequence[str]) -> dict[int, float]:
         """What each entry outside ``best``'s source gains in the second look. The names are
