@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from r3mem.bench.rag import QASet
-from r3mem.bench.retrieval import Question, draw
+from r3mem.bench.retrieval import Question, Unit, contains, draw, recall_at
 from r3mem.memory import Memory
 
 
@@ -33,3 +33,14 @@ def questions_in(qa: QASet, args: argparse.Namespace) -> list[Question]:
     the split."""
     asked = [q for q in qa.questions if all(args.first <= int(g) < args.last for g in q.gold)]
     return draw(asked, args.questions, args.seed)
+
+
+K = 5  # the units a question's top holds, as bench rag judges them
+
+
+def judge(
+    units: list[Unit], order: list[int], gold: list[str], answers: list[str]
+) -> tuple[float, float]:
+    """recall@5 of ``gold`` and whether an answer is in the text of the top 5 units."""
+    top = [units[j] for j in order[:K]]
+    return recall_at(top, gold, K), contains([u.text for u in top], answers)

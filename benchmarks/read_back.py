@@ -19,12 +19,11 @@ Writes ``OUT/read_back.{json,md}``.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from recall_scoring import opened
+from recall_scoring import opened_or_written
 
 from r3mem import Memory
-from r3mem.bench.rag import passage_id, passage_units, read_qa, take, written
+from r3mem.bench.rag import passage_id, passage_units, read_qa, take
 from r3mem.bench.retrieval import baselines, r3mem_indexes, score_questions, summarize
 from r3mem.report import write_report
 
@@ -49,9 +48,7 @@ def main() -> None:
         parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
     rows = []
     for qa, path in zip(sets, args.memories, strict=True):
-        if not Path(path).exists():
-            written(memory, [memory.segments(text) for text in qa.passages], qa.name).save(path)
-        bank, cut = opened(memory, path, qa.passages)
+        bank, cut = opened_or_written(memory, path, qa)
         indexes = r3mem_indexes(methods, lambda held=bank: held, passage_id)
         indexes |= baselines(methods, passage_units(cut))
         kept = {"entries": len(bank.bank), "entry_tokens": bank.entry_tokens}

@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
-from dev_split import add_arguments, questions_in
-from recall_scoring import opened
+from dev_split import K, add_arguments, judge, questions_in
+from recall_scoring import opened_or_written
 from tqdm import tqdm
 
 from r3mem import Memory
 from r3mem.bank import BRIDGE_WEIGHT
 from r3mem.bench.rag import QASet, passage_units, read_qa, written
-from r3mem.bench.retrieval import BM25Index, Question, Unit, contains, recall_at
+from r3mem.bench.retrieval import BM25Index, Question, Unit
 from r3mem.keywords import keywords
 from r3mem.report import write_report
 
 BRIDGE_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
-K = 5
 
 
 def split(qa: QASet, args: argparse.Namespace) -> QASet:
@@ -61,14 +59,11 @@ def main() -> None:
         parser.error(f"--memories: {len(args.memories)} files for {len(sets)} QA sets")
     rows = []
     for number, qa in enumerate(sets):
-        cut = [memory.segments(text) for text in qa.passages]
-        path = args.memories[number] if args.memories else None
-        if path is None or not Path(path).exists():
+        if args.memories:
+            bank, cut = opened_or_written(memory, args.memories[number], qa)
+        else:
+            cut = [memory.segments(text) for text in qa.passages]
             bank = written(memory, cut, qa.name)
-            if path is not None:
-                bank.save(path)
-        if path is not None:
-            bank, cut = opened(memory, path, qa.passages)
         rows += measure(bank, qa, passage_units(cut))
     notes = (
         f"Passages {args.first}-{args.last - 1} of each set, written as bench rag writes "
@@ -84,16 +79,13 @@ def measure(bank: Memory, qa: QASet, units: list[Unit]) -> list[dict]:
     where = {id(unit): j for j, unit in enumerate(units)}
     where_id = {entry_id: j for j, entry_id in enumerate(ids)}
     found: dict[str, list[tuple[float, float]]] = {}
-
-    def judge(name: str, order: list[int], question: Question) -> None:
-        top = [units[j] for j in order[:K]]
-        judged = recall_at(top, question.gold, K), contains([u.text for u in top], question.answers)
-        found.setdefault(name, []).append(judged)
-
     for question in tqdm(qa.questions, desc=f"{qa.name}: questions"):
-        judge("bm25", [where[id(unit)] for unit in bm25.search(question.text, K)], question)
+        ranked = {"bm25": [where[id(unit)] for unit in bm25.search(question.text, K)]}
         for name, order in orders(bank, question.text).items():
-            judge(name, [where_id[i] for i in order], question)
+            ranked[name] = [where_id[i] for i in order]
+        for name, order in ranked.items():
+            judged = judge(units, order, question.gold, question.answers)
+            found.setdefault(name, []).append(judged)
     rows = []
     for name, judged in found.items():
         rows.append(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -119,6 +120,14 @@ def opened(memory: Memory, path: str, passages: list[str]) -> tuple[Memory, list
     if held != wanted:
         raise SystemExit(f"{path}: does not hold these passages' segments (another set or cut)")
     return bank, cut
+
+
+def opened_or_written(memory: Memory, path: str, qa: QASet) -> tuple[Memory, list[list[Segment]]]:
+    """:func:`opened` of the memory saved at ``path``, written there first, as ``bench rag``
+    writes ``qa``'s passages, when no file is there yet."""
+    if not Path(path).exists():
+        written(memory, [memory.segments(text) for text in qa.passages], qa.name).save(path)
+    return opened(memory, path, qa.passages)
 
 
 def measure(bank: Memory, qa: QASet, cut: list[list[Segment]], rerank: bool) -> list[dict]:

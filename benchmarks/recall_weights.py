@@ -22,13 +22,13 @@ import argparse
 import itertools
 
 import torch
-from dev_split import add_arguments, load_memory, questions_in
+from dev_split import K, add_arguments, judge, load_memory, questions_in
 from tqdm import tqdm
 
 from r3mem import Memory
 from r3mem.bank import ENTITY_WEIGHT, KEYWORD_WEIGHT, SOURCE_WEIGHT, lifted
 from r3mem.bench.rag import QASet, read_qa
-from r3mem.bench.retrieval import BM25Index, Unit, contains, recall_at
+from r3mem.bench.retrieval import BM25Index, Unit
 from r3mem.keywords import keywords
 from r3mem.report import write_report
 
@@ -39,15 +39,6 @@ WEIGHTS = [
     *((e, w, SOURCE_WEIGHT) for e, w in itertools.product(ENTITY_WEIGHTS, KEYWORD_WEIGHTS)),
     *((ENTITY_WEIGHT, KEYWORD_WEIGHT, d) for d in SOURCE_WEIGHTS if d != SOURCE_WEIGHT),
 ]
-K = 5
-
-
-def judge(
-    units: list[Unit], order: list[int], gold: list[str], answers: list[str]
-) -> tuple[float, float]:
-    """recall@5 of ``gold`` and whether an answer is in the text of the top 5 units."""
-    top = [units[j] for j in order[:K]]
-    return recall_at(top, gold, K), contains([u.text for u in top], answers)
 
 
 def main() -> None:
