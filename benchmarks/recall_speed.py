@@ -120,9 +120,9 @@ def main() -> None:
         "score only": lambda q: grown.bank.scores(
             grown.query_memories([q])[0], grown.extractor(q), keywords(q)
         ),
-        "recall k=5 (guided)": lambda q: grown.recall(q, k=5),
-        "recall k=5 (greedy)": lambda q: grown.recall(q, k=5, guided=False),
-        "recall k=5 (exact)": lambda q: grown.recall(q, k=5, exact=True),
+        "recall k=5 (guided)": lambda q: grown.recall(q, k=5, exact=False),
+        "recall k=5 (greedy)": lambda q: grown.recall(q, k=5, exact=False, guided=False),
+        "recall k=5 (exact)": lambda q: grown.recall(q, k=5),
         "bm25 k=5": lambda q: bm25.search(q, 5),
     }
     for name, search in searches.items():

@@ -76,13 +76,16 @@ def test_remember_fills_every_level(memory):
         assert entry.meta == {"source": "test"}
 
 
-def test_exact_recall_is_lossless(full):
-    results = full.recall("bees", k=len(full.bank), exact=True)
+def test_recall_is_exact_by_default(full):
+    results = full.recall("bees", k=len(full.bank))
     assert sorted(r.text for r in results) == sorted(paragraphs(full))
+    assert all(r.exact for r in results)
     # The model is barely trained: the text comes back only thanks to the corrections.
     assert any(entry.corrections for entry in full.bank.entries.values())
-    approximate = full.recall("bees", k=len(full.bank))
+    approximate = full.recall("bees", k=len(full.bank), exact=False)
     assert [r.entry_id for r in approximate] == [r.entry_id for r in results]
+    assert not any(r.exact for r in approximate)
+    assert sorted(r.text for r in approximate) != sorted(paragraphs(full))
 
 
 def test_recall_returns_k_best_first(full):

@@ -158,11 +158,13 @@ def test_a_folder_of_texts_is_remembered_whole(adapter_dir, tmp_path, capsys):
     assert sources == {str(folder / "a.txt"), str(folder / "b.txt")}
 
 
-def test_recall_says_when_text_is_approximate(stored, tmp_path, capsys):
+def test_recall_is_exact_unless_asked(stored, tmp_path, capsys):
     memory = tmp_path / "notes.r3mem"
     shutil.copy(stored, memory)
-    assert main(["recall", "the", "--memory", str(memory), "-k", "1"]) == 0
-    assert "approximate" in capsys.readouterr().out
-    assert main(["recall", "the", "--memory", str(memory), "-k", "1", "--exact"]) == 0
+    for flags in ([], ["--exact"]):
+        assert main(["recall", "the", "--memory", str(memory), "-k", "1", *flags]) == 0
+        out = capsys.readouterr().out
+        assert "approximate" not in out and "exact" in out
+    assert main(["recall", "the", "--memory", str(memory), "-k", "1", "--no-exact"]) == 0
     out = capsys.readouterr().out
-    assert "approximate" not in out and "exact" in out
+    assert "approximate" in out and "without --no-exact" in out

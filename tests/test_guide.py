@@ -151,24 +151,24 @@ def test_rows_that_met_eos_stay_there_whatever_the_processor_adds(memory):
     assert out.tolist() == [[eos] * 3, [3] * 3]
 
 
-def test_recall_is_guided_by_default_and_greedy_on_request(memory, monkeypatch):
+def test_approximate_recall_is_guided_and_greedy_on_request(memory, monkeypatch):
     entries = list(memory.bank.entries.values())
     state = entry_states(memory.model, entries)
     alone = memory.model.reconstruct(state, max(e.tokens for e in entries))
     expected = [memory.tokenizer.decode(alone[r, : e.tokens]) for r, e in enumerate(entries)]
-    assert memory.read(entries, guided=False) == expected
+    assert memory.read(entries, exact=False, guided=False) == expected
     bare = [replace(e, entities=[], keywords={}) for e in entries]
-    assert memory.read(bare) == expected  # nothing to steer towards: the memory alone
+    assert memory.read(bare, exact=False) == expected  # nothing to steer towards: the memory alone
     # bonuses that outweigh any logit: the text begins with one of its entry's names
     # (or is all of its start, where the entry is shorter than the name's spelling) ...
     monkeypatch.setattr(r3mem.entries, "EntityGuide", partial(EntityGuide, start=1e3, go_on=2e3))
-    for found in memory.recall("Lisbon", k=len(memory.bank)):
+    for found in memory.recall("Lisbon", k=len(memory.bank), exact=False):
         entry = memory.bank.entries[found.entry_id]
         names, text = guide_names(entry.entities, entry.keywords), found.text.strip()
         assert any(text.startswith(n) or n.startswith(text) for n in names), found.text
     # ... a keyword as well as an entity: a word the text never held, its only name, begins it
     words = [replace(e, entities=[], keywords={"zqxvyl": 1}) for e in entries]
-    for text in memory.read(words):
+    for text in memory.read(words, exact=False):
         assert text.strip() and any(s.startswith(text.strip()[:6]) for s in ("zqxvyl", "Zqxvyl"))
-    for found in memory.recall("Lisbon", k=len(memory.bank), guided=False):
-        assert found.text == memory.read([memory.bank.entries[found.entry_id]], guided=False)[0]
+    for found in memory.recall("Lisbon", len(memory.bank), exact=False, guided=False):
+        assert found.text == memory.read([memory.bank.entries[found.entry_id]], False, False)[0]

@@ -88,11 +88,15 @@ def test_add_list_search_reconstruct_delete(service, segments):
     assert listed[0]["metadata"]["source"] == "notes" and listed[0]["level"] == "paragraph"
     assert listed[0]["created_at"].endswith("+00:00") and listed[0]["tokens"] > 0
     assert len(ids) == len(segments) > 1
-    assert [client.reconstruct(i, exact=True) for i in ids] == segments
-    hits = client.search("alice", "Where does Alice keep bees?", k=5, exact=True)
+    # Read back exactly unless asked otherwise: the bare request names no `exact`.
+    assert [client._call("GET", f"/v1/memories/{i}/reconstruct")["text"] for i in ids] == segments
+    body = {"user_id": "alice", "query": "Where does Alice keep bees?", "k": 5}
+    hits = client._call("POST", "/v1/memories/search", json=body)["results"]
     assert {hit["id"] for hit in hits} == {*ids, *turn}
     assert [hit["score"] for hit in hits] == sorted((hit["score"] for hit in hits), reverse=True)
     assert set(segments) <= {hit["text"] for hit in hits} and all(hit["exact"] for hit in hits)
+    approximate = client.search("alice", "Where does Alice keep bees?", k=5, exact=False)
+    assert not any(hit["exact"] for hit in approximate)
     client.delete(turn[0])
     assert [e["id"] for e in client.entries("alice")] == ids
     assert client.delete_user("alice") == len(ids) and client.entries("alice") == []

@@ -116,7 +116,7 @@ def chat(
     reader: Reader,
     read: Callable[[str], str] = input,
     write: Callable[[str], None] = print,
-    exact: bool = False,
+    exact: bool = True,
 ) -> None:
     """Run the conversation until ``/quit`` or end of input (``read`` raising EOFError);
     ``notes`` keep every message the user writes, the moment it is written."""

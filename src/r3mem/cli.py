@@ -96,7 +96,7 @@ def _recall(args: argparse.Namespace) -> None:
     memory = Memory.open(args.memory, args.model)
     if not memory.bank.entries:
         print(f"{args.memory}: no entries to recall from", file=sys.stderr)
-    hint = "" if args.exact else " (--exact gives the stored text)"
+    hint = "" if args.exact else " (without --no-exact: the stored text)"
     for hit in memory.recall(args.query, k=args.k, exact=args.exact):
         print(f"[{hit.score:.3f}] #{hit.entry_id}  {hit.label}{hint}\n{hit.text}\n")
 
@@ -241,7 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     recall.add_argument("--memory", required=True, help="memory file")
     recall.add_argument("--model", help="model directory (default: the one the file records)")
     recall.add_argument("-k", type=int, default=3, help="how many passages")
-    recall.add_argument("--exact", action="store_true", help="lossless, by stored corrections")
+    recall.add_argument(
+        "--exact",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the stored text, by its corrections (--no-exact: decoded from memory, approximate)",
+    )
     recall.set_defaults(run=_recall)
     talk = add("chat", help="a terminal chat with a persistent memory file or service")
     talk.add_argument("--memory", help="memory file (created if absent)")
@@ -252,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--reader", help="causal LM for replies (default: smollm2-135m if installed, else ours)"
     )
-    talk.add_argument("--exact", action="store_true", help="recall losslessly, by corrections")
+    talk.add_argument(
+        "--exact",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="recall the stored text, by its corrections (--no-exact: approximate)",
+    )
     _add_wait(talk)
     talk.set_defaults(run=_chat)
     server = add("serve", help="a memory service for agents over HTTP (FastAPI)")

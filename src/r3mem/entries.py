@@ -182,7 +182,8 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
         if checksum(ids) != entry.checksum:
             raise ValueError(
                 "exact recall diverged from the remembered text (checksum mismatch): the file "
-                "was changed, or this device or dtype decodes differently from the writer's"
+                "was changed, or this device or dtype decodes differently from the writer's; "
+                "exact=False (--no-exact) reads it back approximately"
             )
     return tokens
 
@@ -227,11 +228,11 @@ def read(
     model: R3MemModel,
     tokenizer: PreTrainedTokenizerBase,
     entries: Sequence[Entry],
-    exact: bool = False,
+    exact: bool = True,
     guided: bool = True,
 ) -> list[list[int]]:
-    """The token ids of ``entries`` decoded in one batch: greedily (every part steered by its
-    entry's entities and keywords when ``guided``), or ``exact``ly with their corrections."""
+    """The token ids of ``entries`` decoded in one batch: ``exact``ly with their corrections,
+    or greedily (every part steered by its entry's entities and keywords when ``guided``)."""
     if not entries:
         return []
     if exact:

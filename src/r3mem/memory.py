@@ -305,7 +305,7 @@ class Memory:
     # ----------------------------------------------------------------------------- recall
 
     def recall(
-        self, query: str, k: int = 3, exact: bool = False, guided: bool = True
+        self, query: str, k: int = 3, exact: bool = True, guided: bool = True
     ) -> list[Recalled]:
         """The ``k`` entries that best match ``query``, reconstructed from memory, best first.
 
@@ -314,15 +314,16 @@ class Memory:
         by the best of the other entries remembered with the same ``source``, then by the
         names the best source holds and the query does not; the best hit keeps the first
         place with the top score (:meth:`MemoryBank.scores`).
-        The hits are decoded greedily, steered by their entities and keywords (``guided``,
-        :mod:`r3mem.guide`; False: from the memory alone); ``exact`` applies the stored
-        corrections instead, so the text comes back exactly as remembered. Fewer than ``k``
-        come back when fewer are stored.
+        The hits are read back ``exact``ly: decoded from their memories, fed the stored
+        corrections, so the text comes back as remembered (for about what a greedy decode
+        costs). ``exact=False`` decodes greedily without them, steered by their entities and
+        keywords (``guided``, :mod:`r3mem.guide`; False: from the memory alone), which may
+        differ from the text. Fewer than ``k`` come back when fewer are stored.
         """
         return self.recall_batch([query], k, exact, guided)[0]
 
     def recall_batch(
-        self, queries: Sequence[str], k: int = 3, exact: bool = False, guided: bool = True
+        self, queries: Sequence[str], k: int = 3, exact: bool = True, guided: bool = True
     ) -> list[list[Recalled]]:
         """:meth:`recall` of each query, at once: the queries compressed in one batch and
         every hit decoded in one batch. A decoding step reads every weight once however many
@@ -352,12 +353,12 @@ class Memory:
         as a paragraph, all in one batch."""
         return self.model.write_alone([self.encode(query)[0].tolist() for query in queries]).memory
 
-    def read(self, entries: Sequence[Entry], exact: bool = False, guided: bool = True) -> list[str]:
+    def read(self, entries: Sequence[Entry], exact: bool = True, guided: bool = True) -> list[str]:
         """The texts of ``entries`` (:meth:`read_tokens`)."""
         return [self.tokenizer.decode(ids) for ids in self.read_tokens(entries, exact, guided)]
 
     def read_tokens(
-        self, entries: Sequence[Entry], exact: bool = False, guided: bool = True
+        self, entries: Sequence[Entry], exact: bool = True, guided: bool = True
     ) -> list[list[int]]:
         """The token ids of ``entries`` decoded from their memories (:func:`r3mem.entries.read`)."""
         return read(self.model, self.tokenizer, entries, exact, guided)

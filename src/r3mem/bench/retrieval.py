@@ -1,9 +1,10 @@
 """Retrieval shared by ``bench rag`` and ``bench conv``: the methods, their metrics, and the loop.
 
 Every method retrieves the same units: the segments the memory's hierarchy cuts the text
-into (one per R³Mem paragraph entry). ``r3mem`` gets them back as recall reads by default
-(greedy reconstruction from memory, steered by each entry's entities and keywords),
-``r3mem-greedy`` (the same ranking) from the memory alone, ``r3mem-exact`` by exact recall;
+into (one per R³Mem paragraph entry). ``r3mem-exact`` gets them back as recall reads by
+default (exactly: memory plus corrections), ``r3mem`` (the same ranking) as ``exact=False``
+reads them (greedy reconstruction from memory, steered by each entry's entities and
+keywords), ``r3mem-greedy`` from the memory alone;
 the baselines, explicit memory over raw text, return them as stored:
 
 - ``bm25``:  lexical BM25 (bm25s) over the raw segments.
@@ -239,8 +240,8 @@ def r3mem_indexes(
     write: Callable[[], Memory],
     keys: Callable[[dict[str, Any]], list[str]],
 ) -> dict[str, R3MemIndex]:
-    """``r3mem`` (recall as it reads by default: greedy, steered by the hits' entities and
-    keywords), ``r3mem-greedy`` (from the memory alone), ``r3mem-exact`` (exact recall) and
+    """``r3mem`` (recall with ``exact=False``: greedy, steered by the hits' entities and
+    keywords), ``r3mem-greedy`` (from the memory alone), ``r3mem-exact`` (recall's default) and
     ``r3mem-slots`` (exact recall, for a reader of their memory) as ``methods`` ask, over one
     memory ``write()`` fills once: the same ranking, ways to read the hits back."""
     asked = [name for name in R3MEM_METHODS if name in methods]

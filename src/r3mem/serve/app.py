@@ -79,7 +79,7 @@ class SearchRequest(BaseModel):
     user_id: UserId
     query: str = Field(min_length=1, max_length=MAX_QUERY)
     k: int = Field(5, ge=1, le=100)
-    exact: bool = False
+    exact: bool = True
 
 
 class Hit(BaseModel):
@@ -257,7 +257,7 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
         )
 
     @app.get("/v1/memories/{entry_id}/reconstruct")
-    async def reconstruct(entry_id: EntryId, tenant: Tenant, exact: bool = False) -> Reconstruction:
+    async def reconstruct(entry_id: EntryId, tenant: Tenant, exact: bool = True) -> Reconstruction:
         text = await run("reconstruct", tenant, entry_id, exact)
         return Reconstruction(id=entry_id, text=text, exact=exact)
 

@@ -72,7 +72,7 @@ class Client:
         body |= {"text": text} if messages is None else {"messages": messages}
         return self._call("POST", "/v1/memories", json=body)["ids"]
 
-    def search(self, user_id: str, query: str, k: int = 5, exact: bool = False) -> list[dict]:
+    def search(self, user_id: str, query: str, k: int = 5, exact: bool = True) -> list[dict]:
         body = {"user_id": user_id, "query": query, "k": k, "exact": exact}
         return self._call("POST", "/v1/memories/search", json=body)["results"]
 
@@ -86,7 +86,7 @@ class Client:
                 return found
             found += page
 
-    def reconstruct(self, entry_id: int, exact: bool = False) -> str:
+    def reconstruct(self, entry_id: int, exact: bool = True) -> str:
         path = f"/v1/memories/{entry_id}/reconstruct"
         return self._call("GET", path, params={"exact": str(exact).lower()})["text"]
 
