@@ -101,6 +101,7 @@ SECTIONS = {
     "smollm2_recall_hops": "SmolLM2's recall with a second look, every question of 500 passages",
     "smollm2_recall_hops_squad": "SmolLM2's second look on SQuAD to four digits (a tie with BM25)",
     "smollm2_read_back_hotpotqa": "SmolLM2's read-back on every HotpotQA question, second look",
+    "smollm2_conv_all": "SmolLM2 on LoCoMo, every question: evidence recall and read-back",
 }
 
 

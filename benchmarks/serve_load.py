@@ -8,9 +8,10 @@ For each store, one server (``r3mem serve``, the shipped default model, its own 
 OMP_NUM_THREADS=1) in a fresh database; for each number of clients, two phases of
 ``--seconds`` each: every client adds paragraphs of the books validation split (one request,
 one paragraph) to its own user, then searches its user's memory with a sentence of one of
-them (k=5, greedy). Clients are threads with their own HTTP connection, started together;
-latencies count from request to answer. Then the SQLite server again with --max-batch 1 at
-the largest number of clients: the same work, one request at a time through the model.
+them (k=5, read back exactly, as search reads by default). Clients are threads with their
+own HTTP connection, started together; latencies count from request to answer. Then the
+SQLite server again with --max-batch 1 at the largest number of clients: the same work, one
+request at a time through the model.
 
 Writes serve_load.{json,md} and serve_load_rps.png under --out (RESULTS.md picks them up).
 """
@@ -122,7 +123,7 @@ def markdown(report: dict) -> str:
         "### serve_load",
         "",
         "`r3mem serve` under load: requests/s and latency of add (one paragraph) and search "
-        "(k=5, greedy reconstruction) with concurrent clients, each on its own user.",
+        "(k=5, read back exactly, the default) with concurrent clients, each on its own user.",
         "",
         f"`{report['command']}` · revision {report['revision']} · seed {report['seed']} · "
         f"{report['machine']}",

@@ -167,4 +167,4 @@ def test_recall_is_exact_unless_asked(stored, tmp_path, capsys):
         assert "approximate" not in out and "exact" in out
     assert main(["recall", "the", "--memory", str(memory), "-k", "1", "--no-exact"]) == 0
     out = capsys.readouterr().out
-    assert "approximate" in out and "without --no-exact" in out
+    assert "approximate" in out and "drop --no-exact" in out

@@ -96,7 +96,7 @@ def _recall(args: argparse.Namespace) -> None:
     memory = Memory.open(args.memory, args.model)
     if not memory.bank.entries:
         print(f"{args.memory}: no entries to recall from", file=sys.stderr)
-    hint = "" if args.exact else " (without --no-exact: the stored text)"
+    hint = "" if args.exact else " (drop --no-exact for the stored text)"
     for hit in memory.recall(args.query, k=args.k, exact=args.exact):
         print(f"[{hit.score:.3f}] #{hit.entry_id}  {hit.label}{hint}\n{hit.text}\n")
 
