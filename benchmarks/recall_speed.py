@@ -12,9 +12,9 @@
 2. ``recall`` over a bank of ``--entries`` entries: the conversation's entries added again
    (fresh ids) up to that count, so that scoring sees a bank that size while every entry is
    one the model wrote; ms per query over ``--queries`` of the conversation's questions:
-   scoring alone, and ``recall`` (score + reconstruct the top 5) guided by the hits'
-   entities and keywords (as it reads by default), from the memory alone, and exact; BM25
-   over the same number of units beside it.
+   scoring alone, and ``recall`` (score + reconstruct the top 5) exactly (as it reads by
+   default), guided by the hits' entities and keywords, and from the memory alone; BM25 over
+   the same number of units beside it.
 
 Writes ``recall_speed.{json,md}`` under ``--out``.
 """

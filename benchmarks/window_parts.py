@@ -9,8 +9,9 @@ MemoryBank's conversations (no bench reports them) cut into turn windows as ``re
 them (up to the model's segment length); a seeded draw of ``--windows`` windows of at least
 three quarters of a segment. Each is written as one entry (``entry_tokens`` = the segment
 length) and as parts of at most ``--part`` tokens (the shipped ``entry_tokens``), and read
-back as recall reads a hit (guided by its entities and keywords). Judged by token accuracy
-and by how many of the window's names (its entities and numbers) survive in the text.
+back as ``recall(exact=False)`` reads a hit (guided by its entities and keywords). Judged by
+token accuracy and by how many of the window's names (its entities and numbers) survive in
+the text.
 Writes OUT/window_parts.{json,md}.
 """
 
@@ -85,8 +86,9 @@ def main() -> None:
     for row in rows:
         print(row, flush=True)
     notes = (
-        "MemoryBank (en) turn windows of at least 3/4 of a segment, read back guided as recall "
-        "reads a hit; entry_tokens = the segment length: one entry a window; less: in parts."
+        "MemoryBank (en) turn windows of at least 3/4 of a segment, read back guided as "
+        "recall(exact=False) reads a hit; entry_tokens = the segment length: one entry a "
+        "window; less: in parts."
     )
     write_report(args.out, "window_parts", args.seed, rows, notes)
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 import r3mem.bankfile
 import r3mem.memory
 from r3mem.bank import ENTITY_WEIGHT, ENTRY_DTYPES, KEYWORD_WEIGHT
+from r3mem.entries import Diverged
 from r3mem.hierarchy import split_paragraphs
 from r3mem.keywords import keywords
 from r3mem.memory import Memory, Recalled
@@ -86,6 +87,20 @@ def test_recall_is_exact_by_default(full):
     assert [r.entry_id for r in approximate] == [r.entry_id for r in results]
     assert not any(r.exact for r in approximate)
     assert sorted(r.text for r in approximate) != sorted(paragraphs(full))
+
+
+def test_an_exact_read_that_diverges_names_its_entries_and_the_way_out(full, tmp_path):
+    full.save(tmp_path / "m.r3mem")
+    opened = Memory.open(tmp_path / "m.r3mem")
+    changed = min(opened.bank.entries)
+    entry = opened.bank.entries[changed]
+    opened.bank.entries[changed] = dataclasses.replace(entry, checksum=entry.checksum + 1)
+    with pytest.raises(
+        Diverged, match=rf"for 1 of {len(full.bank)} entries.*\(#{changed}\).*exact=False"
+    ):
+        opened.recall("bees", k=len(full.bank))
+    approximate = opened.recall("bees", k=len(full.bank), exact=False)
+    assert approximate == full.recall("bees", k=len(full.bank), exact=False)
 
 
 def test_recall_returns_k_best_first(full):

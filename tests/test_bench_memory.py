@@ -76,7 +76,7 @@ def test_exact_and_slots_decode_each_question_once(adapter_dir, tmp_path, monkey
     together, not one question at a time."""
     recall_batch, calls, batches = Memory.recall_batch, [], []
 
-    def counted(self, queries, k=3, exact=False, guided=True):
+    def counted(self, queries, k, exact, guided):
         calls.extend([(exact, guided)] * len(queries))
         batches.append(len(queries))
         return recall_batch(self, queries, k, exact, guided)

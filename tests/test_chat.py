@@ -1,6 +1,8 @@
 """r3mem chat: every turn remembered and saved, /recall, /forget, and a restart that finds
 what was said before. Input and output are plain callables, so a script plays the user."""
 
+import dataclasses
+
 import pytest
 
 from r3mem.chat import FileNotes, chat, prompt
@@ -45,6 +47,17 @@ def test_only_the_user_s_words_are_remembered(adapter_dir, tmp_path):
     texts = [hit.text for hit in memory.recall("cat", k=5, exact=True)]
     assert texts and all("assistant" not in text for text in texts)
     assert any("My cat is Tom." in text for text in texts)
+
+
+def test_an_exact_read_that_diverges_is_said_and_the_chat_goes_on(adapter_dir, tmp_path):
+    memory, _ = run(Memory.load(adapter_dir), tmp_path / "chat.r3mem", ["My cat is Tom."])
+    for entry_id, entry in list(memory.bank.entries.items()):  # as if another device wrote it
+        memory.bank.entries[entry_id] = dataclasses.replace(entry, checksum=entry.checksum + 1)
+    before = len(memory.bank)
+    memory, said = run(memory, tmp_path / "chat.r3mem", ["/recall cat", "I like tea."])
+    assert sum("read approximately this time" in line for line in said) == 2
+    assert any("(approximate" in line and line.startswith("[") for line in said)
+    assert len(memory.bank) > before  # the message after it was still remembered
 
 
 def test_turns_survive_a_restart_and_forget_removes_them(adapter_dir, tmp_path):
@@ -110,11 +123,15 @@ def test_cli_chat_refuses_a_memory_of_another_model(adapter_dir, tmp_path, capsy
 
 def test_cli_chat_remembers_into_a_new_file(adapter_dir, tmp_path, monkeypatch, capsys):
     path = tmp_path / "new.r3mem"
-    monkeypatch.setattr("builtins.input", scripted(["Rain again today.", "/recall rain"]))
-    assert main(["chat", "--memory", str(path), "--model", str(adapter_dir), "--exact"]) == 0
-    out = capsys.readouterr().out
+    lines = ["Rain again today.", "/recall rain"]
+    monkeypatch.setattr("builtins.input", scripted(lines))
+    assert main(["chat", "--memory", str(path), "--model", str(adapter_dir)]) == 0
+    out = capsys.readouterr().out  # read back exactly by default: no label
     assert out.startswith("0 entries in memory") and "] user: Rain again" in out
-    assert len(Memory.open(path).bank) > 0
+    assert "approximate" not in out and len(Memory.open(path).bank) > 0
+    monkeypatch.setattr("builtins.input", scripted(lines[1:]))
+    assert main(["chat", "--memory", str(path), "--model", str(adapter_dir), "--no-exact"]) == 0
+    assert "(approximate: decoded from memory)" in capsys.readouterr().out
 
 
 def test_cli_chat_keeps_what_follows_forget_all(adapter_dir, tmp_path, monkeypatch):

@@ -97,6 +97,7 @@ def test_add_list_search_reconstruct_delete(service, segments):
     assert set(segments) <= {hit["text"] for hit in hits} and all(hit["exact"] for hit in hits)
     approximate = client.search("alice", "Where does Alice keep bees?", k=5, exact=False)
     assert not any(hit["exact"] for hit in approximate)
+    assert {hit["text"] for hit in approximate} != {hit["text"] for hit in hits}
     client.delete(turn[0])
     assert [e["id"] for e in client.entries("alice")] == ids
     assert client.delete_user("alice") == len(ids) and client.entries("alice") == []

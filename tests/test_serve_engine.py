@@ -111,6 +111,30 @@ def test_a_corrupt_record_fails_its_own_entry(engines):
     assert {hit["id"] for hit in hits} == set(ids[1:])
 
 
+def test_a_row_whose_exact_replay_diverges_is_searched_approximately_and_says_so(engines):
+    from r3mem.serve.store import CorruptEntry
+
+    engine = engines[0]
+    ids = [i for note in NOTES for i in engine.submit("add", "acme", note, "ida", {}).result()]
+    with engine.store.transaction() as db:
+        (record,) = engine.store._run(db, "SELECT record FROM memories WHERE id = ?", [ids[0]])[0]
+        changed = {**json.loads(record), "checksum": json.loads(record)["checksum"] + 1}
+        engine.store._run(
+            db, "UPDATE memories SET record = ? WHERE id = ?", [json.dumps(changed), ids[0]]
+        )
+    hits = {
+        hit["id"]: hit for hit in engine.submit("search", "acme", "ida", "bees", 99, True).result()
+    }
+    assert set(hits) == set(ids) and not hits[ids[0]]["exact"]
+    assert all(hits[i]["exact"] for i in ids[1:])
+    assert [hits[i]["text"] for i in ids[1:]] == [
+        engine.submit("reconstruct", "acme", i, True).result() for i in ids[1:]
+    ]
+    assert hits[ids[0]]["text"] == engine.submit("reconstruct", "acme", ids[0], False).result()
+    with pytest.raises(CorruptEntry, match=r"checksum mismatch.*\?exact=false"):
+        engine.submit("reconstruct", "acme", ids[0], True).result()
+
+
 def test_a_row_stored_before_the_keyword_index_gets_them_from_exact_recall(engines):
     engine = engines[0]
     ids = [i for note in NOTES for i in engine.submit("add", "acme", note, "fay", {}).result()]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from .entries import Diverged
 from .memory import Memory, Recalled
 from .reader import Reader
 
@@ -111,6 +112,17 @@ class FileNotes:
         return done
 
 
+def _recall(notes: Notes, query: str, exact: bool, write: Callable[[str], None]) -> list[Recalled]:
+    """What ``notes`` recall for ``query``. Where an exact read diverges (a file that another
+    device wrote), the chat says so and reads the same hits approximately, each labelled so,
+    rather than end the conversation."""
+    try:
+        return notes.recall(query, RECALL_K, exact)
+    except Diverged as err:
+        write(f"({err}: read approximately this time)")
+        return notes.recall(query, RECALL_K, False)
+
+
 def chat(
     notes: Notes,
     reader: Reader,
@@ -135,7 +147,7 @@ def chat(
             if not rest.strip():
                 write("usage: /recall QUERY")
                 continue
-            for hit in notes.recall(rest, RECALL_K, exact):
+            for hit in _recall(notes, rest, exact, write):
                 label = "" if hit.exact else f" ({hit.label})"
                 write(f"[{hit.score:.3f}]{label} {hit.text}")
             continue
@@ -148,7 +160,7 @@ def chat(
         if command.startswith("/"):
             write(f"unknown command {command}; {HELP}")
             continue
-        recalled = [hit.text for hit in notes.recall(line, RECALL_K, exact)]
+        recalled = [hit.text for hit in _recall(notes, line, exact, write)]
         reply = reader.generate(prompt(recalled, line, reader.chats), REPLY_TOKENS)
         # Only the user's words are remembered: the replies, recalled later, would outrank
         # what the user said with what the model made of it.

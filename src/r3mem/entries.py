@@ -143,6 +143,20 @@ def greedy_tokens(
     return joined(entries, [out[row, :n].tolist() for row, n in enumerate(lengths)])
 
 
+class Diverged(ValueError):
+    """Exact recall gave other text than was remembered (its checksum differs) for the
+    entries at ``rows`` of those asked: the stored entry was changed, or this device or dtype
+    decodes differently from the writer's. The others were read back exactly."""
+
+    def __init__(self, rows: list[int], asked: int, more: str = "") -> None:
+        super().__init__(
+            f"exact recall diverged from the remembered text (checksum mismatch) for {len(rows)} "
+            f"of {asked} entries: the stored entry was changed, or this device or dtype decodes "
+            f"differently from the writer's{more}"
+        )
+        self.rows, self.asked = rows, asked
+
+
 class Corrected:
     """A processor for :func:`r3mem.generation.generate` that feeds row ``r`` the token
     ``fixes[r][i]`` at each step ``i`` it corrects: greedy decoding with the KV cache, fed
@@ -178,13 +192,10 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
     draft = model.reconstruct(state, max(lengths), processor=Corrected(fixes)).tolist()
     rows = guided_decode(model, state, lengths, lambda row, i, p: fixes[row].get(i, p), draft)
     tokens = joined(entries, rows)
-    for entry, ids in zip(entries, tokens, strict=True):
-        if checksum(ids) != entry.checksum:
-            raise ValueError(
-                "exact recall diverged from the remembered text (checksum mismatch): the file "
-                "was changed, or this device or dtype decodes differently from the writer's; "
-                "exact=False (--no-exact) reads it back approximately"
-            )
+    sums = [entry.checksum for entry in entries]
+    diverged = [row for row, ids in enumerate(tokens) if checksum(ids) != sums[row]]
+    if diverged:
+        raise Diverged(diverged, len(entries))
     return tokens
 
 

@@ -34,7 +34,7 @@ from .bankfile import (
     write_file,
 )
 from .checkpoint import load_base, locate_model, model_source
-from .entries import exact_tokens, read, write_entries
+from .entries import Diverged, exact_tokens, read, write_entries
 from .files import LOCK_TIMEOUT, locked
 from .hierarchy import EntityExtractor, default_entity_extractor
 from .keywords import keywords
@@ -337,8 +337,13 @@ class Memory:
             self.bank.best(memory, self.extractor(query), keywords(query), k)
             for query, memory in zip(queries, memories, strict=True)
         ]
-        entries = [self.bank.entries[entry_id] for hits in chosen for entry_id, _ in hits]
-        texts = iter(self.read(entries, exact, guided))
+        ids = [entry_id for hits in chosen for entry_id, _ in hits]
+        try:
+            texts = iter(self.read([self.bank.entries[i] for i in ids], exact, guided))
+        except Diverged as err:
+            named = ", ".join(f"#{ids[row]}" for row in err.rows)
+            more = f" ({named}); exact=False (r3mem recall --no-exact) reads them approximately"
+            raise Diverged(err.rows, err.asked, more) from err
         return [
             [
                 Recalled(next(texts), score, i, dict(self.bank.entries[i].meta), exact)

@@ -206,7 +206,8 @@ class R3MemIndex(Index):
         memory: Memory,
         keys: Callable[[dict[str, Any]], list[str]],
         stored_bytes: int,
-        exact: bool = False,
+        *,
+        exact: bool,
         guided: bool = True,
     ) -> None:
         self.memory, self.keys, self.exact, self.guided = memory, keys, exact, guided
@@ -251,8 +252,8 @@ def r3mem_indexes(
     size = saved_bytes(memory)  # once: every method reads the one memory
     exact = R3MemIndex(memory, keys, size, exact=True)  # r3mem-exact and r3mem-slots share it
     readers = {
-        "r3mem": R3MemIndex(memory, keys, size),
-        "r3mem-greedy": R3MemIndex(memory, keys, size, guided=False),
+        "r3mem": R3MemIndex(memory, keys, size, exact=False),
+        "r3mem-greedy": R3MemIndex(memory, keys, size, exact=False, guided=False),
     }
     return {name: readers.get(name, exact) for name in asked}
 

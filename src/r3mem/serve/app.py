@@ -228,7 +228,7 @@ def create_app(engine: Engine, store: Store, max_request_bytes: int = MAX_REQUES
                 text=h["text"],
                 score=h["score"],
                 level=LEVEL,
-                exact=request.exact,
+                exact=h["exact"],
                 metadata=h["meta"],
             )
             for h in found

@@ -26,6 +26,7 @@ import torch
 from ..bank import ENTRY_DTYPES, Entry, MemoryBank
 from ..bankfile import is_int
 from ..checkpoint import adapter_digest
+from ..entries import Diverged
 from ..keywords import keywords
 from ..memory import WRITE_BATCH, Memory
 from .store import CorruptEntry, Store, StoredEntry, decode_memory, encode_memory
@@ -280,18 +281,38 @@ class Engine:
             chosen.append((job, [(i, score, bank.entries[i]) for i, score in hits]))
         for exact in (False, True):
             picked = [(job, hits) for job, hits in chosen if job.args[3] == exact]
-            entries = [entry for _, hits in picked for _, _, entry in hits]
-            try:
-                texts = iter(self.memory.read(entries, exact))
-            except ValueError as err:  # an exact replay diverged; alone, the job names it
-                raise CorruptEntry(f"search: {err}") from err
+            read = iter(
+                self._read_hits([(i, entry) for _, hits in picked for i, _, entry in hits], exact)
+            )
             for job, hits in picked:
                 job.future.set_result(
                     [
-                        {"id": i, "text": next(texts), "score": score, "meta": entry.meta}
+                        {"id": i, "score": score, "meta": entry.meta} | next(read)
                         for i, score, entry in hits
                     ]
                 )
+
+    def _read_hits(self, hits: list[tuple[int, Entry]], exact: bool) -> list[dict[str, Any]]:
+        """Each hit's text and whether it was read exactly. A hit whose exact replay diverges
+        (a changed row, or a device that decodes differently from the writer's) comes back
+        decoded from memory, marked ``exact: false``, and the log names it; the others stay
+        exact."""
+        entries = [entry for _, entry in hits]
+        try:
+            return [{"text": text, "exact": exact} for text in self.memory.read(entries, exact)]
+        except Diverged as err:
+            bad = err.rows
+        log.warning("search: read back approximately: memories %s", [hits[r][0] for r in bad])
+        read_again = self.memory.read([entries[r] for r in bad], exact=False)
+        approximate = dict(zip(bad, read_again, strict=True))
+        kept = [r for r in range(len(entries)) if r not in approximate]
+        exactly = dict(zip(kept, self.memory.read([entries[r] for r in kept]), strict=True))
+        return [
+            {"text": exactly[r], "exact": True}
+            if r in exactly
+            else {"text": approximate[r], "exact": False}
+            for r in range(len(entries))
+        ]
 
     def _reconstruct(self, jobs: list[Job]) -> None:
         found: dict[bool, list[tuple[Job, Entry]]] = {False: [], True: []}
@@ -319,4 +340,5 @@ class Engine:
         try:
             job.future.set_result(self.memory.read([entry], exact)[0])
         except ValueError as err:
-            job.future.set_exception(CorruptEntry(f"memory {job.args[0]}: {err}"))
+            hint = "; ?exact=false reads it approximately" if isinstance(err, Diverged) else ""
+            job.future.set_exception(CorruptEntry(f"memory {job.args[0]}: {err}{hint}"))
