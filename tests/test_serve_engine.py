@@ -133,6 +133,11 @@ def test_a_row_whose_exact_replay_diverges_is_searched_approximately_and_says_so
     assert hits[ids[0]]["text"] == engine.submit("reconstruct", "acme", ids[0], False).result()
     with pytest.raises(CorruptEntry, match=r"checksum mismatch.*\?exact=false"):
         engine.submit("reconstruct", "acme", ids[0], True).result()
+    # Together in one batch: the diverging entry fails alone, the others are read exactly.
+    jobs = [engine.submit("reconstruct", "acme", i, True) for i in ids]
+    with pytest.raises(CorruptEntry, match=rf"memory {ids[0]}: .*checksum mismatch"):
+        jobs[0].result()
+    assert [job.result() for job in jobs[1:]] == [hits[i]["text"] for i in ids[1:]]
 
 
 def test_a_row_stored_before_the_keyword_index_gets_them_from_exact_recall(engines):

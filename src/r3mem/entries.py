@@ -146,15 +146,16 @@ def greedy_tokens(
 class Diverged(ValueError):
     """Exact recall gave other text than was remembered (its checksum differs) for the
     entries at ``rows`` of those asked: the stored entry was changed, or this device or dtype
-    decodes differently from the writer's. The others were read back exactly."""
+    decodes differently from the writer's. The others were read back exactly: ``tokens``
+    holds every entry's ids as decoded, so a caller keeps those without decoding again."""
 
-    def __init__(self, rows: list[int], asked: int, more: str = "") -> None:
+    def __init__(self, rows: list[int], tokens: list[list[int]], more: str = "") -> None:
         super().__init__(
             f"exact recall diverged from the remembered text (checksum mismatch) for {len(rows)} "
-            f"of {asked} entries: the stored entry was changed, or this device or dtype decodes "
-            f"differently from the writer's{more}"
+            f"of {len(tokens)} entries: the stored entry was changed, or this device or dtype "
+            f"decodes differently from the writer's{more}"
         )
-        self.rows, self.asked = rows, asked
+        self.rows, self.tokens = rows, tokens
 
 
 class Corrected:
@@ -195,7 +196,7 @@ def exact_tokens(model: R3MemModel, entries: Sequence[Entry]) -> list[list[int]]
     sums = [entry.checksum for entry in entries]
     diverged = [row for row, ids in enumerate(tokens) if checksum(ids) != sums[row]]
     if diverged:
-        raise Diverged(diverged, len(entries))
+        raise Diverged(diverged, tokens)
     return tokens
 
 

@@ -343,7 +343,7 @@ class Memory:
         except Diverged as err:
             named = ", ".join(f"#{ids[row]}" for row in err.rows)
             more = f" ({named}); exact=False (r3mem recall --no-exact) reads them approximately"
-            raise Diverged(err.rows, err.asked, more) from err
+            raise Diverged(err.rows, err.tokens, more) from err
         return [
             [
                 Recalled(next(texts), score, i, dict(self.bank.entries[i].meta), exact)

@@ -301,17 +301,15 @@ class Engine:
         try:
             return [{"text": text, "exact": exact} for text in self.memory.read(entries, exact)]
         except Diverged as err:
-            bad = err.rows
+            bad, tokens = err.rows, err.tokens
         log.warning("search: read back approximately: memories %s", [hits[r][0] for r in bad])
         read_again = self.memory.read([entries[r] for r in bad], exact=False)
         approximate = dict(zip(bad, read_again, strict=True))
-        kept = [r for r in range(len(entries)) if r not in approximate]
-        exactly = dict(zip(kept, self.memory.read([entries[r] for r in kept]), strict=True))
         return [
-            {"text": exactly[r], "exact": True}
-            if r in exactly
-            else {"text": approximate[r], "exact": False}
-            for r in range(len(entries))
+            {"text": approximate[r], "exact": False}
+            if r in approximate
+            else {"text": self.memory.tokenizer.decode(ids), "exact": True}
+            for r, ids in enumerate(tokens)
         ]
 
     def _reconstruct(self, jobs: list[Job]) -> None:
@@ -329,16 +327,13 @@ class Engine:
         for exact, pairs in found.items():
             try:
                 texts = self.memory.read([entry for _, entry in pairs], exact)
-            except ValueError:  # an exact replay diverged: find whose, each alone
-                for job, entry in pairs:
-                    self._read_alone(job, entry, exact)
+            except Diverged as err:  # those that diverged fail alone; the rest are read
+                for row, ((job, _), ids) in enumerate(zip(pairs, err.tokens, strict=True)):
+                    if row in err.rows:
+                        why = f"memory {job.args[0]}: {err}; ?exact=false reads it approximately"
+                        job.future.set_exception(CorruptEntry(why))
+                    else:
+                        job.future.set_result(self.memory.tokenizer.decode(ids))
                 continue
             for (job, _), text in zip(pairs, texts, strict=True):
                 job.future.set_result(text)
-
-    def _read_alone(self, job: Job, entry: Entry, exact: bool) -> None:
-        try:
-            job.future.set_result(self.memory.read([entry], exact)[0])
-        except ValueError as err:
-            hint = "; ?exact=false reads it approximately" if isinstance(err, Diverged) else ""
-            job.future.set_exception(CorruptEntry(f"memory {job.args[0]}: {err}{hint}"))
